@@ -1,0 +1,59 @@
+"""siamese_jax: a Siamese MLP with a contrastive loss on MNIST pairs, in JAX.
+
+A JAX/Flax reimplementation of the Keras example "mnist_siamese" (after
+Hadsell, Chopra & LeCun 2006, DrLIM). Label convention throughout: y = 1.0
+means "same digit" (the Keras example's), the reverse of the paper's.
+"""
+
+from siamese_jax.config import Config
+from siamese_jax.errors import (
+  ConfigError,
+  DataError,
+  NonFiniteLossError,
+  SiameseJaxError,
+  WorkdirError,
+)
+from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
+from siamese_jax.mnist import MnistData, load_mnist
+from siamese_jax.models import MLP, SiameseMLP
+from siamese_jax.pairs import make_pairs, sample_pairs
+from siamese_jax.run import train_and_evaluate
+from siamese_jax.train import (
+  TrainState,
+  create_train_state,
+  embed_images,
+  eval_step,
+  evaluate,
+  gather_batch,
+  train_chunk,
+  train_epoch,
+  train_step,
+)
+
+__all__ = [
+  "Config",
+  "ConfigError",
+  "DataError",
+  "MLP",
+  "MnistData",
+  "NonFiniteLossError",
+  "SiameseJaxError",
+  "SiameseMLP",
+  "TrainState",
+  "WorkdirError",
+  "contrastive_loss",
+  "create_train_state",
+  "embed_images",
+  "euclidean_distance",
+  "eval_step",
+  "evaluate",
+  "gather_batch",
+  "load_mnist",
+  "make_pairs",
+  "pair_accuracy",
+  "sample_pairs",
+  "train_and_evaluate",
+  "train_chunk",
+  "train_epoch",
+  "train_step",
+]

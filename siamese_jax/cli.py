@@ -1,0 +1,121 @@
+"""Command-line plumbing shared by the experiment modules.
+
+Experiments own argv; this module only turns a given argv into a `Config`
+and run options, and turns the library's expected errors into exit codes:
+
+* 2: usage errors (unknown flags, non-numeric or out-of-range values), with
+  the usage message, as argparse does;
+* 1: data and runtime errors (missing or corrupt files, unusable workdir,
+  non-finite loss), as one paragraph on stderr without a traceback;
+* 130: stopped by Ctrl-C after saving a checkpoint.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from siamese_jax.config import PAIR_MODES, Config
+from siamese_jax.errors import ConfigError, SiameseJaxError
+from siamese_jax.mnist import DATA_DIR_ENV
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(x) for x in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"expected comma-separated integers such as 128,128,128, got {text!r}"
+    ) from None
+
+
+# Config field -> (flag type, help). Flags are the field names with dashes.
+_CONFIG_FLAGS = {
+  "seed": (int, "root PRNG seed"),
+  "epochs": (int, "passes over the training pairs"),
+  "batch_size": (int, "pairs per step"),
+  "learning_rate": (float, "RMSProp learning rate"),
+  "rmsprop_decay": (float, "RMSProp decay (Keras' rho)"),
+  "rmsprop_eps": (float, "RMSProp epsilon"),
+  "margin": (float, "contrastive-loss margin"),
+  "dropout": (float, "dropout rate"),
+  "hidden_sizes": (_int_list, "comma-separated layer widths"),
+  "threshold": (float, "distance below which a pair counts as same digit"),
+}
+
+
+def make_parser(
+  prog: str, description: str, defaults: Config | None = None
+) -> argparse.ArgumentParser:
+  """A parser with one flag per Config field plus the run options."""
+  defaults = defaults or Config()
+  defaults = defaults or Config()
+  parser = argparse.ArgumentParser(prog=prog, description=description)
+  group = parser.add_argument_group("config (defaults are the original example's)")
+  for name, (typ, help_text) in _CONFIG_FLAGS.items():
+    default = getattr(defaults, name)
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    group.add_argument(
+      "--" + name.replace("_", "-"),
+      type=typ,
+      default=default,
+      help=f"{help_text} (default {shown})",
+    )
+  group.add_argument(
+    "--pairs",
+    choices=PAIR_MODES,
+    default=defaults.pairs,
+    help="fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
+  )
+  run = parser.add_argument_group("run")
+  run.add_argument(
+    "--data-dir",
+    default=None,
+    help=f"directory of the four MNIST IDX files (default ${DATA_DIR_ENV}, else tfds)",
+  )
+  run.add_argument("--workdir", default=None, help="output directory (default runs/<name>/<time>)")
+  run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+  run.add_argument("--overwrite", action="store_true", help="replace a run already in --workdir")
+  run.add_argument("--chunk-steps", type=int, default=200, help="steps per device dispatch")
+  run.add_argument("--no-progress", action="store_true", help="no progress bar")
+  run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
+  return parser
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+  """Builds the Config, turning a validation error into a usage error (exit 2)."""
+  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+  try:
+    config = Config(**values)
+  except ConfigError as e:
+    parser.error(str(e).replace("Config.", "--").replace("_", "-"))
+  if args.chunk_steps < 1:
+    parser.error(f"--chunk-steps={args.chunk_steps} is invalid: it must be >= 1.")
+  if args.resume and args.overwrite:
+    parser.error("--resume and --overwrite contradict each other; pass one of them.")
+  return config
+
+
+def default_workdir(name: str, config: Config) -> str:
+  return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S") + f"-seed{config.seed}")
+
+
+def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
+  """Runs `main(argv)`, mapping expected errors to exit codes (see module doc)."""
+  from siamese_jax.run import RunInterrupted
+
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    main(argv)
+  except RunInterrupted as e:
+    print(f"\n{e}", file=sys.stderr)
+    return 130
+  except SiameseJaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("\nInterrupted.", file=sys.stderr)
+    return 130
+  return 0

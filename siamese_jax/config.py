@@ -1,0 +1,126 @@
+"""The run configuration: one frozen dataclass, validated on construction.
+
+Defaults are the original Keras example's (mnist_siamese): batch 128, 20
+epochs, RMSprop(lr=1e-3, rho=0.9, epsilon=1e-7), margin 1, dropout 0.1, three
+Dense(128, relu) layers. `optax.rmsprop(1e-3, decay=0.9, eps=1e-7)` applies
+the same update as Keras' RMSprop with these settings.
+
+A run writes its config as `config.json` into the workdir; `from_dict` reads
+it back and refuses unknown keys, so a typo never silently becomes a default.
+"""
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from siamese_jax.errors import ConfigError
+
+PAIR_MODES = ("fixed", "fresh")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Hyperparameters of one run.
+
+  Attributes:
+    seed: root of every random choice (init, pairs, shuffling, dropout).
+    epochs: passes over the training pairs.
+    batch_size: pairs per optimizer step.
+    learning_rate: RMSProp step size.
+    rmsprop_decay: RMSProp's moving-average decay (Keras' `rho`).
+    rmsprop_eps: RMSProp's epsilon, added outside the square root as Keras does.
+    margin: contrastive-loss margin; negatives farther apart cost nothing.
+    dropout: dropout rate after each hidden layer but the last.
+    hidden_sizes: widths of the Dense+ReLU layers of the shared MLP.
+    threshold: distances below it count as "same digit" for accuracy.
+    pairs: "fixed" uses the original's pairs for every epoch (shuffled
+      each epoch); "fresh" draws new balanced pairs every epoch.
+  """
+
+  seed: int = 0
+  epochs: int = 20
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  rmsprop_decay: float = 0.9
+  rmsprop_eps: float = 1e-7
+  margin: float = 1.0
+  dropout: float = 0.1
+  hidden_sizes: tuple[int, ...] = (128, 128, 128)
+  threshold: float = 0.5
+  pairs: str = "fixed"
+
+  def __post_init__(self):
+    def need(ok: bool, field: str, rule: str):
+      if not ok:
+        value = getattr(self, field)
+        raise ConfigError(f"Config.{field}={value!r} is invalid: {rule}.")
+
+    def is_int(v):
+      return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_real(v):
+      return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+    need(is_int(self.seed) and self.seed >= 0, "seed", "it must be an integer >= 0")
+    need(is_int(self.epochs) and self.epochs >= 1, "epochs", "it must be an integer >= 1")
+    need(
+      is_int(self.batch_size) and self.batch_size >= 1,
+      "batch_size",
+      "it must be an integer >= 1",
+    )
+    need(
+      is_real(self.learning_rate) and self.learning_rate > 0,
+      "learning_rate",
+      "it must be a finite number > 0",
+    )
+    need(
+      is_real(self.rmsprop_decay) and 0 <= self.rmsprop_decay < 1,
+      "rmsprop_decay",
+      "it must lie in [0, 1)",
+    )
+    need(
+      is_real(self.rmsprop_eps) and self.rmsprop_eps >= 0,
+      "rmsprop_eps",
+      "it must be a finite number >= 0",
+    )
+    need(is_real(self.margin) and self.margin > 0, "margin", "it must be a finite number > 0")
+    need(is_real(self.dropout) and 0 <= self.dropout < 1, "dropout", "it must lie in [0, 1)")
+    # Accept lists (as JSON gives them) but store a tuple: the dataclass is
+    # frozen and hashable, and the model closes over it.
+    if isinstance(self.hidden_sizes, list):
+      object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+    need(
+      isinstance(self.hidden_sizes, tuple)
+      and len(self.hidden_sizes) >= 1
+      and all(is_int(h) and h >= 1 for h in self.hidden_sizes),
+      "hidden_sizes",
+      "it must be a non-empty sequence of integers >= 1",
+    )
+    need(is_real(self.threshold) and self.threshold > 0, "threshold", "it must be a number > 0")
+    need(self.pairs in PAIR_MODES, "pairs", f"it must be one of {', '.join(PAIR_MODES)}")
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["hidden_sizes"] = list(self.hidden_sizes)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "Config":
+    """Builds a Config from `to_dict`'s output, refusing unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ConfigError(
+        f"Unknown config field(s) {', '.join(unknown)}; known fields are "
+        f"{', '.join(sorted(names))}."
+      )
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+  def diff(self, other: "Config") -> dict[str, tuple[Any, Any]]:
+    """Fields whose values differ, as {name: (self's, other's)}."""
+    a, b = self.to_dict(), other.to_dict()
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}

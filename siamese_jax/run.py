@@ -1,0 +1,374 @@
+"""One whole run: `train_and_evaluate(config, workdir, data)`.
+
+What a run leaves in its workdir:
+
+* `config.json`, written before training starts;
+* `metrics.jsonl`, one JSON object per finished epoch;
+* `checkpoint.msgpack`, replaced atomically after every epoch (and when the
+  run is interrupted with Ctrl-C), so `resume=True` continues it bit for bit;
+* `results.json`, written last: train and test pair accuracy and timings.
+
+Keys: one root key from `config.seed`, split once into named keys (init,
+pairs, data, dropout). Epoch e shuffles with `fold_in(data_key, e)`; dropout
+uses `fold_in(dropout_key, step)` inside the step. Nothing random depends on
+wall-clock, chunking, or whether the run was resumed.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import jax
+import numpy as np
+
+from siamese_jax import checkpoint
+from siamese_jax.config import Config
+from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
+from siamese_jax.files import atomic_write_json
+from siamese_jax.metric_writers import ConsoleWriter, JsonlWriter, MultiWriter, TensorBoardWriter
+from siamese_jax.mnist import MnistData
+from siamese_jax.pairs import class_index, make_pairs, sample_pairs
+from siamese_jax.progress import ProgressBar
+from siamese_jax.train import (
+  create_train_state,
+  epoch_batches,
+  evaluate,
+  to_host_scalars,
+  train_epoch,
+)
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+RESULTS_NAME = "results.json"
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME)
+
+
+class RunInterrupted(SiameseJaxError):
+  """The run was stopped by Ctrl-C after saving a checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+  init: jax.Array
+  pairs: jax.Array
+  data: jax.Array
+  dropout: jax.Array
+
+
+def run_keys(seed: int) -> RunKeys:
+  """Splits the root key of `seed` once into the run's named keys."""
+  return RunKeys(*jax.random.split(jax.random.key(seed), 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSets:
+  """The original's fixed pairs of both splits (host arrays)."""
+
+  train_pairs: np.ndarray
+  train_y: np.ndarray
+  test_pairs: np.ndarray
+  test_y: np.ndarray
+
+
+def make_pair_sets(keys: RunKeys, data: MnistData) -> PairSets:
+  tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), data.train_labels)
+  vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels)
+  return PairSets(tp, ty, vp, vy)
+
+
+def _check_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write-test")
+    with open(probe, "w"):
+      pass
+    os.unlink(probe)
+  except OSError as e:
+    raise WorkdirError(
+      f"Workdir {workdir!r} is not writable ({e.strerror}). Choose another "
+      "--workdir, or fix its permissions."
+    ) from None
+
+
+def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> None:
+  """Creates the workdir, or checks that it may be reused, then writes config.json.
+
+  Raises:
+    WorkdirError: unwritable, holds another run (without overwrite), or the
+      run to resume has a different config (the message lists the fields).
+  """
+  if resume and overwrite:
+    raise ConfigError("--resume and --overwrite contradict each other; pass one of them.")
+  config_path = os.path.join(workdir, CONFIG_NAME)
+  has_run = any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES)
+  if resume:
+    if not os.path.isfile(config_path):
+      raise WorkdirError(
+        f"Nothing to resume in {workdir!r}: it holds no {CONFIG_NAME}. Check "
+        "--workdir, or drop --resume to start a new run."
+      )
+    old = _read_config(config_path)
+    diff = config.diff(old)
+    if diff:
+      fields = ", ".join(f"{k} (run: {b!r}, now: {a!r})" for k, (a, b) in diff.items())
+      raise WorkdirError(
+        f"Cannot resume {workdir!r} with a different config; differing fields: "
+        f"{fields}. Resume with the run's own flags, or start a new run in "
+        "another --workdir."
+      )
+    _check_writable(workdir)
+    return
+  if has_run and not overwrite:
+    what = "a run"
+    if os.path.isfile(config_path):
+      diff = config.diff(_read_config(config_path))
+      if diff:
+        what = f"a run with another config (differs in {', '.join(diff)})"
+    raise WorkdirError(
+      f"Workdir {workdir!r} already holds {what}. Pass --resume to continue it, "
+      "--overwrite to replace it, or choose another --workdir."
+    )
+  _check_writable(workdir)
+  if overwrite:
+    for f in RUN_FILES:
+      try:
+        os.unlink(os.path.join(workdir, f))
+      except FileNotFoundError:
+        pass
+  atomic_write_json(config_path, config.to_dict())
+
+
+def _read_config(path: str) -> Config:
+  try:
+    with open(path) as f:
+      return Config.from_dict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise WorkdirError(
+      f"{path} is not a readable config ({e}). Pass --overwrite to replace "
+      "the run, or choose another --workdir."
+    ) from None
+
+
+def _truncate_metrics(path: str, keep_epochs: int) -> None:
+  """Drops metrics lines past the checkpoint's epoch (written before a kill)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [ln for ln in f if ln.strip()]
+  kept = [ln for ln in lines if json.loads(ln)["epoch"] <= keep_epochs]
+  from siamese_jax.files import atomic_write_bytes
+
+  atomic_write_bytes(path, "".join(kept).encode())
+
+
+class _SigintFlag:
+  """Turns the first Ctrl-C into a flag the loop checks between chunks."""
+
+  def __init__(self):
+    self.set = False
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.set:  # A second Ctrl-C: stop at once.
+      raise KeyboardInterrupt
+    self.set = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGINT, self._old)
+
+
+def train_and_evaluate(
+  config: Config,
+  workdir: str,
+  data: MnistData,
+  *,
+  resume: bool = False,
+  overwrite: bool = False,
+  chunk_steps: int = 200,
+  progress: bool = True,
+  tensorboard: bool = False,
+  stdout: TextIO | None = None,
+  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+  """Trains the Siamese MLP on MNIST pairs and evaluates it.
+
+  Args:
+    config: the run's hyperparameters.
+    workdir: where config.json, metrics.jsonl, the checkpoint and
+      results.json go.
+    data: MNIST (see `siamese_jax.mnist.load_mnist`).
+    resume: continue the run in `workdir` from its checkpoint.
+    overwrite: replace a run already in `workdir`.
+    chunk_steps: about how many steps run per device dispatch; the progress
+      bar moves once per chunk. Results do not depend on it.
+    progress: draw a progress bar on stderr when it is a terminal.
+    tensorboard: also write TensorBoard event files into the workdir.
+    stdout: where the per-epoch lines go (sys.stdout if None).
+    on_epoch: called with (epoch, metrics) after each epoch is logged.
+
+  Returns:
+    The contents of results.json.
+
+  Raises:
+    SiameseJaxError subclasses for expected failures: bad config, workdir
+    problems, a non-finite loss, or an interruption (after checkpointing).
+  """
+  t_start = time.perf_counter()
+  out = stdout or sys.stdout
+  keys = run_keys(config.seed)
+  sets = make_pair_sets(keys, data)
+  steps = len(sets.train_pairs) // config.batch_size
+  if steps == 0:
+    raise ConfigError(
+      f"batch_size={config.batch_size} is larger than the {len(sets.train_pairs)} "
+      "training pairs; use --batch-size of at most that."
+    )
+  workdir = os.fspath(workdir)
+  prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
+  metrics_path = os.path.join(workdir, METRICS_NAME)
+
+  put = jax.device_put
+  train_images, test_images = put(data.train_images), put(data.test_images)
+  train_pairs, train_y = put(sets.train_pairs), put(sets.train_y)
+  test_pairs, test_y = put(sets.test_pairs), put(sets.test_y)
+  fresh = None
+  if config.pairs == "fresh":
+    index = {k: put(v) for k, v in class_index(data.train_labels).items()}
+    num_pairs = len(sets.train_pairs)
+    fresh = jax.jit(lambda key: sample_pairs(key, None, num_pairs, index=index))
+
+  state = create_train_state(keys.init, config)
+  data_key_bits = np.asarray(jax.random.key_data(keys.data))
+  first_epoch, start_step, partial = 1, 0, {}
+  if resume:
+    if checkpoint.exists(workdir):
+      ckpt = checkpoint.load(workdir, state)
+      if not np.array_equal(ckpt.data_key, data_key_bits):
+        raise WorkdirError(
+          f"The checkpoint in {workdir!r} was written with another data key; "
+          "it does not belong to this config. Start over with --overwrite."
+        )
+      state, partial = ckpt.state, ckpt.partial_metrics
+      first_epoch, start_step = ckpt.epoch + 1, ckpt.step_in_epoch
+      _truncate_metrics(metrics_path, ckpt.epoch)
+      print(
+        f"Resuming {workdir} at epoch {first_epoch}, step {start_step} of {steps}.",
+        file=out,
+        flush=True,
+      )
+    else:
+      _truncate_metrics(metrics_path, 0)
+      print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
+
+  writers = [ConsoleWriter(total=config.epochs, stream=out), JsonlWriter(metrics_path)]
+  if tensorboard:
+    writers.append(TensorBoardWriter(os.path.join(workdir, "tensorboard")))
+  writer = MultiWriter(writers)
+
+  def save(epoch, step_in_epoch, metrics):
+    return checkpoint.save(
+      workdir,
+      checkpoint.Checkpoint(state, epoch, step_in_epoch, metrics, data_key_bits, config),
+    )
+
+  try:
+    with _SigintFlag() as sigint:
+      for epoch in range(first_epoch, config.epochs + 1):
+        t0 = time.perf_counter()
+        epoch_key = jax.random.fold_in(keys.data, epoch)
+        if fresh is not None:
+          pairs, y = fresh(jax.random.fold_in(epoch_key, 1))
+        else:
+          pairs, y = train_pairs, train_y
+        batches = epoch_batches(
+          jax.random.fold_in(epoch_key, 0), len(sets.train_pairs), config.batch_size
+        )
+        bar = ProgressBar(f"epoch {epoch}/{config.epochs}", steps, enabled=progress)
+        bad_step = []
+
+        def on_chunk(done, total, host, bar=bar, bad_step=bad_step):
+          bar.update(done)
+          finite = np.isfinite(host["loss"])
+          if not finite.all():
+            bad_step.append(done - len(finite) + int(np.argmin(finite)))
+            return True
+          return sigint.set
+
+        state, m, done = train_epoch(
+          state,
+          train_images,
+          pairs,
+          y,
+          batches,
+          keys.dropout,
+          start=start_step,
+          chunk_steps=chunk_steps,
+          on_chunk=on_chunk,
+        )
+        bar.close()
+        m = {k: np.concatenate([partial[k], m[k]]) if k in partial else m[k] for k in m}
+        if bad_step:
+          step = (epoch - 1) * steps + bad_step[0] + 1
+          kept = (
+            f"the last good checkpoint (after epoch {epoch - 1}) is kept in {workdir}"
+            if checkpoint.exists(workdir)
+            else "no checkpoint had been written yet"
+          )
+          raise NonFiniteLossError(
+            f"Training stopped: the loss became non-finite at step {step} (epoch "
+            f"{epoch}); {kept}. Lower --learning-rate (now {config.learning_rate}) "
+            "or check the data."
+          )
+        if done < steps:  # Ctrl-C: keep what this epoch has done so far.
+          path = save(epoch - 1, done, m)
+          raise RunInterrupted(
+            f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
+            f"{path}. Resume with: --workdir {workdir} --resume (and the same flags)."
+          )
+        val, _ = evaluate(state, test_images, test_pairs, test_y)
+        scalars = {
+          "train_loss": float(np.mean(m["loss"])),
+          "train_accuracy": float(np.mean(m["accuracy"])),
+          **{f"val_{k}": v for k, v in to_host_scalars(val).items()},
+        }
+        scalars["epoch_seconds"] = time.perf_counter() - t0
+        writer.write_scalars(epoch, scalars)
+        save(epoch, 0, {})
+        start_step, partial = 0, {}
+        if on_epoch is not None:
+          on_epoch(epoch, scalars)
+  finally:
+    writer.close()
+
+  train_metrics, _ = evaluate(state, train_images, train_pairs, train_y)
+  test_metrics, _ = evaluate(state, test_images, test_pairs, test_y)
+  train_metrics, test_metrics = to_host_scalars(train_metrics), to_host_scalars(test_metrics)
+  results = {
+    "train_accuracy": train_metrics["accuracy"],
+    "train_loss": train_metrics["loss"],
+    "test_accuracy": test_metrics["accuracy"],
+    "test_loss": test_metrics["loss"],
+    "epochs": config.epochs,
+    "seed": config.seed,
+    "pairs": config.pairs,
+    "num_train_pairs": len(sets.train_pairs),
+    "num_test_pairs": len(sets.test_pairs),
+    "backend": jax.default_backend(),
+    "total_seconds": time.perf_counter() - t_start,
+  }
+  print(f"* Accuracy on training set: {100 * results['train_accuracy']:0.2f}%", file=out)
+  print(f"* Accuracy on test set: {100 * results['test_accuracy']:0.2f}%", file=out, flush=True)
+  atomic_write_json(os.path.join(workdir, RESULTS_NAME), results)
+  return results

@@ -1,0 +1,94 @@
+"""Shared fixtures: strict JAX numerics, synthetic MNIST, the real data dir."""
+
+import gzip
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax.mnist import DATA_DIR_ENV, MnistData
+
+# Silent broadcasting, e.g. (B, 1) * (B,) -> (B, B), becomes an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+  """The IDX encoding of a uint8 array."""
+  header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+  return header + arr.astype(np.uint8).tobytes()
+
+
+def write_idx(path, arr: np.ndarray, gz: bool = True) -> str:
+  data = idx_bytes(arr)
+  path = os.fspath(path)
+  if gz:
+    with gzip.open(path, "wb") as f:
+      f.write(data)
+  else:
+    with open(path, "wb") as f:
+      f.write(data)
+  return path
+
+
+def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0) -> MnistData:
+  """Learnable fake MNIST: each digit is a fixed random template plus noise."""
+  rng = np.random.default_rng(seed)
+  templates = rng.integers(0, 256, (10, 28, 28))
+
+  def split(n):
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    noise = rng.integers(-60, 61, (n, 28, 28))
+    images = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.uint8)
+
+  tri, trl = split(n_train)
+  tei, tel = split(n_test)
+  return MnistData(tri, trl, tei, tel)
+
+
+def write_mnist_dir(directory, data: MnistData, gz: bool = True) -> str:
+  directory = os.fspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  suffix = ".gz" if gz else ""
+  write_idx(os.path.join(directory, "train-images-idx3-ubyte" + suffix), data.train_images, gz)
+  write_idx(os.path.join(directory, "train-labels-idx1-ubyte" + suffix), data.train_labels, gz)
+  write_idx(os.path.join(directory, "t10k-images-idx3-ubyte" + suffix), data.test_images, gz)
+  write_idx(os.path.join(directory, "t10k-labels-idx1-ubyte" + suffix), data.test_labels, gz)
+  return directory
+
+
+@pytest.fixture
+def small_mnist() -> MnistData:
+  return synthetic_mnist()
+
+
+@pytest.fixture
+def small_mnist_dir(tmp_path, small_mnist) -> str:
+  return write_mnist_dir(tmp_path / "mnist", small_mnist)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str:
+  """The real MNIST files, or a visible skip."""
+  d = os.environ.get(DATA_DIR_ENV)
+  if not d:
+    pytest.skip(f"real MNIST not given: set {DATA_DIR_ENV} to a dir of the four IDX files")
+  if not os.path.isdir(d):
+    pytest.skip(f"{DATA_DIR_ENV}={d} is not a directory")
+  return d
+
+
+@pytest.fixture(scope="session")
+def real_mnist(mnist_dir) -> MnistData:
+  from siamese_jax.mnist import load_mnist_idx
+
+  return load_mnist_idx(mnist_dir)
+
+
+@pytest.fixture
+def no_data_env(monkeypatch):
+  """Unsets SIAMESE_JAX_DATA_DIR for tests that pass data dirs explicitly."""
+  monkeypatch.delenv(DATA_DIR_ENV, raising=False)

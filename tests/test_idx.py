@@ -1,0 +1,117 @@
+"""The IDX reader and the data-dir loader, on files the tests write."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from siamese_jax import DataError, load_mnist
+from siamese_jax.idx import read_idx
+from siamese_jax.mnist import DATA_DIR_ENV, load_mnist_idx
+
+from conftest import idx_bytes, write_idx, write_mnist_dir
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_gz_and_raw(tmp_path, gz):
+  arr = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+  path = write_idx(tmp_path / "x", arr, gz=gz)
+  np.testing.assert_array_equal(read_idx(path), arr)
+  labels = np.arange(7, dtype=np.uint8)
+  np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "y", labels, gz=gz)), labels)
+
+
+def test_truncated_gz_names_the_file(tmp_path):
+  path = write_idx(tmp_path / "t.gz", np.zeros((50, 28, 28), np.uint8))
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[: len(data) // 2])
+  with pytest.raises(DataError, match=r"t\.gz.*(corrupt|truncated)"):
+    read_idx(path)
+
+
+def test_corrupt_gz_names_the_file(tmp_path):
+  path = write_idx(tmp_path / "c.gz", np.arange(100, dtype=np.uint8))
+  data = bytearray(open(path, "rb").read())
+  data[12:20] = b"\xff" * 8
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(DataError, match=r"c\.gz"):
+    read_idx(path)
+
+
+def test_bad_magic_number(tmp_path):
+  raw = bytearray(idx_bytes(np.zeros((2, 28, 28), np.uint8)))
+  raw[2] = 0x0D  # float32 type code
+  path = tmp_path / "m"
+  path.write_bytes(bytes(raw))
+  with pytest.raises(DataError, match="magic number 0x00000d03"):
+    read_idx(path)
+
+
+def test_payload_shorter_than_header_declares(tmp_path):
+  raw = idx_bytes(np.zeros((3, 28, 28), np.uint8))[:-5]
+  path = tmp_path / "short"
+  path.write_bytes(raw)
+  with pytest.raises(DataError, match=r"short: header declares shape \(3, 28, 28\)"):
+    read_idx(path)
+
+
+def test_missing_file_named(tmp_path):
+  with pytest.raises(DataError, match="nope.*not found"):
+    read_idx(tmp_path / "nope")
+
+
+def test_loads_a_dir_gz_or_raw(tmp_path, small_mnist):
+  for gz in (True, False):
+    d = write_mnist_dir(tmp_path / str(gz), small_mnist, gz=gz)
+    data = load_mnist_idx(d)
+    np.testing.assert_array_equal(data.train_images, small_mnist.train_images)
+    np.testing.assert_array_equal(data.test_labels, small_mnist.test_labels)
+
+
+def test_env_var_chooses_the_dir(monkeypatch, small_mnist_dir, small_mnist):
+  monkeypatch.setenv(DATA_DIR_ENV, small_mnist_dir)
+  np.testing.assert_array_equal(load_mnist().train_labels, small_mnist.train_labels)
+
+
+def test_missing_files_listed(tmp_path, small_mnist):
+  d = write_mnist_dir(tmp_path / "m", small_mnist)
+  os.unlink(os.path.join(d, "t10k-labels-idx1-ubyte.gz"))
+  with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte\[\.gz\]"):
+    load_mnist_idx(d)
+
+
+def test_missing_dir(tmp_path):
+  with pytest.raises(DataError, match="does not exist.*--data-dir"):
+    load_mnist_idx(tmp_path / "absent")
+
+
+def test_count_mismatch_names_both_files(tmp_path, small_mnist):
+  d = write_mnist_dir(tmp_path / "m", small_mnist)
+  write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), small_mnist.train_labels[:-1])
+  with pytest.raises(DataError, match=r"train-images.*600 images.*train-labels.*599 labels"):
+    load_mnist_idx(d)
+
+
+def test_label_out_of_range(tmp_path, small_mnist):
+  d = write_mnist_dir(tmp_path / "m", small_mnist)
+  bad = small_mnist.test_labels.copy()
+  bad[3] = 11
+  write_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), bad)
+  with pytest.raises(DataError, match=r"t10k-labels.*label 11.*0\.\.9"):
+    load_mnist_idx(d)
+
+
+def test_swapped_files(tmp_path, small_mnist):
+  d = write_mnist_dir(tmp_path / "m", small_mnist)
+  write_idx(os.path.join(d, "train-images-idx3-ubyte.gz"), small_mnist.train_labels)
+  with pytest.raises(DataError, match="1-D array, expected 3-D"):
+    load_mnist_idx(d)
+
+
+def test_gzip_detected_by_content_not_name(tmp_path):
+  arr = np.arange(10, dtype=np.uint8)
+  path = tmp_path / "plain-name"
+  with gzip.open(path, "wb") as f:
+    f.write(idx_bytes(arr))
+  np.testing.assert_array_equal(read_idx(path), arr)

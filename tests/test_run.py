@@ -1,0 +1,119 @@
+"""End to end: a run into tmp_path, the files it writes, and the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from siamese_jax import Config, train_and_evaluate
+
+from conftest import write_mnist_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"}
+TIMING = {"epoch_seconds", "total_seconds"}
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def without_timing(d):
+  return {k: v for k, v in d.items() if k not in TIMING}
+
+
+def test_one_epoch_writes_config_metrics_results(tmp_path, small_mnist, capsys):
+  config = Config(epochs=1, batch_size=32)
+  results = train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=10)
+  run = tmp_path / "run"
+  assert Config.from_dict(json.loads((run / "config.json").read_text())) == config
+  (line,) = read_jsonl(run / "metrics.jsonl")
+  assert set(line) == EPOCH_KEYS and line["epoch"] == 1
+  assert 0 <= line["val_accuracy"] <= 1 and line["epoch_seconds"] > 0
+  saved = json.loads((run / "results.json").read_text())
+  assert saved == results
+  for k in ("train_accuracy", "test_accuracy", "epochs", "seed", "total_seconds"):
+    assert k in saved
+  assert 0 <= saved["test_accuracy"] <= 1 and saved["epochs"] == 1 and saved["seed"] == 0
+  out = capsys.readouterr().out
+  assert "epoch 1/1" in out and "* Accuracy on test set:" in out
+
+
+def test_same_seed_same_files(tmp_path, small_mnist):
+  config = Config(epochs=2, batch_size=32, seed=3)
+  for name in ("a", "b"):
+    train_and_evaluate(config, tmp_path / name, small_mnist, chunk_steps=6)
+  a, b = read_jsonl(tmp_path / "a/metrics.jsonl"), read_jsonl(tmp_path / "b/metrics.jsonl")
+  assert [without_timing(x) for x in a] == [without_timing(x) for x in b]
+  ra = json.loads((tmp_path / "a/results.json").read_text())
+  rb = json.loads((tmp_path / "b/results.json").read_text())
+  assert without_timing(ra) == without_timing(rb)
+  # Another seed gives another run.
+  train_and_evaluate(Config(epochs=2, batch_size=32, seed=4), tmp_path / "c", small_mnist)
+  c = read_jsonl(tmp_path / "c/metrics.jsonl")
+  assert [without_timing(x) for x in a] != [without_timing(x) for x in c]
+
+
+def test_results_do_not_depend_on_chunking(tmp_path, small_mnist):
+  config = Config(epochs=1, batch_size=32)
+  train_and_evaluate(config, tmp_path / "a", small_mnist, chunk_steps=1)
+  train_and_evaluate(config, tmp_path / "b", small_mnist, chunk_steps=100)
+  a, b = read_jsonl(tmp_path / "a/metrics.jsonl"), read_jsonl(tmp_path / "b/metrics.jsonl")
+  assert [without_timing(x) for x in a] == [without_timing(x) for x in b]
+
+
+def cli(*args, env=None, timeout=120):
+  full_env = {k: v for k, v in os.environ.items() if k != "SIAMESE_JAX_DATA_DIR"}
+  full_env.update(env or {})
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.mnist_siamese", *args],
+    cwd=REPO,
+    env=full_env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+@pytest.mark.slow
+def test_cli_runs_end_to_end(tmp_path, small_mnist):
+  data_dir = write_mnist_dir(tmp_path / "data", small_mnist)
+  r = cli(
+    "--data-dir",
+    data_dir,
+    "--workdir",
+    str(tmp_path / "w"),
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--margin",
+    "1.5",
+  )
+  assert r.returncode == 0, r.stderr
+  assert "* Accuracy on test set:" in r.stdout
+  assert json.loads((tmp_path / "w/config.json").read_text())["margin"] == 1.5
+  assert len(read_jsonl(tmp_path / "w/metrics.jsonl")) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--epochs", "ten"], "invalid int value: 'ten'"),
+    (["--batch-size", "0"], "--batch-size=0 is invalid"),
+    (["--dropout", "1.5"], "--dropout=1.5 is invalid"),
+    (["--margin", "-1"], "--margin=-1.0 is invalid"),
+    (["--learning-rate", "nan"], "--learning-rate=nan is invalid"),
+  ],
+)
+def test_usage_errors_exit_2(tmp_path, args, message):
+  r = cli("--workdir", str(tmp_path / "w"), *args)
+  assert r.returncode == 2, r.stderr
+  assert message in r.stderr and "usage:" in r.stderr
+  assert "Traceback" not in r.stderr
+  assert not (tmp_path / "w").exists()

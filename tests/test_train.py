@@ -1,0 +1,164 @@
+"""The jitted step and the scanned epoch: tracing, learning, reproducibility."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax import (
+  Config,
+  create_train_state,
+  eval_step,
+  evaluate,
+  gather_batch,
+  make_pairs,
+  train_epoch,
+  train_step,
+)
+from siamese_jax.train import epoch_batches
+
+from conftest import synthetic_mnist
+
+
+def setup(seed=0, batch_size=32):
+  data = synthetic_mnist()
+  pairs, y = make_pairs(jax.random.key(seed), data.train_labels)
+  images, pairs, y = jnp.asarray(data.train_images), jnp.asarray(pairs), jnp.asarray(y)
+  batches = epoch_batches(jax.random.key(seed + 1), len(pairs), batch_size)
+  return images, pairs, y, batches
+
+
+def loop(state, images, pairs, y, batches, key):
+  metrics = []
+  for idx in batches:
+    state, m = train_step(state, gather_batch(images, pairs, y, idx), key)
+    metrics.append(m)
+  return state, {k: np.array([m[k] for m in metrics]) for k in metrics[0]}
+
+
+def tree_equal(a, b):
+  return all(
+    np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
+
+
+def test_train_step_traces_once():
+  images, pairs, y, batches = setup()
+  state = create_train_state(jax.random.key(0), Config(batch_size=32))
+  before = train_step._cache_size()
+  state, _ = loop(state, images, pairs, y, batches[:15], jax.random.key(1))
+  assert int(state.step) == 15
+  assert train_step._cache_size() - before == 1
+
+
+def test_loss_falls_on_learnable_problem():
+  images, pairs, y, batches = setup()
+  state = create_train_state(jax.random.key(0), Config(batch_size=32))
+  key = jax.random.key(1)
+  losses = []
+  for epoch in range(3):
+    b = epoch_batches(jax.random.key(epoch), len(pairs), 32)
+    state, m = loop(state, images, pairs, y, b, key)
+    losses.extend(m["loss"])
+  first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+  assert last < 0.3 * first, (first, last)
+  metrics, _ = evaluate(state, images, pairs, y)
+  assert float(metrics["accuracy"]) > 0.9
+
+
+def test_same_keys_give_bitwise_identical_results():
+  images, pairs, y, batches = setup()
+  results = []
+  for _ in range(2):
+    state = create_train_state(jax.random.key(0), Config(batch_size=32))
+    results.append(loop(state, images, pairs, y, batches[:10], jax.random.key(7)))
+  (s1, m1), (s2, m2) = results
+  assert tree_equal(s1.params, s2.params)
+  assert tree_equal(s1.opt_state, s2.opt_state)
+  assert tree_equal(m1, m2)
+  # A different dropout key gives different parameters.
+  state = create_train_state(jax.random.key(0), Config(batch_size=32))
+  s3, _ = loop(state, images, pairs, y, batches[:10], jax.random.key(8))
+  assert not tree_equal(s1.params, s3.params)
+
+
+def test_dropout_key_is_folded_with_the_step():
+  """Two steps on the same batch with the same key must use different masks."""
+  images, pairs, y, batches = setup()
+  state = create_train_state(jax.random.key(0), Config(batch_size=32, learning_rate=1e-12))
+  batch = gather_batch(images, pairs, y, batches[0])
+  state, m1 = train_step(state, batch, jax.random.key(3))
+  state, m2 = train_step(state, batch, jax.random.key(3))
+  # lr ~ 0: params barely move, so a loss change comes from the dropout mask.
+  assert float(m1["loss"]) != float(m2["loss"])
+
+
+def test_scanned_epoch_is_bitwise_equal_to_looping_train_step():
+  images, pairs, y, batches = setup()
+  key = jax.random.key(5)
+  s_loop, m_loop = loop(
+    create_train_state(jax.random.key(0), Config(batch_size=32)), images, pairs, y, batches, key
+  )
+  s_scan, m_scan, done = train_epoch(
+    create_train_state(jax.random.key(0), Config(batch_size=32)),
+    images,
+    pairs,
+    y,
+    batches,
+    key,
+    chunk_steps=4,
+  )
+  assert done == len(batches)
+  assert tree_equal(s_loop.params, s_scan.params)
+  assert tree_equal(s_loop.opt_state, s_scan.opt_state)
+  np.testing.assert_array_equal(m_loop["loss"], m_scan["loss"])
+  np.testing.assert_array_equal(m_loop["accuracy"], m_scan["accuracy"])
+
+
+def test_epoch_split_and_resumed_is_bitwise_equal():
+  """Stopping after a chunk and continuing from `start` changes nothing."""
+  images, pairs, y, batches = setup()
+  key = jax.random.key(5)
+  full, m_full, _ = train_epoch(
+    create_train_state(jax.random.key(0), Config(batch_size=32)),
+    images,
+    pairs,
+    y,
+    batches,
+    key,
+    chunk_steps=5,
+  )
+  stopped, m_a, done = train_epoch(
+    create_train_state(jax.random.key(0), Config(batch_size=32)),
+    images, pairs, y, batches, key, chunk_steps=3,
+    on_chunk=lambda done, total, m: done >= 3,
+  )  # fmt: skip
+  assert 3 <= done < len(batches)
+  resumed, m_b, done2 = train_epoch(
+    stopped, images, pairs, y, batches, key, start=done, chunk_steps=7
+  )
+  assert done2 == len(batches)
+  assert tree_equal(full.params, resumed.params)
+  np.testing.assert_array_equal(m_full["loss"], np.concatenate([m_a["loss"], m_b["loss"]]))
+
+
+def test_evaluate_matches_eval_step():
+  images, pairs, y, batches = setup()
+  state = create_train_state(jax.random.key(0), Config(batch_size=32))
+  state, _ = loop(state, images, pairs, y, batches[:5], jax.random.key(1))
+  metrics, d = evaluate(state, images, pairs, y)
+  assert d.shape == (len(pairs),)
+  n = (len(pairs) // 10) * 10
+  parts = [
+    eval_step(state, gather_batch(images, pairs, y, jnp.arange(i, i + 10))) for i in range(0, n, 10)
+  ]
+  all_idx = jnp.arange(n)
+  sub, _ = evaluate(state, images, pairs[all_idx], y[all_idx])
+  np.testing.assert_allclose(
+    float(sub["loss"]), np.mean([float(p["loss"]) for p in parts]), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    float(sub["accuracy"]), np.mean([float(p["accuracy"]) for p in parts]), atol=1e-6
+  )
+  # Without dropout, evaluation is deterministic.
+  again, _ = evaluate(state, images, pairs, y)
+  assert float(again["loss"]) == float(metrics["loss"])
