@@ -115,3 +115,10 @@ def test_gzip_detected_by_content_not_name(tmp_path):
   with gzip.open(path, "wb") as f:
     f.write(idx_bytes(arr))
   np.testing.assert_array_equal(read_idx(path), arr)
+
+
+def test_payload_longer_than_header_declares(tmp_path):
+  path = tmp_path / "long"
+  path.write_bytes(idx_bytes(np.zeros((3, 28, 28), np.uint8)) + b"\x00" * 7)
+  with pytest.raises(DataError, match=r"long: header declares .* holds 2359"):
+    read_idx(path)
