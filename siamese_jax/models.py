@@ -55,11 +55,18 @@ class MLP(nn.Module):
 
 
 class SiameseMLP(nn.Module):
-  """One MLP applied to both images of a pair; outputs their distance."""
+  """One MLP applied to both images of a pair; outputs their distance.
+
+  Attributes:
+    hidden_sizes, dropout, final_relu: as for `MLP`.
+    fuse_branches: embed both images in one (2B, 784) pass (the default and
+      the faster); False applies the MLP twice, for comparison.
+  """
 
   hidden_sizes: Sequence[int] = (128, 128, 128)
   dropout: float = 0.1
   final_relu: bool = True
+  fuse_branches: bool = True
 
   def setup(self):
     self.encoder = MLP(self.hidden_sizes, self.dropout, self.final_relu)
@@ -78,8 +85,10 @@ class SiameseMLP(nn.Module):
     if x1.shape != x2.shape:
       raise ValueError(f"x1 and x2 must have the same shape, got {x1.shape} and {x2.shape}.")
     b = x1.shape[0]
-    both = jnp.concatenate([x1.reshape(b, -1), x2.reshape(b, -1)], axis=0)
-    e = self.encoder(both, train=train)
+    x1, x2 = x1.reshape(b, -1), x2.reshape(b, -1)
+    if not self.fuse_branches:
+      return euclidean_distance(self.encoder(x1, train=train), self.encoder(x2, train=train))
+    e = self.encoder(jnp.concatenate([x1, x2], axis=0), train=train)
     return euclidean_distance(e[:b], e[b:])
 
   def embed(self, x: jax.Array) -> jax.Array:

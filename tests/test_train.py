@@ -162,3 +162,25 @@ def test_evaluate_matches_eval_step():
   # Without dropout, evaluation is deterministic.
   again, _ = evaluate(state, images, pairs, y)
   assert float(again["loss"]) == float(metrics["loss"])
+
+
+def test_chunk_lengths_cover_the_epoch_with_few_shapes():
+  from siamese_jax.train import chunk_lengths
+
+  assert chunk_lengths(846, 200) == [141] * 6  # one length: one compile
+  for steps, target in [(846, 200), (997, 200), (5, 200), (7, 3), (1, 1), (100, 1)]:
+    lengths = chunk_lengths(steps, target)
+    assert sum(lengths) == steps
+    assert len(set(lengths)) <= 2
+    assert max(lengths) - min(lengths) <= 1
+  assert chunk_lengths(0, 200) == []
+
+
+def test_scanned_epoch_makes_no_implicit_host_to_device_copies():
+  images, pairs, y, batches = setup()
+  key = jax.random.key(5)
+  state = create_train_state(jax.random.key(0), Config(batch_size=32))
+  state, _, _ = train_epoch(state, images, pairs, y, batches, key, chunk_steps=4)  # compile
+  with jax.transfer_guard_host_to_device("disallow"):
+    state, m, done = train_epoch(state, images, pairs, y, batches, key, chunk_steps=4)
+  assert done == len(batches) and np.isfinite(m["loss"]).all()

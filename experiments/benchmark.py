@@ -1,0 +1,63 @@
+"""Speed and memory of the default config on real MNIST.
+
+    python -m experiments.benchmark --data-dir DIR [--json PATH] [--no-full-run]
+
+Prints compile time, train and validation seconds per epoch for the scanned
+epoch and a per-step dispatch loop side by side, pairs/s, achieved GFLOP/s
+against the machine's peak, and the wall time and peak RSS of a whole
+default run. See `siamese_jax.benchmark` for how each figure is counted.
+"""
+
+import argparse
+import os
+import sys
+
+from siamese_jax import Config, cli, load_mnist
+from siamese_jax.benchmark import format_report, full_run, run_benchmark
+from siamese_jax.files import atomic_write_json
+from siamese_jax.mnist import DATA_DIR_ENV
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(
+    prog="python -m experiments.benchmark", description=__doc__.splitlines()[0]
+  )
+  parser.add_argument("--data-dir", default=None, help=f"MNIST IDX dir (default ${DATA_DIR_ENV})")
+  parser.add_argument(
+    "--epochs", type=int, default=6, help="scanned epochs to time (first compiles)"
+  )
+  parser.add_argument("--loop-epochs", type=int, default=2, help="per-step loop epochs to time")
+  parser.add_argument("--chunk-steps", type=int, default=200, help="steps per scanned dispatch")
+  parser.add_argument(
+    "--no-fuse-branches", action="store_true", help="embed the two images separately"
+  )
+  parser.add_argument("--no-donate", action="store_true", help="do not donate the state")
+  parser.add_argument("--no-full-run", action="store_true", help="skip the whole 20-epoch run")
+  parser.add_argument("--json", default=None, help="also write the figures as JSON here")
+  args = parser.parse_args(argv)
+  if args.epochs < 2 or args.loop_epochs < 1 or args.chunk_steps < 1:
+    parser.error("--epochs must be >= 2, --loop-epochs and --chunk-steps >= 1")
+  data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
+  data = load_mnist(data_dir)
+  report = run_benchmark(
+    data,
+    Config(),
+    epochs=args.epochs,
+    loop_epochs=args.loop_epochs,
+    chunk_steps=args.chunk_steps,
+    fuse_branches=not args.no_fuse_branches,
+    donate=not args.no_donate,
+    log=lambda s: print(s, file=sys.stderr, flush=True),
+  )
+  if not args.no_full_run:
+    if not data_dir:
+      parser.error("the full run needs --data-dir (or pass --no-full-run)")
+    print("full default run (20 epochs) in a subprocess ...", file=sys.stderr, flush=True)
+    report["full_run"] = full_run(data_dir)
+  print(format_report(report))
+  if args.json:
+    atomic_write_json(args.json, report)
+
+
+if __name__ == "__main__":
+  sys.exit(cli.run_main(main))

@@ -1,0 +1,325 @@
+"""Speed and memory figures for the default config on real MNIST.
+
+`run_benchmark` measures, in one process and one run:
+
+* compile seconds (XLA backend compiles, summed through jax.monitoring);
+* the scanned epoch (`train_epoch`, the production path) and a per-step
+  dispatch loop (`train_step` called once per batch), side by side;
+* validation seconds per epoch (`evaluate` on the 17,820 test pairs);
+* pairs per second, achieved GFLOP/s, and the fraction of the machine's FP32
+  peak (counted as below) and of a measured large-matmul ceiling;
+* optionally, a whole default 20-epoch run in a subprocess: wall time from
+  process start to results.json, and its peak resident memory.
+
+How FLOPs are counted: matmul work only (2 FLOP per multiply-add); bias adds,
+ReLU, dropout and the optimizer are left out (they are <1%). One image
+forward is 784*128 + 128*128 + 128*128 = 133,120 multiply-adds. A training
+pair is two images forward (2 x 266,240 FLOP), their weight gradients (the
+same again) and the input gradients of layers 2 and 3 (2 x 2 x 32,768):
+1,196,032 FLOP. Validation embeds each of the 10,000 test images once
+(266,240 FLOP each) instead of both images of each of the 17,820 pairs, so
+it executes 2.66 GFLOP where a per-pair forward would take 9.49 GFLOP; both
+are reported. XLA's own count (`cost_analysis`) is printed as a check.
+
+How the peak is counted: cores x clock x FP32 FLOP per cycle per core, with
+the clock from /proc/cpuinfo ("cpu MHz", the nominal clock; turbo can beat
+it) and FLOP/cycle = 2 FMA pipes x 2 FLOP x SIMD lanes (16 with AVX-512, 8
+with AVX2). This is a nominal figure: some cores run 512-bit FMAs at half
+rate, and turbo clocks exceed the nominal one. The measured ceiling, a
+2048 x 2048 float32 matmul through XLA on the same cores, is the practical
+bound and is reported beside it.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from siamese_jax.config import Config
+from siamese_jax.mnist import MnistData
+from siamese_jax.run import make_pair_sets, run_keys
+from siamese_jax.train import (
+  create_train_state,
+  epoch_batches,
+  evaluate,
+  gather_batch_jit,
+  train_chunk,
+  train_epoch,
+  train_step,
+)
+
+MACS_PER_IMAGE = 784 * 128 + 128 * 128 + 128 * 128
+FLOP_PER_IMAGE_FORWARD = 2 * MACS_PER_IMAGE
+FLOP_PER_TRAIN_PAIR = 2 * FLOP_PER_IMAGE_FORWARD * 2 + 2 * 2 * 2 * (128 * 128)
+
+
+def machine_peak_gflops() -> dict[str, Any]:
+  """Nominal FP32 peak from /proc/cpuinfo (see the module docstring)."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  mhz, flags = None, set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("cpu MHz") and mhz is None:
+          mhz = float(line.split(":")[1])
+        elif line.startswith("flags") and not flags:
+          flags = set(line.split(":")[1].split())
+  except OSError:
+    pass
+  lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+  flop_per_cycle = 2 * 2 * lanes
+  peak = cores * (mhz or 0) * 1e-3 * flop_per_cycle
+  return {
+    "cores": cores,
+    "mhz": mhz,
+    "simd": "avx512" if lanes == 16 else "avx2" if lanes == 8 else "sse",
+    "fp32_flop_per_cycle_per_core": flop_per_cycle,
+    "peak_gflops": peak if mhz else None,
+  }
+
+
+def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """GFLOP/s of a large float32 matmul through XLA: the practical bound."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best / 1e9
+
+
+class _CompileTimer:
+  """Sums XLA backend compile durations while active."""
+
+  def __init__(self):
+    self.seconds = 0.0
+    self.count = 0
+
+  def __call__(self, event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+      self.seconds += duration
+      self.count += 1
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self)
+
+
+def _median(xs):
+  return statistics.median(xs) if xs else float("nan")
+
+
+def full_run(data_dir: str, extra_args=()) -> dict[str, Any]:
+  """A whole default run in a subprocess: wall seconds and peak RSS (MB)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    workdir = os.path.join(tmp, "run")
+    cmd = [sys.executable, "-m", "experiments.mnist_siamese", "--data-dir", data_dir]
+    cmd += ["--workdir", workdir, "--no-progress", *extra_args]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+      raise RuntimeError(f"full run failed ({proc.returncode}):\n{proc.stderr}")
+    # ru_maxrss of waited-for children, in KiB on Linux; this is the only one.
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    with open(os.path.join(workdir, "results.json")) as f:
+      results = json.load(f)
+  return {
+    "wall_seconds": wall,
+    "peak_rss_mb": peak_mb,
+    "test_accuracy": results["test_accuracy"],
+    "total_seconds_reported": results["total_seconds"],
+  }
+
+
+def run_benchmark(
+  data: MnistData,
+  config: Config = Config(),  # noqa: B008 (frozen, so a shared default is safe)
+  *,
+  epochs: int = 5,
+  loop_epochs: int = 2,
+  chunk_steps: int = 200,
+  fuse_branches: bool = True,
+  donate: bool = True,
+  log=print,
+) -> dict[str, Any]:
+  """Times the scanned epoch, the per-step loop and validation.
+
+  Args:
+    data: real MNIST.
+    config: the config to time (batch size, widths).
+    epochs: scanned epochs to time (the first is reported apart: it compiles).
+    loop_epochs: epochs of the per-step dispatch loop to time.
+    chunk_steps: steps per dispatch of the scanned epoch.
+    fuse_branches: embed both images in one pass (see `SiameseMLP`).
+    donate: donate the state to the scanned chunk (False: an undonated copy
+      of the same function, for comparison).
+    log: progress printer.
+
+  Returns:
+    A dict of figures (see `format_report`).
+  """
+  keys = run_keys(config.seed)
+  sets = make_pair_sets(keys, data)
+  put = jax.device_put
+  images, pairs, y = put(data.train_images), put(sets.train_pairs), put(sets.train_y)
+  test_images, test_pairs, test_y = put(data.test_images), put(sets.test_pairs), put(sets.test_y)
+  num_pairs = len(sets.train_pairs)
+  steps = num_pairs // config.batch_size
+  pairs_per_epoch = steps * config.batch_size
+
+  chunk_fn = train_chunk
+  if not donate:  # The same function, jitted without donating the state.
+    chunk_fn = jax.jit(train_chunk.__wrapped__, static_argnames="length")
+
+  def scanned_epoch(state, e):
+    batches = epoch_batches(jax.random.fold_in(keys.data, e), num_pairs, config.batch_size)
+    batches.block_until_ready()
+    t = time.perf_counter()
+    state, _, _ = train_epoch(
+      state, images, pairs, y, batches, keys.dropout, chunk_steps=chunk_steps, chunk_fn=chunk_fn
+    )
+    jax.block_until_ready(state)
+    return state, time.perf_counter() - t
+
+  def validate(state):
+    t = time.perf_counter()
+    metrics, _ = evaluate(state, test_images, test_pairs, test_y)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - t
+
+  state = create_train_state(keys.init, config, fuse_branches=fuse_branches)
+  with _CompileTimer() as compiles:
+    state, first_train = scanned_epoch(state, 0)
+    first_val = validate(state)
+  log(f"first epoch (compiles included): train {first_train:.2f} s, validation {first_val:.3f} s")
+
+  train_s, val_s = [], []
+  for e in range(1, epochs):
+    state, t = scanned_epoch(state, e)
+    train_s.append(t)
+    val_s.append(validate(state))
+    log(f"scanned epoch {e}: train {t:.3f} s, validation {val_s[-1]:.4f} s")
+
+  # The per-step dispatch loop: the same steps, one `train_step` call each,
+  # the batch gathered on the device by its own jitted call.
+  loop_state = create_train_state(keys.init, config, fuse_branches=fuse_branches)
+  batches = epoch_batches(keys.data, num_pairs, config.batch_size)
+  loop_state, _ = train_step(
+    loop_state, gather_batch_jit(images, pairs, y, batches[0]), keys.dropout
+  )
+  jax.block_until_ready(loop_state)  # compiled outside the timing
+  loop_s = []
+  for e in range(loop_epochs):
+    batches = epoch_batches(jax.random.fold_in(keys.data, 100 + e), num_pairs, config.batch_size)
+    batches.block_until_ready()
+    t = time.perf_counter()
+    metrics = []
+    for i in range(steps):
+      loop_state, m = train_step(
+        loop_state, gather_batch_jit(images, pairs, y, batches[i]), keys.dropout
+      )
+      metrics.append(m)
+    jax.block_until_ready((loop_state, metrics))
+    loop_s.append(time.perf_counter() - t)
+    log(f"per-step loop epoch {e + 1}: train {loop_s[-1]:.3f} s")
+
+  # XLA's own FLOP count for one step, as a cross-check of the analytic one
+  # (cost_analysis does not multiply a scan's body by its trip count).
+  try:
+    batch = gather_batch_jit(images, pairs, y, batches[0])
+    cost = train_step.lower(loop_state, batch, keys.dropout).compile().cost_analysis()
+    if isinstance(cost, list):
+      cost = cost[0]
+    xla_flop_per_pair = float(cost["flops"]) / config.batch_size
+  except Exception:  # cost_analysis is best effort across jax versions and backends.
+    xla_flop_per_pair = float("nan")
+
+  train_epoch_s = _median(train_s)
+  val_epoch_s = _median(val_s)
+  train_flop = FLOP_PER_TRAIN_PAIR * pairs_per_epoch
+  val_flop_executed = FLOP_PER_IMAGE_FORWARD * len(data.test_images)
+  val_flop_per_pair = 2 * FLOP_PER_IMAGE_FORWARD * len(sets.test_pairs)
+  machine = machine_peak_gflops()
+  ceiling = matmul_ceiling_gflops()
+  achieved = train_flop / train_epoch_s / 1e9
+  return {
+    "backend": jax.default_backend(),
+    "device": str(jax.devices()[0].device_kind),
+    "jax_version": jax.__version__,
+    "config": {"batch_size": config.batch_size, "chunk_steps": chunk_steps},
+    "fuse_branches": fuse_branches,
+    "donate": donate,
+    "compile_seconds": compiles.seconds,
+    "compiles": compiles.count,
+    "first_epoch_train_seconds": first_train,
+    "train_seconds_per_epoch": train_epoch_s,
+    "eval_seconds_per_epoch": val_epoch_s,
+    "epoch_seconds": train_epoch_s + val_epoch_s,
+    "loop_train_seconds_per_epoch": _median(loop_s),
+    "scan_speedup_over_loop": _median(loop_s) / train_epoch_s,
+    "train_pairs_per_second": pairs_per_epoch / train_epoch_s,
+    "loop_train_pairs_per_second": pairs_per_epoch / _median(loop_s),
+    "train_gflop_per_epoch": train_flop / 1e9,
+    "flop_per_train_pair": FLOP_PER_TRAIN_PAIR,
+    "xla_flop_per_train_pair": xla_flop_per_pair,
+    "eval_gflop_executed": val_flop_executed / 1e9,
+    "eval_gflop_per_pair_equivalent": val_flop_per_pair / 1e9,
+    "train_gflops_achieved": achieved,
+    "eval_gflops_achieved": val_flop_executed / val_epoch_s / 1e9,
+    "machine": machine,
+    "fraction_of_peak": achieved / machine["peak_gflops"] if machine["peak_gflops"] else None,
+    "matmul_ceiling_gflops": ceiling,
+    "fraction_of_matmul_ceiling": achieved / ceiling,
+    "timed_epochs": len(train_s),
+    "timed_loop_epochs": len(loop_s),
+  }
+
+
+def format_report(r: dict[str, Any]) -> str:
+  m = r["machine"]
+  peak = f"{m['peak_gflops']:.0f}" if m["peak_gflops"] else "unknown"
+  frac = f"{100 * r['fraction_of_peak']:.0f}%" if r["fraction_of_peak"] else "n/a"
+  lines = [
+    f"backend {r['backend']} ({r['device']}), jax {r['jax_version']}",
+    f"compile: {r['compile_seconds']:.2f} s in {r['compiles']} XLA compiles",
+    f"train, scanned epoch     : {r['train_seconds_per_epoch']:.3f} s/epoch "
+    f"({r['train_pairs_per_second']:,.0f} pairs/s), median of {r['timed_epochs']}",
+    f"train, per-step dispatch : {r['loop_train_seconds_per_epoch']:.3f} s/epoch "
+    f"({r['loop_train_pairs_per_second']:,.0f} pairs/s), median of {r['timed_loop_epochs']}; "
+    f"scan is {r['scan_speedup_over_loop']:.2f}x faster",
+    f"validation (17,820 pairs): {r['eval_seconds_per_epoch']:.4f} s/epoch",
+    f"epoch (train + validation): {r['epoch_seconds']:.3f} s",
+    f"work: {r['train_gflop_per_epoch']:.1f} GFLOP/epoch training "
+    f"({r['flop_per_train_pair']:,} FLOP/pair counted; XLA counts "
+    f"{r['xla_flop_per_train_pair']:,.0f}), validation executes "
+    f"{r['eval_gflop_executed']:.2f} GFLOP ({r['eval_gflop_per_pair_equivalent']:.2f} per-pair equivalent)",
+    f"achieved: {r['train_gflops_achieved']:.0f} GFLOP/s training, "
+    f"{r['eval_gflops_achieved']:.0f} GFLOP/s validation",
+    f"peak: {peak} GFLOP/s nominal ({m['cores']} cores x {m['mhz']} MHz x "
+    f"{m['fp32_flop_per_cycle_per_core']} FLOP/cycle, {m['simd']}); training reaches {frac}",
+    f"measured 2048^3 matmul ceiling: {r['matmul_ceiling_gflops']:.0f} GFLOP/s; training "
+    f"reaches {100 * r['fraction_of_matmul_ceiling']:.0f}% of it",
+  ]
+  if "full_run" in r:
+    f = r["full_run"]
+    lines.append(
+      f"full default run (20 epochs, subprocess): {f['wall_seconds']:.1f} s wall from process "
+      f"start to results.json, peak RSS {f['peak_rss_mb']:.0f} MB, test accuracy "
+      f"{f['test_accuracy']:.4f}"
+    )
+  return "\n".join(lines)

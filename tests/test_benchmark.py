@@ -1,0 +1,84 @@
+"""The benchmark's figures are computed and reported (tiny data, no timing asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from siamese_jax import Config
+from siamese_jax.benchmark import (
+  FLOP_PER_TRAIN_PAIR,
+  format_report,
+  machine_peak_gflops,
+  run_benchmark,
+)
+
+from conftest import synthetic_mnist, write_mnist_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_flop_count_by_hand():
+  # Forward: 2 images x 2 x 133,120; weight grads the same; input grads of
+  # layers 2 and 3 for both images: 2 x 2 x 2 x 16,384.
+  assert FLOP_PER_TRAIN_PAIR == 532_480 + 532_480 + 131_072
+
+
+def test_machine_peak_is_counted_from_cpuinfo():
+  m = machine_peak_gflops()
+  assert m["cores"] >= 1 and m["fp32_flop_per_cycle_per_core"] in (16, 32, 64)
+  if m["mhz"]:
+    assert m["peak_gflops"] == pytest.approx(
+      m["cores"] * m["mhz"] * 1e-3 * m["fp32_flop_per_cycle_per_core"]
+    )
+
+
+def test_run_benchmark_reports_every_figure():
+  r = run_benchmark(
+    synthetic_mnist(), Config(batch_size=32), epochs=2, loop_epochs=1, log=lambda s: None
+  )
+  for k in (
+    "compile_seconds",
+    "train_seconds_per_epoch",
+    "eval_seconds_per_epoch",
+    "loop_train_seconds_per_epoch",
+    "train_pairs_per_second",
+    "train_gflops_achieved",
+    "matmul_ceiling_gflops",
+  ):
+    assert r[k] > 0, k
+  assert r["compiles"] >= 1
+  text = format_report(r)
+  assert "scanned epoch" in text and "per-step dispatch" in text and "GFLOP/s" in text
+  json.dumps(r)  # --json writes exactly this
+
+
+@pytest.mark.slow
+def test_benchmark_cli_writes_json(tmp_path):
+  data_dir = write_mnist_dir(tmp_path / "data", synthetic_mnist())
+  out = tmp_path / "bench.json"
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.benchmark",
+      "--data-dir",
+      data_dir,
+      "--epochs",
+      "2",
+      "--loop-epochs",
+      "1",
+      "--json",
+      str(out),
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert r.returncode == 0, r.stderr
+  report = json.loads(out.read_text())
+  assert report["full_run"]["peak_rss_mb"] > 0
+  assert "full default run" in r.stdout
