@@ -9,6 +9,7 @@ and calls `siamese_jax.train_and_evaluate`. Everything else is library code.
 import sys
 
 from siamese_jax import cli, load_mnist, train_and_evaluate
+from siamese_jax.run import RunInterrupted
 
 
 def main(argv):
@@ -18,16 +19,20 @@ def main(argv):
   workdir = args.workdir or cli.default_workdir("mnist_siamese", config)
   data = load_mnist(args.data_dir)
   print(f"workdir: {workdir}", flush=True)
-  train_and_evaluate(
-    config,
-    workdir,
-    data,
-    resume=args.resume,
-    overwrite=args.overwrite,
-    chunk_steps=args.chunk_steps,
-    progress=not args.no_progress,
-    tensorboard=args.tensorboard,
-  )
+  try:
+    train_and_evaluate(
+      config,
+      workdir,
+      data,
+      resume=args.resume,
+      overwrite=args.overwrite,
+      chunk_steps=args.chunk_steps,
+      progress=not args.no_progress,
+      tensorboard=args.tensorboard,
+    )
+  except RunInterrupted as e:
+    command = cli.resume_command("experiments.mnist_siamese", argv, workdir)
+    raise RunInterrupted(f"{e}\nTo resume: {command}") from None
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Experiments own argv; this module only turns a given argv into a `Config`
 and run options, and turns the library's expected errors into exit codes:
 
-* 2: usage errors (unknown flags, non-numeric or out-of-range values), with
-  the usage message, as argparse does;
+* 2: usage errors (unknown flags, non-numeric or out-of-range values, a
+  batch size larger than the data), with the usage message where argparse
+  catches them;
 * 1: data and runtime errors (missing or corrupt files, unusable workdir,
   non-finite loss), as one paragraph on stderr without a traceback;
 * 130: stopped by Ctrl-C after saving a checkpoint.
@@ -13,6 +14,7 @@ and run options, and turns the library's expected errors into exit codes:
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +100,14 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
   return config
 
 
+def resume_command(module: str, argv: Sequence[str], workdir: str) -> str:
+  """The command line that resumes a run started with `argv`."""
+  args = [a for a in argv if a not in ("--overwrite", "--resume")]
+  if not any(a == "--workdir" or a.startswith("--workdir=") for a in args):
+    args += ["--workdir", workdir]
+  return shlex.join(["python", "-m", module, *args, "--resume"])
+
+
 def default_workdir(name: str, config: Config) -> str:
   return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S") + f"-seed{config.seed}")
 
@@ -112,6 +122,9 @@ def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None
   except RunInterrupted as e:
     print(f"\n{e}", file=sys.stderr)
     return 130
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except SiameseJaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

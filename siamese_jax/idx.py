@@ -13,6 +13,7 @@ three modules later.
 """
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -72,7 +73,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
   if len(data) < header_len:
     raise DataError(f"{name}: IDX header truncated. {fix}")
   shape = struct.unpack(f">{ndim}I", data[4:header_len])
-  expected = int(np.prod(shape, dtype=np.int64))
+  expected = math.prod(shape)  # Python ints: no overflow on hostile headers.
   got = len(data) - header_len
   if got != expected:
     raise DataError(

@@ -30,7 +30,7 @@ import numpy as np
 from siamese_jax import checkpoint
 from siamese_jax.config import Config
 from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
-from siamese_jax.files import atomic_write_json
+from siamese_jax.files import atomic_write_bytes, atomic_write_json
 from siamese_jax.metric_writers import ConsoleWriter, JsonlWriter, MultiWriter, TensorBoardWriter
 from siamese_jax.mnist import MnistData
 from siamese_jax.pairs import class_index, make_pairs, sample_pairs
@@ -156,14 +156,21 @@ def _read_config(path: str) -> Config:
 
 
 def _truncate_metrics(path: str, keep_epochs: int) -> None:
-  """Drops metrics lines past the checkpoint's epoch (written before a kill)."""
+  """Keeps the metrics lines of epochs <= keep_epochs (the checkpoint's).
+
+  Lines past the checkpoint were written before a kill and will be written
+  again; a line cut short by the kill does not parse and is dropped too.
+  """
   if not os.path.exists(path):
     return
+  kept = []
   with open(path) as f:
-    lines = [ln for ln in f if ln.strip()]
-  kept = [ln for ln in lines if json.loads(ln)["epoch"] <= keep_epochs]
-  from siamese_jax.files import atomic_write_bytes
-
+    for line in f:
+      try:
+        if json.loads(line)["epoch"] <= keep_epochs:
+          kept.append(line if line.endswith("\n") else line + "\n")
+      except (ValueError, KeyError, TypeError):
+        continue
   atomic_write_bytes(path, "".join(kept).encode())
 
 
@@ -335,7 +342,7 @@ def train_and_evaluate(
           path = save(epoch - 1, done, m)
           raise RunInterrupted(
             f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
-            f"{path}. Resume with: --workdir {workdir} --resume (and the same flags)."
+            f"{path}. Resume by running the same command with --workdir {workdir} --resume."
           )
         val, _ = evaluate(state, test_images, test_pairs, test_y)
         scalars = {

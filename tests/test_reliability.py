@@ -1,0 +1,324 @@
+"""Checkpoints and resume, Ctrl-C, workdir collisions, bad input, non-finite loss."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax import Config, NonFiniteLossError, WorkdirError, train_and_evaluate
+from siamese_jax import run as run_lib
+
+from conftest import synthetic_mnist, write_idx, write_mnist_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = {"epoch_seconds", "total_seconds"}
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+def results(path):
+  return {k: v for k, v in json.loads(open(path).read()).items() if k not in TIMING}
+
+
+def start(*args):
+  env = {k: v for k, v in os.environ.items() if k != "SIAMESE_JAX_DATA_DIR"}
+  return subprocess.Popen(
+    [sys.executable, "-m", "experiments.mnist_siamese", "--no-progress", *args],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+def run_cli(*args, timeout=300):
+  p = start(*args)
+  out, err = p.communicate(timeout=timeout)
+  return p.returncode, out, err
+
+
+def wait_for(path, proc, timeout=120):
+  t = time.time()
+  while not os.path.exists(path):
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() - t < timeout
+    time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def big_data_dir(tmp_path_factory):
+  # Enough pairs that an epoch lasts long enough to be interrupted inside.
+  return write_mnist_dir(tmp_path_factory.mktemp("data"), synthetic_mnist(n_train=6000, n_test=300))
+
+
+@pytest.fixture(scope="module")
+def reference_run(big_data_dir, tmp_path_factory):
+  """An uninterrupted run to compare the interrupted ones with."""
+  workdir = str(tmp_path_factory.mktemp("ref") / "run")
+  rc, _, err = run_cli(*ARGS(big_data_dir), "--workdir", workdir)
+  assert rc == 0, err
+  return workdir
+
+
+def ARGS(data_dir):
+  return ["--data-dir", data_dir, "--epochs", "3", "--batch-size", "16", "--chunk-steps", "20"]
+
+
+def assert_same_run(a, b):
+  assert read_jsonl(os.path.join(a, "metrics.jsonl")) == read_jsonl(
+    os.path.join(b, "metrics.jsonl")
+  )
+  assert results(os.path.join(a, "results.json")) == results(os.path.join(b, "results.json"))
+  # The final checkpoint holds the parameters: byte-identical files.
+  with (
+    open(os.path.join(a, "checkpoint.msgpack"), "rb") as fa,
+    open(os.path.join(b, "checkpoint.msgpack"), "rb") as fb,
+  ):
+    assert fa.read() == fb.read()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(big_data_dir, reference_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  p = start(*ARGS(big_data_dir), "--workdir", workdir)
+  wait_for(os.path.join(workdir, "checkpoint.msgpack"), p)  # epoch 1 finished
+  time.sleep(0.15)  # into epoch 2
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  assert not os.path.exists(os.path.join(workdir, "results.json")), "killed too late"
+  rc, out, err = run_cli(*ARGS(big_data_dir), "--workdir", workdir, "--resume")
+  assert rc == 0, err
+  assert "Resuming" in out
+  assert_same_run(reference_run, workdir)
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_says_how_to_resume(big_data_dir, reference_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  p = start(*ARGS(big_data_dir), "--workdir", workdir)
+  wait_for(os.path.join(workdir, "metrics.jsonl"), p)
+  time.sleep(0.1)
+  p.send_signal(signal.SIGINT)
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == 130, err
+  assert "Traceback" not in err
+  assert "checkpoint saved" in err and "--resume" in err and workdir in err
+  command = err.split("To resume: ")[1].strip()
+  assert command.startswith("python -m experiments.mnist_siamese") and command.endswith("--resume")
+  rc, _, err = run_cli(*ARGS(big_data_dir), "--workdir", workdir, "--resume")
+  assert rc == 0, err
+  assert_same_run(reference_run, workdir)
+
+
+def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, monkeypatch):
+  """Stop after a chunk (as Ctrl-C does), resume, and match an uninterrupted run."""
+  config = Config(epochs=2, batch_size=16)
+  train_and_evaluate(config, tmp_path / "ref", small_mnist, chunk_steps=8)
+
+  class StopNow:
+    def __init__(self):
+      self.set = False
+      self.calls = 0
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      pass
+
+  flag = StopNow()
+  real_epoch = run_lib.train_epoch
+
+  def epoch_then_flag(*args, **kwargs):
+    flag.calls += 1
+    if flag.calls == 2:  # Ctrl-C during the second epoch.
+      flag.set = True
+    return real_epoch(*args, **kwargs)
+
+  monkeypatch.setattr(run_lib, "_SigintFlag", lambda: flag)
+  monkeypatch.setattr(run_lib, "train_epoch", epoch_then_flag)
+  with pytest.raises(run_lib.RunInterrupted, match="checkpoint saved"):
+    train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=8)
+  monkeypatch.undo()
+  assert len(read_jsonl(tmp_path / "run/metrics.jsonl")) == 1
+  train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=5, resume=True)
+  assert_same_run(str(tmp_path / "ref"), str(tmp_path / "run"))
+
+
+def test_workdir_with_another_config_is_refused(tmp_path, small_mnist):
+  train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "w", small_mnist)
+  before = (tmp_path / "w/metrics.jsonl").read_text()
+  with pytest.raises(WorkdirError, match=r"another config \(differs in margin\).*--overwrite"):
+    train_and_evaluate(Config(epochs=1, batch_size=32, margin=2.0), tmp_path / "w", small_mnist)
+  with pytest.raises(WorkdirError, match=r"already holds a run.*--resume"):
+    train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "w", small_mnist)
+  assert (tmp_path / "w/metrics.jsonl").read_text() == before
+  train_and_evaluate(
+    Config(epochs=1, batch_size=32, margin=2.0), tmp_path / "w", small_mnist, overwrite=True
+  )
+  assert json.loads((tmp_path / "w/config.json").read_text())["margin"] == 2.0
+
+
+def test_resume_with_another_config_lists_the_fields(tmp_path, small_mnist):
+  train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "w", small_mnist)
+  changed = Config(epochs=1, batch_size=16, dropout=0.2)
+  with pytest.raises(
+    WorkdirError, match=r"batch_size \(run: 32, now: 16\), dropout \(run: 0.1, now: 0.2\)"
+  ):
+    train_and_evaluate(changed, tmp_path / "w", small_mnist, resume=True)
+
+
+def test_resume_of_nothing_is_refused(tmp_path, small_mnist):
+  with pytest.raises(WorkdirError, match="Nothing to resume"):
+    train_and_evaluate(Config(epochs=1), tmp_path / "empty", small_mnist, resume=True)
+
+
+def test_truncated_metrics_line_is_dropped_on_resume(tmp_path, small_mnist):
+  config = Config(epochs=2, batch_size=32)
+  train_and_evaluate(config, tmp_path / "ref", small_mnist)
+  train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "w", small_mnist)
+  # Make it look like a 2-epoch run killed while writing epoch 2's line.
+  (tmp_path / "w/config.json").write_text(json.dumps(config.to_dict()))
+  with open(tmp_path / "w/metrics.jsonl", "a") as f:
+    f.write('{"epoch": 2, "train_lo')
+  ckpt = open(tmp_path / "w/checkpoint.msgpack", "rb").read()
+  import flax.serialization
+
+  payload = flax.serialization.msgpack_restore(ckpt)
+  payload["config"] = config.to_json()
+  (tmp_path / "w/checkpoint.msgpack").write_bytes(flax.serialization.msgpack_serialize(payload))
+  train_and_evaluate(config, tmp_path / "w", small_mnist, resume=True)
+  assert read_jsonl(tmp_path / "w/metrics.jsonl") == read_jsonl(tmp_path / "ref/metrics.jsonl")
+
+
+def test_non_finite_loss_stops_in_the_epoch_and_keeps_the_last_good_checkpoint(
+  tmp_path, small_mnist, monkeypatch
+):
+  config = Config(epochs=3, batch_size=16)
+  real_epoch = run_lib.train_epoch
+  calls = []
+
+  def poison_second_epoch(state, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # As if the update blew up: NaN parameters.
+      state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+    return real_epoch(state, *args, **kwargs)
+
+  monkeypatch.setattr(run_lib, "train_epoch", poison_second_epoch)
+  steps = len(run_lib.make_pair_sets(run_lib.run_keys(0), small_mnist).train_pairs) // 16
+  with pytest.raises(NonFiniteLossError) as e:
+    train_and_evaluate(config, tmp_path / "w", small_mnist, chunk_steps=4)
+  assert f"non-finite at step {steps + 1} (epoch 2)" in str(e.value)
+  assert "last good checkpoint (after epoch 1)" in str(e.value)
+  ckpt = run_lib.checkpoint.load(
+    str(tmp_path / "w"), run_lib.create_train_state(jax.random.key(0), config)
+  )
+  assert ckpt.epoch == 1 and ckpt.step_in_epoch == 0
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(ckpt.state.params))
+  assert len(read_jsonl(tmp_path / "w/metrics.jsonl")) == 1
+  assert not (tmp_path / "w/results.json").exists()
+
+
+@pytest.mark.slow
+def test_huge_learning_rate_exits_1_with_the_step(tmp_path, small_mnist_dir):
+  rc, _, err = run_cli(
+    "--data-dir",
+    small_mnist_dir,
+    "--workdir",
+    str(tmp_path / "w"),
+    "--learning-rate",
+    "1e30",
+    "--batch-size",
+    "16",
+  )
+  assert rc == 1, err
+  assert "non-finite at step" in err and "--learning-rate" in err and "Traceback" not in err
+
+
+# Bad input through the CLI: exit code, message, and nothing left behind.
+
+
+def corrupt(data_dir, name, how):
+  path = os.path.join(data_dir, name)
+  raw = open(path, "rb").read()
+  if how == "truncate":
+    open(path, "wb").write(raw[: len(raw) // 2])
+  elif how == "garble":
+    open(path, "wb").write(raw[:10] + bytes(b ^ 0x5A for b in raw[10:]))
+  elif how == "delete":
+    os.unlink(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "mutate, message",
+  [
+    (
+      lambda d, m: corrupt(d, "train-images-idx3-ubyte.gz", "truncate"),
+      "train-images-idx3-ubyte.gz: corrupt or truncated gzip",
+    ),
+    (lambda d, m: corrupt(d, "t10k-labels-idx1-ubyte.gz", "garble"), "t10k-labels-idx1-ubyte.gz"),
+    (
+      lambda d, m: corrupt(d, "t10k-images-idx3-ubyte.gz", "delete"),
+      "lacks t10k-images-idx3-ubyte[.gz]",
+    ),
+    (
+      lambda d, m: write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), m.train_labels[:10]),
+      "600 images but",
+    ),
+    (
+      lambda d, m: write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), m.train_labels + 20),
+      "MNIST labels are 0..9",
+    ),
+    (
+      lambda d, m: open(os.path.join(d, "t10k-images-idx3-ubyte.gz"), "wb").write(
+        b"\x00\x00\x0c\x03" + b"\x00" * 12
+      ),
+      "bad IDX magic number",
+    ),
+  ],
+)
+def test_bad_data_exits_1_names_the_file_and_leaves_nothing(tmp_path, small_mnist, mutate, message):
+  data_dir = write_mnist_dir(tmp_path / "data", small_mnist)
+  mutate(data_dir, small_mnist)
+  rc, _, err = run_cli("--data-dir", data_dir, "--workdir", str(tmp_path / "w"))
+  assert rc == 1, err
+  assert message in err and "Traceback" not in err
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_batch_larger_than_data_is_a_usage_error(tmp_path, small_mnist_dir):
+  rc, _, err = run_cli(
+    "--data-dir", small_mnist_dir, "--workdir", str(tmp_path / "w"), "--batch-size", "100000"
+  )
+  assert rc == 2, err
+  assert "batch_size=100000 is larger than the" in err and "Traceback" not in err
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_unwritable_workdir_exits_1(tmp_path, small_mnist_dir):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  rc, _, err = run_cli("--data-dir", small_mnist_dir, "--workdir", str(blocker / "run"))
+  assert rc == 1, err
+  assert "is not writable" in err and "--workdir" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_and_overwrite_together_is_a_usage_error(tmp_path, small_mnist_dir):
+  rc, _, err = run_cli(
+    "--data-dir", small_mnist_dir, "--workdir", str(tmp_path / "w"), "--resume", "--overwrite"
+  )
+  assert rc == 2 and "contradict" in err
