@@ -117,3 +117,32 @@ def test_usage_errors_exit_2(tmp_path, args, message):
   assert message in r.stderr and "usage:" in r.stderr
   assert "Traceback" not in r.stderr
   assert not (tmp_path / "w").exists()
+
+
+class FakeTty:
+  def __init__(self):
+    self.text = ""
+
+  def isatty(self):
+    return True
+
+  def write(self, s):
+    self.text += s
+
+  def flush(self):
+    pass
+
+
+def test_progress_bar_shows_how_far_the_epoch_got(tmp_path, small_mnist, monkeypatch):
+  tty = FakeTty()
+  monkeypatch.setattr(sys, "stderr", tty)
+  train_and_evaluate(Config(epochs=1, batch_size=16), tmp_path / "w", small_mnist, chunk_steps=10)
+  steps = 10 * 59 * 2 // 16  # 73 steps: chunks of 10 and 11
+  assert "epoch 1/1 [" in tty.text and f"/{steps} steps" in tty.text
+  assert f"{steps}/{steps} steps" in tty.text
+  assert tty.text.count("\r") >= 7  # redrawn in place, chunk by chunk
+
+
+def test_no_progress_bar_off_a_terminal(tmp_path, small_mnist, capsys):
+  train_and_evaluate(Config(epochs=1, batch_size=16), tmp_path / "w", small_mnist)
+  assert "steps" not in capsys.readouterr().err
