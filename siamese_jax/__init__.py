@@ -5,6 +5,7 @@ Hadsell, Chopra & LeCun 2006, DrLIM). Label convention throughout: y = 1.0
 means "same digit" (the Keras example's), the reverse of the paper's.
 """
 
+from siamese_jax import checkpoint, evaluation, parallel, plots
 from siamese_jax.config import Config
 from siamese_jax.errors import (
   ConfigError,
@@ -31,6 +32,10 @@ from siamese_jax.train import (
 )
 
 __all__ = [
+  "checkpoint",
+  "evaluation",
+  "parallel",
+  "plots",
   "Config",
   "ConfigError",
   "DataError",

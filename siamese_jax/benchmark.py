@@ -176,9 +176,9 @@ def run_benchmark(
   keys = run_keys(config.seed)
   sets = make_pair_sets(keys, data)
   put = jax.device_put
-  images, pairs, y = put(data.train_images), put(sets.train_pairs), put(sets.train_y)
-  test_images, test_pairs, test_y = put(data.test_images), put(sets.test_pairs), put(sets.test_y)
-  num_pairs = len(sets.train_pairs)
+  images, pairs, y = put((sets.train.images, sets.train.pairs, sets.train.y))
+  test_images, test_pairs, test_y = put((sets.test.images, sets.test.pairs, sets.test.y))
+  num_pairs = len(sets.train.pairs)
   steps = num_pairs // config.batch_size
   pairs_per_epoch = steps * config.batch_size
 
@@ -253,7 +253,7 @@ def run_benchmark(
   val_epoch_s = _median(val_s)
   train_flop = FLOP_PER_TRAIN_PAIR * pairs_per_epoch
   val_flop_executed = FLOP_PER_IMAGE_FORWARD * len(data.test_images)
-  val_flop_per_pair = 2 * FLOP_PER_IMAGE_FORWARD * len(sets.test_pairs)
+  val_flop_per_pair = 2 * FLOP_PER_IMAGE_FORWARD * len(sets.test.pairs)
   machine = machine_peak_gflops()
   ceiling = matmul_ceiling_gflops()
   achieved = train_flop / train_epoch_s / 1e9

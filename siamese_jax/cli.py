@@ -45,6 +45,7 @@ _CONFIG_FLAGS = {
   "dropout": (float, "dropout rate"),
   "hidden_sizes": (_int_list, "comma-separated layer widths"),
   "threshold": (float, "distance below which a pair counts as same digit"),
+  "holdout": (int, "training images held out for validation and the threshold"),
 }
 
 
@@ -70,6 +71,12 @@ def make_parser(
     choices=PAIR_MODES,
     default=defaults.pairs,
     help="fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
+  )
+  group.add_argument(
+    "--final-relu",
+    action=argparse.BooleanOptionalAction,
+    default=defaults.final_relu,
+    help="ReLU on the embedding's last layer",
   )
   run = parser.add_argument_group("run")
   run.add_argument(

@@ -36,6 +36,12 @@ class Config:
     threshold: distances below it count as "same digit" for accuracy.
     pairs: "fixed" uses the original's pairs for every epoch (shuffled
       each epoch); "fresh" draws new balanced pairs every epoch.
+    holdout: training images held out as a validation split (0: none, as
+      in the original). With a holdout, per-epoch validation and the choice
+      of the decision threshold use it, and the test set is touched only
+      at the end.
+    final_relu: whether the embedding's last layer has a ReLU (the
+      original's does; the 2-D DrLIM map has none).
   """
 
   seed: int = 0
@@ -49,6 +55,8 @@ class Config:
   hidden_sizes: tuple[int, ...] = (128, 128, 128)
   threshold: float = 0.5
   pairs: str = "fixed"
+  holdout: int = 0
+  final_relu: bool = True
 
   def __post_init__(self):
     def need(ok: bool, field: str, rule: str):
@@ -99,6 +107,8 @@ class Config:
     )
     need(is_real(self.threshold) and self.threshold > 0, "threshold", "it must be a number > 0")
     need(self.pairs in PAIR_MODES, "pairs", f"it must be one of {', '.join(PAIR_MODES)}")
+    need(is_int(self.holdout) and self.holdout >= 0, "holdout", "it must be an integer >= 0")
+    need(isinstance(self.final_relu, bool), "final_relu", "it must be true or false")
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)

@@ -27,9 +27,16 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from siamese_jax import checkpoint
+from siamese_jax import checkpoint, evaluation, parallel
+from siamese_jax import plots as plot_lib
 from siamese_jax.config import Config
-from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
+from siamese_jax.errors import (
+  ConfigError,
+  DataError,
+  NonFiniteLossError,
+  SiameseJaxError,
+  WorkdirError,
+)
 from siamese_jax.files import atomic_write_bytes, atomic_write_json
 from siamese_jax.metric_writers import ConsoleWriter, JsonlWriter, MultiWriter, TensorBoardWriter
 from siamese_jax.mnist import MnistData
@@ -46,7 +53,7 @@ from siamese_jax.train import (
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 RESULTS_NAME = "results.json"
-RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME)
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME, "distances.png")
 
 
 class RunInterrupted(SiameseJaxError):
@@ -67,19 +74,53 @@ def run_keys(seed: int) -> RunKeys:
 
 
 @dataclasses.dataclass(frozen=True)
+class PairSet:
+  """One split's images (host, uint8) and its fixed pairs."""
+
+  images: np.ndarray  # uint8[N, 28, 28]
+  labels: np.ndarray  # uint8[N]
+  pairs: np.ndarray  # int32[P, 2] indices into `images`
+  y: np.ndarray  # float32[P], 1.0 = same digit
+
+
+@dataclasses.dataclass(frozen=True)
 class PairSets:
-  """The original's fixed pairs of both splits (host arrays)."""
+  """The run's splits: train, test, and the optional held-out validation."""
 
-  train_pairs: np.ndarray
-  train_y: np.ndarray
-  test_pairs: np.ndarray
-  test_y: np.ndarray
+  train: PairSet
+  test: PairSet
+  val: PairSet | None
 
 
-def make_pair_sets(keys: RunKeys, data: MnistData) -> PairSets:
-  tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), data.train_labels)
-  vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels)
-  return PairSets(tp, ty, vp, vy)
+def make_pair_sets(keys: RunKeys, data: MnistData, holdout: int = 0) -> PairSets:
+  """The original's pairs of each split, after holding out validation images.
+
+  With `holdout` > 0, that many training images (chosen by the pairs key)
+  form the validation split; both parts keep the split's order, which the
+  original's pairing (i-th with (i+1)-th image of a digit) depends on.
+
+  Raises:
+    ConfigError: if the holdout leaves a split without 2 images of a digit.
+  """
+  images, labels = data.train_images, data.train_labels
+  val = None
+  if holdout:
+    n = len(labels)
+    if holdout >= n:
+      raise ConfigError(f"holdout={holdout} must be smaller than the {n} training images.")
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(keys.pairs, 2), n))
+    val_idx, train_idx = np.sort(perm[:holdout]), np.sort(perm[holdout:])
+    try:
+      vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 3), labels[val_idx])
+    except DataError as e:
+      raise ConfigError(f"holdout={holdout} is too small for validation pairs: {e}") from None
+    val = PairSet(images[val_idx], labels[val_idx], vp, vy)
+    images, labels = images[train_idx], labels[train_idx]
+  tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels)
+  ep, ey = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels)
+  return PairSets(
+    PairSet(images, labels, tp, ty), PairSet(data.test_images, data.test_labels, ep, ey), val
+  )
 
 
 def _check_writable(workdir: str) -> None:
@@ -206,6 +247,8 @@ def train_and_evaluate(
   chunk_steps: int = 200,
   progress: bool = True,
   tensorboard: bool = False,
+  plots: bool = True,
+  devices=None,
   stdout: TextIO | None = None,
   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
@@ -213,8 +256,8 @@ def train_and_evaluate(
 
   Args:
     config: the run's hyperparameters.
-    workdir: where config.json, metrics.jsonl, the checkpoint and
-      results.json go.
+    workdir: where config.json, metrics.jsonl, the checkpoint, results.json
+      and the pictures go.
     data: MNIST (see `siamese_jax.mnist.load_mnist`).
     resume: continue the run in `workdir` from its checkpoint.
     overwrite: replace a run already in `workdir`.
@@ -222,6 +265,9 @@ def train_and_evaluate(
       bar moves once per chunk. Results do not depend on it.
     progress: draw a progress bar on stderr when it is a terminal.
     tensorboard: also write TensorBoard event files into the workdir.
+    plots: write `distances.png` (needs matplotlib; skipped with a note if
+      it is not installed).
+    devices: the devices to train on, data-parallel (all if None).
     stdout: where the per-epoch lines go (sys.stdout if None).
     on_epoch: called with (epoch, metrics) after each epoch is logged.
 
@@ -235,26 +281,40 @@ def train_and_evaluate(
   t_start = time.perf_counter()
   out = stdout or sys.stdout
   keys = run_keys(config.seed)
-  sets = make_pair_sets(keys, data)
-  steps = len(sets.train_pairs) // config.batch_size
+  sets = make_pair_sets(keys, data, config.holdout)
+  num_pairs = len(sets.train.pairs)
+  steps = num_pairs // config.batch_size
   if steps == 0:
     raise ConfigError(
-      f"batch_size={config.batch_size} is larger than the {len(sets.train_pairs)} "
-      "training pairs; use --batch-size of at most that."
+      f"batch_size={config.batch_size} is larger than the {num_pairs} training pairs; "
+      "use --batch-size of at most that."
     )
+  mesh = parallel.data_mesh(devices)
+  parallel.check_batch_size(config.batch_size, mesh)
   workdir = os.fspath(workdir)
   prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
   metrics_path = os.path.join(workdir, METRICS_NAME)
 
-  put = jax.device_put
-  train_images, test_images = put(data.train_images), put(data.test_images)
-  train_pairs, train_y = put(sets.train_pairs), put(sets.train_y)
-  test_pairs, test_y = put(sets.test_pairs), put(sets.test_y)
+  # Everything lives on the devices, replicated; only batches are split.
+  rep = parallel.replicated(mesh)
+
+  def put(split: PairSet | None):
+    if split is None:
+      return None
+    return parallel.put_replicated((split.images, split.pairs, split.y), mesh)
+
+  train, test, val = put(sets.train), put(sets.test), put(sets.val)
+  monitor = val if val is not None else test  # per-epoch validation
+  make_batches = jax.jit(
+    lambda key: epoch_batches(key, num_pairs, config.batch_size),
+    out_shardings=parallel.batch_sharded(mesh),
+  )
   fresh = None
   if config.pairs == "fresh":
-    index = {k: put(v) for k, v in class_index(data.train_labels).items()}
-    num_pairs = len(sets.train_pairs)
-    fresh = jax.jit(lambda key: sample_pairs(key, None, num_pairs, index=index))
+    index = parallel.put_replicated(class_index(sets.train.labels), mesh)
+    fresh = jax.jit(
+      lambda key: sample_pairs(key, None, num_pairs, index=index), out_shardings=(rep, rep)
+    )
 
   state = create_train_state(keys.init, config)
   data_key_bits = np.asarray(jax.random.key_data(keys.data))
@@ -278,6 +338,7 @@ def train_and_evaluate(
     else:
       _truncate_metrics(metrics_path, 0)
       print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
+  state = parallel.put_replicated(state, mesh)
 
   writers = [ConsoleWriter(total=config.epochs, stream=out), JsonlWriter(metrics_path)]
   if tensorboard:
@@ -295,13 +356,10 @@ def train_and_evaluate(
       for epoch in range(first_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         epoch_key = jax.random.fold_in(keys.data, epoch)
+        images, pairs, y = train
         if fresh is not None:
           pairs, y = fresh(jax.random.fold_in(epoch_key, 1))
-        else:
-          pairs, y = train_pairs, train_y
-        batches = epoch_batches(
-          jax.random.fold_in(epoch_key, 0), len(sets.train_pairs), config.batch_size
-        )
+        batches = make_batches(jax.random.fold_in(epoch_key, 0))
         bar = ProgressBar(f"epoch {epoch}/{config.epochs}", steps, enabled=progress)
         bad_step = []
 
@@ -315,7 +373,7 @@ def train_and_evaluate(
 
         state, m, done = train_epoch(
           state,
-          train_images,
+          images,
           pairs,
           y,
           batches,
@@ -344,11 +402,11 @@ def train_and_evaluate(
             f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
             f"{path}. Resume by running the same command with --workdir {workdir} --resume."
           )
-        val, _ = evaluate(state, test_images, test_pairs, test_y)
+        val_metrics, _ = evaluate(state, *monitor)
         scalars = {
           "train_loss": float(np.mean(m["loss"])),
           "train_accuracy": float(np.mean(m["accuracy"])),
-          **{f"val_{k}": v for k, v in to_host_scalars(val).items()},
+          **{f"val_{k}": v for k, v in sorted(to_host_scalars(val_metrics).items(), reverse=True)},
         }
         scalars["epoch_seconds"] = time.perf_counter() - t0
         writer.write_scalars(epoch, scalars)
@@ -359,23 +417,74 @@ def train_and_evaluate(
   finally:
     writer.close()
 
-  train_metrics, _ = evaluate(state, train_images, train_pairs, train_y)
-  test_metrics, _ = evaluate(state, test_images, test_pairs, test_y)
-  train_metrics, test_metrics = to_host_scalars(train_metrics), to_host_scalars(test_metrics)
-  results = {
-    "train_accuracy": train_metrics["accuracy"],
-    "train_loss": train_metrics["loss"],
-    "test_accuracy": test_metrics["accuracy"],
-    "test_loss": test_metrics["loss"],
-    "epochs": config.epochs,
-    "seed": config.seed,
-    "pairs": config.pairs,
-    "num_train_pairs": len(sets.train_pairs),
-    "num_test_pairs": len(sets.test_pairs),
-    "backend": jax.default_backend(),
-    "total_seconds": time.perf_counter() - t_start,
-  }
-  print(f"* Accuracy on training set: {100 * results['train_accuracy']:0.2f}%", file=out)
-  print(f"* Accuracy on test set: {100 * results['test_accuracy']:0.2f}%", file=out, flush=True)
+  results = final_evaluation(state, config, sets, train, test, val, workdir, plots=plots)
+  results["total_seconds"] = time.perf_counter() - t_start
+  t = results
+  print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
+  print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
+  print(f"* Test ROC AUC: {t['test_roc_auc']:.4f}", file=out)
+  print(
+    f"* Threshold chosen on {t['threshold_source']}: {t['threshold']:.4f}; test accuracy "
+    f"at it: {100 * t['test_accuracy_at_threshold']:0.2f}%",
+    file=out,
+    flush=True,
+  )
   atomic_write_json(os.path.join(workdir, RESULTS_NAME), results)
+  return results
+
+
+def final_evaluation(state, config, sets, train, test, val, workdir, *, plots=True) -> dict:
+  """Accuracy at the fixed threshold, ROC AUC, and a threshold chosen honestly.
+
+  The threshold is chosen on the held-out validation pairs when the run has
+  a holdout, else on the training pairs; never on the test pairs.
+  """
+  train_m, train_d = evaluate(state, *train)
+  test_m, test_d = evaluate(state, *test)
+  train_m, test_m = to_host_scalars(train_m), to_host_scalars(test_m)
+  test_d = np.asarray(test_d)
+  results = {
+    "train_accuracy": train_m["accuracy"],
+    "train_loss": train_m["loss"],
+    "test_accuracy": test_m["accuracy"],
+    "test_loss": test_m["loss"],
+    "test_roc_auc": evaluation.roc_auc(test_d, sets.test.y),
+  }
+  if val is not None:
+    val_m, val_d = evaluate(state, *val)
+    choose_d, choose_y, source = np.asarray(val_d), sets.val.y, "held-out validation pairs"
+    results["val_accuracy"] = to_host_scalars(val_m)["accuracy"]
+    results["val_roc_auc"] = evaluation.roc_auc(choose_d, choose_y)
+  else:
+    choose_d, choose_y, source = np.asarray(train_d), sets.train.y, "training pairs"
+  threshold, chosen_acc = evaluation.best_threshold(choose_d, choose_y)
+  results.update(
+    {
+      "threshold": threshold,
+      "threshold_source": source,
+      "accuracy_at_threshold_where_chosen": chosen_acc,
+      "test_accuracy_at_threshold": evaluation.accuracy_at(test_d, sets.test.y, threshold),
+      "fixed_threshold": config.threshold,
+      "epochs": config.epochs,
+      "seed": config.seed,
+      "pairs": config.pairs,
+      "holdout": config.holdout,
+      "num_train_pairs": len(sets.train.pairs),
+      "num_test_pairs": len(sets.test.pairs),
+      "num_val_pairs": 0 if sets.val is None else len(sets.val.pairs),
+      "backend": jax.default_backend(),
+      "num_devices": len(jax.devices()),
+    }
+  )
+  if plots:
+    if plot_lib.have_matplotlib():
+      plot_lib.distance_histograms(
+        test_d,
+        sets.test.y,
+        os.path.join(workdir, "distances.png"),
+        {f"fixed ({config.threshold})": config.threshold, "chosen": threshold},
+        title=f"Test-pair distances (ROC AUC {results['test_roc_auc']:.4f})",
+      )
+    else:
+      print("note: matplotlib is not installed; distances.png skipped.", file=sys.stderr)
   return results

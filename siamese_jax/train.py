@@ -47,10 +47,8 @@ class TrainState(train_state.TrainState):
   threshold: float = flax.struct.field(pytree_node=False, default=0.5)
 
 
-def make_model(
-  config: Config, *, final_relu: bool = True, fuse_branches: bool = True
-) -> SiameseMLP:
-  return SiameseMLP(config.hidden_sizes, config.dropout, final_relu, fuse_branches)
+def make_model(config: Config, *, fuse_branches: bool = True) -> SiameseMLP:
+  return SiameseMLP(config.hidden_sizes, config.dropout, config.final_relu, fuse_branches)
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -64,7 +62,6 @@ def create_train_state(
   config: Config,
   *,
   input_dim: int = 784,
-  final_relu: bool = True,
   fuse_branches: bool = True,
 ) -> TrainState:
   """Initializes the shared MLP's parameters and RMSProp's state.
@@ -73,13 +70,12 @@ def create_train_state(
     key: PRNG key for the parameter initialization.
     config: the run's configuration.
     input_dim: flattened image size.
-    final_relu: whether the embedding's last layer has a ReLU.
     fuse_branches: see `SiameseMLP`.
 
   Returns:
     A TrainState at step 0.
   """
-  model = make_model(config, final_relu=final_relu, fuse_branches=fuse_branches)
+  model = make_model(config, fuse_branches=fuse_branches)
   dummy = jnp.zeros((1, input_dim), jnp.float32)
   params = model.init(key, dummy, dummy, train=False)["params"]
   state = TrainState.create(

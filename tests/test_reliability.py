@@ -215,7 +215,7 @@ def test_non_finite_loss_stops_in_the_epoch_and_keeps_the_last_good_checkpoint(
     return real_epoch(state, *args, **kwargs)
 
   monkeypatch.setattr(run_lib, "train_epoch", poison_second_epoch)
-  steps = len(run_lib.make_pair_sets(run_lib.run_keys(0), small_mnist).train_pairs) // 16
+  steps = len(run_lib.make_pair_sets(run_lib.run_keys(0), small_mnist).train.pairs) // 16
   with pytest.raises(NonFiniteLossError) as e:
     train_and_evaluate(config, tmp_path / "w", small_mnist, chunk_steps=4)
   assert f"non-finite at step {steps + 1} (epoch 2)" in str(e.value)

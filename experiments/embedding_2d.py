@@ -1,0 +1,68 @@
+"""The DrLIM picture: the Siamese MLP trained to a 2-D embedding, plotted.
+
+    python -m experiments.embedding_2d --data-dir DIR [--epochs 20] ...
+
+The same shared MLP and contrastive loss as mnist_siamese, with a 2-unit
+output layer and no ReLU on it (a ReLU would fold the map into one
+quadrant). After training, every test image is embedded and drawn as a
+point coloured by its digit: `<workdir>/embedding_2d.png`.
+"""
+
+import os
+import sys
+
+import jax
+import numpy as np
+
+from siamese_jax import (
+  Config,
+  checkpoint,
+  cli,
+  create_train_state,
+  embed_images,
+  load_mnist,
+  plots,
+  train_and_evaluate,
+)
+from siamese_jax.run import RunInterrupted
+
+DEFAULTS = Config(hidden_sizes=(128, 128, 2), final_relu=False)
+
+
+def main(argv):
+  parser = cli.make_parser("python -m experiments.embedding_2d", __doc__.splitlines()[0], DEFAULTS)
+  args = parser.parse_args(argv)
+  config = cli.config_from_args(parser, args)
+  if config.hidden_sizes[-1] != 2:
+    parser.error(f"--hidden-sizes must end in 2 for a 2-D map, got {args.hidden_sizes}")
+  workdir = args.workdir or cli.default_workdir("embedding_2d", config)
+  data = load_mnist(args.data_dir)
+  print(f"workdir: {workdir}", flush=True)
+  try:
+    train_and_evaluate(
+      config,
+      workdir,
+      data,
+      resume=args.resume,
+      overwrite=args.overwrite,
+      chunk_steps=args.chunk_steps,
+      progress=not args.no_progress,
+      tensorboard=args.tensorboard,
+    )
+  except RunInterrupted as e:
+    command = cli.resume_command("experiments.embedding_2d", argv, workdir)
+    raise RunInterrupted(f"{e}\nTo resume: {command}") from None
+  # The trained parameters are in the final checkpoint.
+  state = checkpoint.load(workdir, create_train_state(jax.random.key(0), config)).state
+  emb = np.asarray(embed_images(state, jax.device_put(data.test_images)))
+  path = plots.embedding_scatter(
+    emb,
+    data.test_labels,
+    os.path.join(workdir, "embedding_2d.png"),
+    title=f"DrLIM map of the {len(emb):,} MNIST test images ({config.epochs} epochs, seed {config.seed})",
+  )
+  print(f"2-D embedding of the test set: {path}")
+
+
+if __name__ == "__main__":
+  sys.exit(cli.run_main(main))

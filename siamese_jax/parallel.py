@@ -1,0 +1,57 @@
+"""Data parallelism over the local devices, through `jax.sharding`.
+
+One 1-D mesh over the devices, axis "data". Parameters, optimizer state and
+the dataset are replicated; each batch of pair indices is split along the
+mesh, so every device gathers and processes its share of the batch. The
+training code does not change: `train_step` and `train_chunk` are the same
+jitted functions, and XLA's SPMD partitioner inserts the all-reduce that
+averages the gradients. With one device this is exactly the single-device
+program.
+
+Multi-host: call `jax.distributed.initialize()` first (see the README); the
+mesh then spans `jax.devices()`.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from siamese_jax.errors import ConfigError
+
+AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (all devices of the job if None)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def put_replicated(tree, mesh: Mesh):
+  """Places host arrays (the same in every process) on every device of the mesh.
+
+  `make_array_from_process_local_data` rather than `device_put`, so the same
+  call also works when the mesh spans several processes (multi-host): each
+  process supplies its identical copy for its own devices.
+  """
+  sharding = replicated(mesh)
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)), tree
+  )
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """For int32[S, B] batches of an epoch: each device takes B / n of a step."""
+  return NamedSharding(mesh, PartitionSpec(None, AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ConfigError(
+      f"batch_size={batch_size} does not split evenly over {n} devices; use a multiple of {n}."
+    )

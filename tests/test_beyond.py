@@ -1,0 +1,200 @@
+"""Beyond the original: holdout threshold, ROC AUC, pictures, fresh pairs, logging."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax import Config, checkpoint, create_train_state, evaluate, train_and_evaluate
+from siamese_jax.evaluation import best_threshold
+from siamese_jax.run import make_pair_sets, run_keys
+
+from conftest import synthetic_mnist, write_mnist_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(path):
+  with open(path, "rb") as f:
+    return f.read(8) == PNG and os.path.getsize(path) > 1000
+
+
+def test_holdout_is_disjoint_from_training_images(small_mnist):
+  sets = make_pair_sets(run_keys(0), small_mnist, holdout=150)
+  assert len(sets.val.images) == 150 and len(sets.train.images) == 450
+  # Every training image is one of the split's, and no validation image is among them.
+  as_rows = {img.tobytes(): i for i, img in enumerate(small_mnist.train_images)}
+  train_ids = {as_rows[img.tobytes()] for img in sets.train.images}
+  val_ids = {as_rows[img.tobytes()] for img in sets.val.images}
+  assert not train_ids & val_ids and len(train_ids | val_ids) == 600
+  same = sets.val.labels[sets.val.pairs[:, 0]] == sets.val.labels[sets.val.pairs[:, 1]]
+  np.testing.assert_array_equal(same, sets.val.y == 1)
+
+
+def test_threshold_is_chosen_on_validation_never_test(tmp_path, small_mnist):
+  config = Config(epochs=2, batch_size=16, holdout=150)
+  r = train_and_evaluate(config, tmp_path / "w", small_mnist)
+  assert r["threshold_source"] == "held-out validation pairs"
+  for key in ("test_roc_auc", "val_roc_auc", "threshold", "test_accuracy_at_threshold"):
+    assert key in r and np.isfinite(r[key])
+  # Recompute: the threshold is the best one on the validation pairs.
+  state = checkpoint.load(str(tmp_path / "w"), create_train_state(jax.random.key(0), config)).state
+  sets = make_pair_sets(run_keys(0), small_mnist, holdout=150)
+  _, d_val = evaluate(state, sets.val.images, sets.val.pairs, sets.val.y)
+  assert r["threshold"] == best_threshold(np.asarray(d_val), sets.val.y)[0]
+  # Per-epoch validation was the holdout, not the test set.
+  (line, _) = [json.loads(x) for x in open(tmp_path / "w/metrics.jsonl")]
+  assert line["val_accuracy"] != r["test_accuracy"] or line["val_loss"] != r["test_loss"]
+  assert is_png(tmp_path / "w/distances.png")
+  saved = json.loads((tmp_path / "w/results.json").read_text())
+  assert any("roc_auc" in k for k in saved) and any("threshold" in k for k in saved)
+
+
+def test_without_holdout_threshold_comes_from_training_pairs(tmp_path, small_mnist):
+  r = train_and_evaluate(Config(epochs=1, batch_size=16), tmp_path / "w", small_mnist)
+  assert r["threshold_source"] == "training pairs" and r["num_val_pairs"] == 0
+  assert 0.5 <= r["test_roc_auc"] <= 1
+
+
+def test_fresh_pairs_mode_trains_on_new_pairs(tmp_path, small_mnist):
+  fixed = train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "a", small_mnist)
+  fresh = train_and_evaluate(
+    Config(epochs=2, batch_size=16, pairs="fresh"), tmp_path / "b", small_mnist
+  )
+  assert fresh["pairs"] == "fresh" and fresh["num_train_pairs"] == fixed["num_train_pairs"]
+  a = [json.loads(x) for x in open(tmp_path / "a/metrics.jsonl")]
+  b = [json.loads(x) for x in open(tmp_path / "b/metrics.jsonl")]
+  assert a[0]["train_loss"] != b[0]["train_loss"]
+  # Reproducible: the same seed gives the same fresh pairs.
+  again = train_and_evaluate(
+    Config(epochs=2, batch_size=16, pairs="fresh"), tmp_path / "c", small_mnist
+  )
+  assert (
+    again["test_accuracy"] == fresh["test_accuracy"] and again["threshold"] == fresh["threshold"]
+  )
+
+
+def test_tensorboard_events_through_the_same_writer(tmp_path, small_mnist):
+  train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "w", small_mnist, tensorboard=True)
+  files = os.listdir(tmp_path / "w/tensorboard")
+  assert len(files) == 1 and files[0].startswith("events.out.tfevents")
+  raw = open(tmp_path / "w/tensorboard" / files[0], "rb").read()
+  for tag in (b"train_loss", b"val_accuracy", b"epoch_seconds"):
+    assert tag in raw
+  assert "tensorflow" not in sys.modules
+
+
+def run_module(module, *args, env=None):
+  full_env = {k: v for k, v in os.environ.items() if k != "SIAMESE_JAX_DATA_DIR"}
+  full_env.update(env or {})
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=full_env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+
+
+@pytest.mark.slow
+def test_embedding_2d_command_draws_the_map(tmp_path):
+  data_dir = write_mnist_dir(tmp_path / "data", synthetic_mnist())
+  r = run_module(
+    "experiments.embedding_2d",
+    "--data-dir",
+    data_dir,
+    "--workdir",
+    str(tmp_path / "w"),
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+  )
+  assert r.returncode == 0, r.stderr
+  assert is_png(tmp_path / "w/embedding_2d.png")
+  config = json.loads((tmp_path / "w/config.json").read_text())
+  assert config["hidden_sizes"][-1] == 2 and config["final_relu"] is False
+  bad = run_module(
+    "experiments.embedding_2d",
+    "--data-dir",
+    data_dir,
+    "--workdir",
+    str(tmp_path / "x"),
+    "--hidden-sizes",
+    "128,3",
+  )
+  assert bad.returncode == 2 and "must end in 2" in bad.stderr
+
+
+@pytest.mark.slow
+def test_plot_curves_command(tmp_path, small_mnist):
+  train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "w", small_mnist)
+  r = run_module("experiments.plot_curves", str(tmp_path / "w"))
+  assert r.returncode == 0, r.stderr
+  assert is_png(tmp_path / "w/curves.png")
+  missing = run_module("experiments.plot_curves", str(tmp_path / "nothing"))
+  assert missing.returncode == 1 and "metrics.jsonl not found" in missing.stderr
+
+
+PARALLEL_SCRIPT = r"""
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, {tests!r})
+from conftest import synthetic_mnist
+from siamese_jax import Config, create_train_state, gather_batch, make_pairs, parallel, train_and_evaluate, train_step
+from siamese_jax.train import epoch_batches
+
+data = synthetic_mnist()
+# One public train_step on a batch split over the mesh, params replicated.
+mesh = parallel.data_mesh()
+rep = parallel.replicated(mesh)
+pairs, y = make_pairs(jax.random.key(0), data.train_labels)
+images, pairs, y = jax.device_put((data.train_images, pairs, y), rep)
+batches = jax.device_put(epoch_batches(jax.random.key(1), len(pairs), 32), parallel.batch_sharded(mesh))
+state = jax.device_put(create_train_state(jax.random.key(0), Config(batch_size=32)), rep)
+state, metrics = train_step(state, gather_batch(images, pairs, y, batches[0]), jax.random.key(3))
+np.savez({out!r} + "/params.npz", *jax.tree.leaves(state.params))
+# A whole run, data-parallel over every device.
+r = train_and_evaluate(Config(epochs=2, batch_size=32), {out!r} + "/run", data, plots=False)
+json.dump({{"devices": len(jax.devices()), "step_loss": float(metrics["loss"]),
+           "batch_sharding": str(batches.sharding), "results": r}}, open({out!r} + "/out.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_four_host_devices_match_one_device(tmp_path):
+  outs = {}
+  for n in (1, 4):
+    out = tmp_path / f"d{n}"
+    out.mkdir()
+    script = PARALLEL_SCRIPT.format(tests=os.path.join(REPO, "tests"), out=str(out))
+    r = subprocess.run(
+      [sys.executable, "-c", script],
+      cwd=REPO,
+      env={**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"},
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    outs[n] = (json.loads((out / "out.json").read_text()), np.load(out / "params.npz"))
+  (one, p1), (four, p4) = outs[1], outs[4]
+  assert one["devices"] == 1 and four["devices"] == 4
+  # One step: the same update up to float rounding (the gradient's sum runs
+  # in another order across devices).
+  for k in p1.files:
+    np.testing.assert_allclose(p1[k], p4[k], rtol=1e-5, atol=1e-6)
+  assert four["step_loss"] == pytest.approx(one["step_loss"], rel=1e-6)
+  # Whole runs agree closely but not to rounding: RMSProp divides each
+  # gradient by its own running norm, so parameters whose gradient is ~0
+  # take full-size steps in the direction of that gradient's rounding.
+  a, b = one["results"], four["results"]
+  assert b["num_devices"] == 4
+  assert abs(a["test_accuracy"] - b["test_accuracy"]) < 0.02
+  assert abs(a["test_roc_auc"] - b["test_roc_auc"]) < 0.01
