@@ -124,7 +124,7 @@ def _median(xs):
 
 
 def full_run(data_dir: str, extra_args=()) -> dict[str, Any]:
-  """A whole default run in a subprocess: wall seconds and peak RSS (MB)."""
+  """A whole default run in a subprocess: wall seconds and peak RSS (MiB)."""
   with tempfile.TemporaryDirectory() as tmp:
     workdir = os.path.join(tmp, "run")
     cmd = [sys.executable, "-m", "experiments.mnist_siamese", "--data-dir", data_dir]
@@ -135,12 +135,12 @@ def full_run(data_dir: str, extra_args=()) -> dict[str, Any]:
     if proc.returncode != 0:
       raise RuntimeError(f"full run failed ({proc.returncode}):\n{proc.stderr}")
     # ru_maxrss of waited-for children, in KiB on Linux; this is the only one.
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     with open(os.path.join(workdir, "results.json")) as f:
       results = json.load(f)
   return {
     "wall_seconds": wall,
-    "peak_rss_mb": peak_mb,
+    "peak_rss_mib": peak_mib,
     "test_accuracy": results["test_accuracy"],
     "total_seconds_reported": results["total_seconds"],
   }
@@ -319,7 +319,7 @@ def format_report(r: dict[str, Any]) -> str:
     f = r["full_run"]
     lines.append(
       f"full default run (20 epochs, subprocess): {f['wall_seconds']:.1f} s wall from process "
-      f"start to results.json, peak RSS {f['peak_rss_mb']:.0f} MB, test accuracy "
+      f"start to results.json, peak RSS {f['peak_rss_mib']:.0f} MiB, test accuracy "
       f"{f['test_accuracy']:.4f}"
     )
   return "\n".join(lines)

@@ -80,5 +80,5 @@ def test_benchmark_cli_writes_json(tmp_path):
   )
   assert r.returncode == 0, r.stderr
   report = json.loads(out.read_text())
-  assert report["full_run"]["peak_rss_mb"] > 0
+  assert report["full_run"]["peak_rss_mib"] > 0
   assert "full default run" in r.stdout
