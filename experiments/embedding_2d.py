@@ -20,11 +20,8 @@ from siamese_jax import (
   cli,
   create_train_state,
   embed_images,
-  load_mnist,
   plots,
-  train_and_evaluate,
 )
-from siamese_jax.run import RunInterrupted
 
 DEFAULTS = Config(hidden_sizes=(128, 128, 2), final_relu=False)
 
@@ -35,23 +32,7 @@ def main(argv):
   config = cli.config_from_args(parser, args)
   if config.hidden_sizes[-1] != 2:
     parser.error(f"--hidden-sizes must end in 2 for a 2-D map, got {args.hidden_sizes}")
-  workdir = args.workdir or cli.default_workdir("embedding_2d", config)
-  data = load_mnist(args.data_dir)
-  print(f"workdir: {workdir}", flush=True)
-  try:
-    train_and_evaluate(
-      config,
-      workdir,
-      data,
-      resume=args.resume,
-      overwrite=args.overwrite,
-      chunk_steps=args.chunk_steps,
-      progress=not args.no_progress,
-      tensorboard=args.tensorboard,
-    )
-  except RunInterrupted as e:
-    command = cli.resume_command("experiments.embedding_2d", argv, workdir)
-    raise RunInterrupted(f"{e}\nTo resume: {command}") from None
+  workdir, data, _ = cli.train_from_args("experiments.embedding_2d", config, args, argv)
   # The trained parameters are in the final checkpoint.
   state = checkpoint.load(workdir, create_train_state(jax.random.key(0), config)).state
   emb = np.asarray(embed_images(state, jax.device_put(data.test_images)))

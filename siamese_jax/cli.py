@@ -119,6 +119,38 @@ def default_workdir(name: str, config: Config) -> str:
   return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S") + f"-seed{config.seed}")
 
 
+def train_from_args(module: str, config: Config, args: argparse.Namespace, argv: Sequence[str]):
+  """The body every training experiment shares: data, workdir, run.
+
+  Loads MNIST from `--data-dir` (or its fallbacks), trains into `--workdir`
+  (default `runs/<name>/<time>-seed<seed>`), and on Ctrl-C adds the exact
+  command that resumes to the error.
+
+  Returns:
+    (workdir, data, results).
+  """
+  from siamese_jax.mnist import load_mnist
+  from siamese_jax.run import RunInterrupted, train_and_evaluate
+
+  workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config)
+  data = load_mnist(args.data_dir)
+  print(f"workdir: {workdir}", flush=True)
+  try:
+    results = train_and_evaluate(
+      config,
+      workdir,
+      data,
+      resume=args.resume,
+      overwrite=args.overwrite,
+      chunk_steps=args.chunk_steps,
+      progress=not args.no_progress,
+      tensorboard=args.tensorboard,
+    )
+  except RunInterrupted as e:
+    raise RunInterrupted(f"{e}\nTo resume: {resume_command(module, argv, workdir)}") from None
+  return workdir, data, results
+
+
 def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
   """Runs `main(argv)`, mapping expected errors to exit codes (see module doc)."""
   from siamese_jax.run import RunInterrupted

@@ -3,6 +3,8 @@
 import gzip
 import os
 import struct
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -92,3 +94,38 @@ def real_mnist(mnist_dir) -> MnistData:
 def no_data_env(monkeypatch):
   """Unsets SIAMESE_JAX_DATA_DIR for tests that pass data dirs explicitly."""
   monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(extra=None):
+  env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
+  env.update(extra or {})
+  return env
+
+
+def start_module(module: str, *args: str, env=None) -> subprocess.Popen:
+  """`python -m module args` from the repo root, without the data-dir variable."""
+  return subprocess.Popen(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=_env(env),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+def run_module(
+  module: str, *args: str, env=None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+  """Runs `python -m module args` to the end; returns returncode, stdout, stderr."""
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=_env(env),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )

@@ -1,9 +1,6 @@
 """The benchmark's figures are computed and reported (tiny data, no timing asserted)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -15,9 +12,7 @@ from siamese_jax.benchmark import (
   run_benchmark,
 )
 
-from conftest import synthetic_mnist, write_mnist_dir
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_module, synthetic_mnist, write_mnist_dir
 
 
 def test_flop_count_by_hand():
@@ -59,25 +54,8 @@ def test_run_benchmark_reports_every_figure():
 def test_benchmark_cli_writes_json(tmp_path):
   data_dir = write_mnist_dir(tmp_path / "data", synthetic_mnist())
   out = tmp_path / "bench.json"
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.benchmark",
-      "--data-dir",
-      data_dir,
-      "--epochs",
-      "2",
-      "--loop-epochs",
-      "1",
-      "--json",
-      str(out),
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  args = ["--data-dir", data_dir, "--epochs", "2", "--loop-epochs", "1", "--json", str(out)]
+  r = run_module("experiments.benchmark", *args)
   assert r.returncode == 0, r.stderr
   report = json.loads(out.read_text())
   assert report["full_run"]["peak_rss_mib"] > 0

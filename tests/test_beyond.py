@@ -13,9 +13,8 @@ from siamese_jax import Config, checkpoint, create_train_state, evaluate, train_
 from siamese_jax.evaluation import best_threshold
 from siamese_jax.run import make_pair_sets, run_keys
 
-from conftest import synthetic_mnist, write_mnist_dir
+from conftest import REPO, run_module, synthetic_mnist, write_mnist_dir
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -87,19 +86,6 @@ def test_tensorboard_events_through_the_same_writer(tmp_path, small_mnist):
   for tag in (b"train_loss", b"val_accuracy", b"epoch_seconds"):
     assert tag in raw
   assert "tensorflow" not in sys.modules
-
-
-def run_module(module, *args, env=None):
-  full_env = {k: v for k, v in os.environ.items() if k != "SIAMESE_JAX_DATA_DIR"}
-  full_env.update(env or {})
-  return subprocess.run(
-    [sys.executable, "-m", module, *args],
-    cwd=REPO,
-    env=full_env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
 
 
 @pytest.mark.slow

@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -14,9 +12,8 @@ import pytest
 from siamese_jax import Config, NonFiniteLossError, WorkdirError, train_and_evaluate
 from siamese_jax import run as run_lib
 
-from conftest import synthetic_mnist, write_idx, write_mnist_dir
+from conftest import start_module, synthetic_mnist, write_idx, write_mnist_dir
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = {"epoch_seconds", "total_seconds"}
 
 
@@ -30,15 +27,7 @@ def results(path):
 
 
 def start(*args):
-  env = {k: v for k, v in os.environ.items() if k != "SIAMESE_JAX_DATA_DIR"}
-  return subprocess.Popen(
-    [sys.executable, "-m", "experiments.mnist_siamese", "--no-progress", *args],
-    cwd=REPO,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  return start_module("experiments.mnist_siamese", "--no-progress", *args)
 
 
 def run_cli(*args, timeout=300):

@@ -1,17 +1,14 @@
 """End to end: a run into tmp_path, the files it writes, and the CLI."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 from siamese_jax import Config, train_and_evaluate
 
-from conftest import write_mnist_dir
+from conftest import run_module, write_mnist_dir
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"}
 TIMING = {"epoch_seconds", "total_seconds"}
 
@@ -65,17 +62,8 @@ def test_results_do_not_depend_on_chunking(tmp_path, small_mnist):
   assert [without_timing(x) for x in a] == [without_timing(x) for x in b]
 
 
-def cli(*args, env=None, timeout=120):
-  full_env = {k: v for k, v in os.environ.items() if k != "SIAMESE_JAX_DATA_DIR"}
-  full_env.update(env or {})
-  return subprocess.run(
-    [sys.executable, "-m", "experiments.mnist_siamese", *args],
-    cwd=REPO,
-    env=full_env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+def cli(*args):
+  return run_module("experiments.mnist_siamese", *args)
 
 
 @pytest.mark.slow
