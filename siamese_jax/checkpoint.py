@@ -13,6 +13,7 @@ epoch's per-step metrics so far, the data key's raw bits (typed PRNG keys do
 not serialize, so `jax.random.key_data` is stored), and the config as JSON.
 """
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -64,8 +65,6 @@ def load(workdir: str, target_state) -> Checkpoint:
   Raises:
     WorkdirError: if the file is unreadable or does not match the model.
   """
-  import json
-
   path = os.path.join(workdir, CHECKPOINT_NAME)
   try:
     with open(path, "rb") as f:

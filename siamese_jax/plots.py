@@ -5,12 +5,14 @@ imported only when a picture is drawn, with the Agg backend (no display).
 Each PNG is written to a temporary file and renamed into place.
 """
 
+import io
 import json
 import os
 
 import numpy as np
 
 from siamese_jax.errors import ConfigError
+from siamese_jax.files import atomic_write_bytes
 
 
 def _pyplot():
@@ -35,17 +37,13 @@ def have_matplotlib() -> bool:
 
 
 def _save(fig, path: str) -> str:
-  path = os.fspath(path)
-  tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+  buf = io.BytesIO()
   try:
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
+    fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
   finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    fig.clf()
     _pyplot().close(fig)
-  return path
+  atomic_write_bytes(path, buf.getvalue())
+  return os.fspath(path)
 
 
 def distance_histograms(

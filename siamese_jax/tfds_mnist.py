@@ -26,7 +26,6 @@ timeout, failing at once with a message that names both fixes.
 import io
 import os
 import socket
-import tempfile
 import threading
 import urllib.parse
 
@@ -41,6 +40,7 @@ from tensorflow_datasets.image_classification import mnist as tfds_stock_mnist
 
 from siamese_jax import idx
 from siamese_jax.errors import DataError
+from siamese_jax.files import atomic_write_bytes
 
 _CACHE_NAME = "siamese_jax_arrays.npz"
 _PROBE_TIMEOUT_S = 5.0
@@ -156,17 +156,10 @@ def _files_present(builder: MnistNoTF, download_dir: str, manual_dir: str) -> bo
   return True
 
 
-def _atomic_savez(path: str, **arrays: np.ndarray) -> None:
-  d = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+def _save_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  atomic_write_bytes(path, buf.getvalue())
 
 
 def load(data_dir: str | os.PathLike | None = None, builder_cls=MnistNoTF):
@@ -244,5 +237,5 @@ def _load(data_dir, builder_cls):
       labels[i] = ex["label"]
     arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
   data = MnistData(**arrays)
-  _atomic_savez(cache, **arrays)
+  _save_cache(cache, arrays)
   return data
