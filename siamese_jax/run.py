@@ -312,9 +312,15 @@ def train_and_evaluate(
   fresh = None
   if config.pairs == "fresh":
     index = parallel.put_replicated(class_index(sets.train.labels), mesh)
-    fresh = jax.jit(
-      lambda key: sample_pairs(key, None, num_pairs, index=index), out_shardings=(rep, rep)
+    # The class index is an argument, not a closed-over constant, so XLA does
+    # not embed a 60,000-entry table in the program.
+    sample = jax.jit(
+      lambda key, index: sample_pairs(key, None, num_pairs, index=index),
+      out_shardings=(rep, rep),
     )
+
+    def fresh(key):
+      return sample(key, index)
 
   state = create_train_state(keys.init, config)
   data_key_bits = np.asarray(jax.random.key_data(keys.data))
