@@ -81,6 +81,12 @@ def make_pairs(
   return pairs.reshape(-1, 2).astype(np.int32), y.reshape(-1).copy()
 
 
+def count_pairs(labels: np.ndarray, num_classes: int = 10) -> int:
+  """How many pairs `make_pairs` makes of these labels: 2 * C * (min count - 1)."""
+  counts = np.bincount(_check_labels(labels, num_classes), minlength=num_classes)
+  return 2 * num_classes * (int(counts.min()) - 1)
+
+
 def class_index(labels: np.ndarray, num_classes: int = 10) -> dict[str, np.ndarray]:
   """Host-side tables `sample_pairs` needs, validated once.
 

@@ -40,7 +40,7 @@ from siamese_jax.errors import (
 from siamese_jax.files import atomic_write_bytes, atomic_write_json
 from siamese_jax.metric_writers import ConsoleWriter, JsonlWriter, MultiWriter, TensorBoardWriter
 from siamese_jax.mnist import MnistData
-from siamese_jax.pairs import class_index, make_pairs, sample_pairs
+from siamese_jax.pairs import class_index, count_pairs, make_pairs, sample_pairs
 from siamese_jax.progress import ProgressBar
 from siamese_jax.train import (
   create_train_state,
@@ -282,7 +282,12 @@ def train_and_evaluate(
   out = stdout or sys.stdout
   keys = run_keys(config.seed)
   sets = make_pair_sets(keys, data, config.holdout)
-  num_pairs = len(sets.train.pairs)
+  # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
+  # makes of the whole training split (108,400 on MNIST, holdout or not).
+  if config.pairs == "fresh":
+    num_pairs = count_pairs(data.train_labels)
+  else:
+    num_pairs = len(sets.train.pairs)
   steps = num_pairs // config.batch_size
   if steps == 0:
     raise ConfigError(
@@ -424,6 +429,7 @@ def train_and_evaluate(
     writer.close()
 
   results = final_evaluation(state, config, sets, train, test, val, workdir, plots=plots)
+  results["num_pairs_per_epoch"] = num_pairs
   results["total_seconds"] = time.perf_counter() - t_start
   t = results
   print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)

@@ -66,6 +66,7 @@ def test_fresh_pairs_mode_trains_on_new_pairs(tmp_path, small_mnist):
     Config(epochs=2, batch_size=16, pairs="fresh"), tmp_path / "b", small_mnist
   )
   assert fresh["pairs"] == "fresh" and fresh["num_train_pairs"] == fixed["num_train_pairs"]
+  assert fresh["num_pairs_per_epoch"] == fixed["num_pairs_per_epoch"] == 10 * 59 * 2
   a = [json.loads(x) for x in open(tmp_path / "a/metrics.jsonl")]
   b = [json.loads(x) for x in open(tmp_path / "b/metrics.jsonl")]
   assert a[0]["train_loss"] != b[0]["train_loss"]
@@ -184,3 +185,11 @@ def test_four_host_devices_match_one_device(tmp_path):
   assert b["num_devices"] == 4
   assert abs(a["test_accuracy"] - b["test_accuracy"]) < 0.02
   assert abs(a["test_roc_auc"] - b["test_roc_auc"]) < 0.01
+
+
+def test_fresh_pairs_per_epoch_are_the_originals_count_even_with_a_holdout(tmp_path, small_mnist):
+  r = train_and_evaluate(
+    Config(epochs=1, batch_size=16, pairs="fresh", holdout=150), tmp_path / "w", small_mnist
+  )
+  assert r["num_pairs_per_epoch"] == 10 * 59 * 2  # as on all 600 training images
+  assert r["num_train_pairs"] < r["num_pairs_per_epoch"]  # fixed pairs of the 450 left
