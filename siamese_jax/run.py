@@ -116,7 +116,12 @@ def make_pair_sets(keys: RunKeys, data: MnistData, holdout: int = 0) -> PairSets
       raise ConfigError(f"holdout={holdout} is too small for validation pairs: {e}") from None
     val = PairSet(images[val_idx], labels[val_idx], vp, vy)
     images, labels = images[train_idx], labels[train_idx]
-  tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels)
+  try:
+    tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels)
+  except DataError as e:
+    if not holdout:
+      raise
+    raise ConfigError(f"holdout={holdout} leaves too few training images: {e}") from None
   ep, ey = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels)
   return PairSets(
     PairSet(images, labels, tp, ty), PairSet(data.test_images, data.test_labels, ep, ey), val

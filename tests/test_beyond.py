@@ -193,3 +193,14 @@ def test_fresh_pairs_per_epoch_are_the_originals_count_even_with_a_holdout(tmp_p
   )
   assert r["num_pairs_per_epoch"] == 10 * 59 * 2  # as on all 600 training images
   assert r["num_train_pairs"] < r["num_pairs_per_epoch"]  # fixed pairs of the 450 left
+
+
+def test_a_holdout_too_large_is_a_config_error(small_mnist):
+  from siamese_jax import ConfigError
+
+  with pytest.raises(ConfigError, match="holdout=595 leaves too few training images"):
+    make_pair_sets(run_keys(0), small_mnist, holdout=595)
+  with pytest.raises(ConfigError, match="holdout=600 must be smaller"):
+    make_pair_sets(run_keys(0), small_mnist, holdout=600)
+  with pytest.raises(ConfigError, match="holdout=5 is too small for validation pairs"):
+    make_pair_sets(run_keys(0), small_mnist, holdout=5)
