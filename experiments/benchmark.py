@@ -6,11 +6,16 @@ Prints compile time, train and validation seconds per epoch for the scanned
 epoch and a per-step dispatch loop side by side, pairs/s, achieved GFLOP/s
 against the machine's peak, and the wall time and peak RSS of a whole
 default run. See `siamese_jax.benchmark` for how each figure is counted.
+
+It trains data-parallel over every device, as a run does: prefix the command
+with XLA_FLAGS=--xla_force_host_platform_device_count=N to time N CPU devices.
 """
 
 import argparse
 import os
 import sys
+
+import jax
 
 from siamese_jax import Config, cli, load_mnist
 from siamese_jax.benchmark import format_report, full_run, run_benchmark
@@ -32,16 +37,31 @@ def main(argv):
     "--no-fuse-branches", action="store_true", help="embed the two images separately"
   )
   parser.add_argument("--no-donate", action="store_true", help="do not donate the state")
+  parser.add_argument(
+    "--dropout", type=float, default=Config().dropout, help="dropout rate to time"
+  )
+  parser.add_argument(
+    "--prng-impl",
+    choices=("threefry2x32", "rbg", "unsafe_rbg"),
+    default=None,
+    help="JAX's PRNG implementation (default: JAX's own, threefry2x32)",
+  )
   parser.add_argument("--no-full-run", action="store_true", help="skip the whole 20-epoch run")
   parser.add_argument("--json", default=None, help="also write the figures as JSON here")
   args = parser.parse_args(argv)
   if args.epochs < 2 or args.loop_epochs < 1 or args.chunk_steps < 1:
     parser.error("--epochs must be >= 2, --loop-epochs and --chunk-steps >= 1")
+  try:
+    config = Config(dropout=args.dropout)
+  except ValueError as e:
+    parser.error(str(e))
+  if args.prng_impl:
+    jax.config.update("jax_default_prng_impl", args.prng_impl)
   data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
   data = load_mnist(data_dir)
   report = run_benchmark(
     data,
-    Config(),
+    config,
     epochs=args.epochs,
     loop_epochs=args.loop_epochs,
     chunk_steps=args.chunk_steps,

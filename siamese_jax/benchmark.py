@@ -43,6 +43,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from siamese_jax import parallel
 from siamese_jax.config import Config
 from siamese_jax.mnist import MnistData
 from siamese_jax.run import make_pair_sets, run_keys
@@ -175,9 +176,19 @@ def run_benchmark(
   """
   keys = run_keys(config.seed)
   sets = make_pair_sets(keys, data)
-  put = jax.device_put
+  # As in a run: data and state replicated over all devices, batches split.
+  mesh = parallel.data_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+
+  def put(tree):
+    return parallel.put_replicated(tree, mesh)
+
   images, pairs, y = put((sets.train.images, sets.train.pairs, sets.train.y))
   test_images, test_pairs, test_y = put((sets.test.images, sets.test.pairs, sets.test.y))
+  make_batches = jax.jit(
+    lambda key: epoch_batches(key, num_pairs, config.batch_size),
+    out_shardings=parallel.batch_sharded(mesh),
+  )
   num_pairs = len(sets.train.pairs)
   steps = num_pairs // config.batch_size
   pairs_per_epoch = steps * config.batch_size
@@ -187,7 +198,7 @@ def run_benchmark(
     chunk_fn = jax.jit(train_chunk.__wrapped__, static_argnames="length")
 
   def scanned_epoch(state, e):
-    batches = epoch_batches(jax.random.fold_in(keys.data, e), num_pairs, config.batch_size)
+    batches = make_batches(jax.random.fold_in(keys.data, e))
     batches.block_until_ready()
     t = time.perf_counter()
     state, _, _ = train_epoch(
@@ -202,7 +213,7 @@ def run_benchmark(
     jax.block_until_ready(metrics)
     return time.perf_counter() - t
 
-  state = create_train_state(keys.init, config, fuse_branches=fuse_branches)
+  state = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
   with _CompileTimer() as compiles:
     state, first_train = scanned_epoch(state, 0)
     first_val = validate(state)
@@ -217,15 +228,15 @@ def run_benchmark(
 
   # The per-step dispatch loop: the same steps, one `train_step` call each,
   # the batch gathered on the device by its own jitted call.
-  loop_state = create_train_state(keys.init, config, fuse_branches=fuse_branches)
-  batches = epoch_batches(keys.data, num_pairs, config.batch_size)
+  loop_state = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
+  batches = make_batches(keys.data)
   loop_state, _ = train_step(
     loop_state, gather_batch_jit(images, pairs, y, batches[0]), keys.dropout
   )
   jax.block_until_ready(loop_state)  # compiled outside the timing
   loop_s = []
   for e in range(loop_epochs):
-    batches = epoch_batches(jax.random.fold_in(keys.data, 100 + e), num_pairs, config.batch_size)
+    batches = make_batches(jax.random.fold_in(keys.data, 100 + e))
     batches.block_until_ready()
     t = time.perf_counter()
     metrics = []
@@ -259,6 +270,9 @@ def run_benchmark(
   achieved = train_flop / train_epoch_s / 1e9
   return {
     "backend": jax.default_backend(),
+    "num_devices": mesh.devices.size,
+    "prng_impl": str(jax.config.jax_default_prng_impl),
+    "dropout": config.dropout,
     "device": str(jax.devices()[0].device_kind),
     "jax_version": jax.__version__,
     "config": {"batch_size": config.batch_size, "chunk_steps": chunk_steps},
@@ -295,7 +309,8 @@ def format_report(r: dict[str, Any]) -> str:
   peak = f"{m['peak_gflops']:.0f}" if m["peak_gflops"] else "unknown"
   frac = f"{100 * r['fraction_of_peak']:.0f}%" if r["fraction_of_peak"] else "n/a"
   lines = [
-    f"backend {r['backend']} ({r['device']}), jax {r['jax_version']}",
+    f"backend {r['backend']} ({r['device']}) x {r['num_devices']}, jax {r['jax_version']}, "
+    f"dropout {r['dropout']}, PRNG {r['prng_impl']}",
     f"compile: {r['compile_seconds']:.2f} s in {r['compiles']} XLA compiles",
     f"train, scanned epoch     : {r['train_seconds_per_epoch']:.3f} s/epoch "
     f"({r['train_pairs_per_second']:,.0f} pairs/s), median of {r['timed_epochs']}",
