@@ -58,6 +58,9 @@ def main(argv):
   if args.prng_impl:
     jax.config.update("jax_default_prng_impl", args.prng_impl)
   data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
+  if not args.no_full_run and not data_dir:
+    # Checked before the timed work, not after it.
+    parser.error("the full run needs --data-dir (or pass --no-full-run)")
   data = load_mnist(data_dir)
   report = run_benchmark(
     data,
@@ -70,8 +73,6 @@ def main(argv):
     log=lambda s: print(s, file=sys.stderr, flush=True),
   )
   if not args.no_full_run:
-    if not data_dir:
-      parser.error("the full run needs --data-dir (or pass --no-full-run)")
     print("full default run (20 epochs) in a subprocess ...", file=sys.stderr, flush=True)
     report["full_run"] = full_run(data_dir)
   print(format_report(report))
