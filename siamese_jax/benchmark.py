@@ -45,8 +45,8 @@ import jax.numpy as jnp
 
 from siamese_jax import parallel
 from siamese_jax.config import Config
-from siamese_jax.mnist import MnistData
-from siamese_jax.run import make_pair_sets, run_keys
+from siamese_jax.dataset import MnistData
+from siamese_jax.splits import make_pair_sets, run_keys
 from siamese_jax.train import (
   create_train_state,
   epoch_batches,

@@ -8,14 +8,16 @@ What a run leaves in its workdir:
   run is interrupted with Ctrl-C), so `resume=True` continues it bit for bit;
 * `results.json`, written last: train and test pair accuracy and timings.
 
-Keys: one root key from `config.seed`, split once into named keys (init,
-pairs, data, dropout). Epoch e shuffles with `fold_in(data_key, e)`; dropout
-uses `fold_in(dropout_key, step)` inside the step. Nothing random depends on
-wall-clock, chunking, or whether the run was resumed.
+`train_and_evaluate` reads as its phases: the data on the devices
+(`place_data`), the workdir and the starting state, new or resumed
+(`start_or_resume`), the epoch loop (`train_epochs`, one `train_one_epoch`
+at a time), the final evaluation, and results.json.
+
+Keys: see `siamese_jax.splits`. Nothing random depends on wall-clock,
+chunking, or whether the run was resumed.
 """
 
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -30,194 +32,201 @@ import numpy as np
 from siamese_jax import checkpoint, evaluation, parallel
 from siamese_jax import plots as plot_lib
 from siamese_jax.config import Config
-from siamese_jax.errors import (
-  ConfigError,
-  DataError,
-  NonFiniteLossError,
-  SiameseJaxError,
-  WorkdirError,
+from siamese_jax.dataset import MnistData
+from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
+from siamese_jax.files import atomic_write_json
+from siamese_jax.metric_writers import (
+  ConsoleWriter,
+  JsonlWriter,
+  MetricWriter,
+  MultiWriter,
+  TensorBoardWriter,
 )
-from siamese_jax.files import atomic_write_bytes, atomic_write_json
-from siamese_jax.metric_writers import ConsoleWriter, JsonlWriter, MultiWriter, TensorBoardWriter
-from siamese_jax.mnist import MnistData
-from siamese_jax.pairs import class_index, count_pairs, make_pairs, sample_pairs
+from siamese_jax.pairs import class_index, count_pairs, sample_pairs
 from siamese_jax.progress import ProgressBar
+from siamese_jax.splits import PairSet, PairSets, RunKeys, make_pair_sets, run_keys
 from siamese_jax.train import (
+  TrainState,
   create_train_state,
   epoch_batches,
   evaluate,
   to_host_scalars,
   train_epoch,
 )
+from siamese_jax.workdir import METRICS_NAME, RESULTS_NAME, prepare_workdir, truncate_metrics
 
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.jsonl"
-RESULTS_NAME = "results.json"
-RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME, "distances.png")
+# Re-exported: these names lived here before the split into modules.
+__all__ = [
+  "PairSet",
+  "PairSets",
+  "RunData",
+  "RunInterrupted",
+  "RunKeys",
+  "make_pair_sets",
+  "run_keys",
+  "train_and_evaluate",
+]
 
 
 class RunInterrupted(SiameseJaxError):
   """The run was stopped by Ctrl-C after saving a checkpoint."""
 
 
-@dataclasses.dataclass(frozen=True)
-class RunKeys:
-  init: jax.Array
-  pairs: jax.Array
-  data: jax.Array
-  dropout: jax.Array
-
-
-def run_keys(seed: int) -> RunKeys:
-  """Splits the root key of `seed` once into the run's named keys."""
-  return RunKeys(*jax.random.split(jax.random.key(seed), 4))
+DeviceSplit = tuple[jax.Array, jax.Array, jax.Array]  # images, pairs, y on the devices
 
 
 @dataclasses.dataclass(frozen=True)
-class PairSet:
-  """One split's images (host, uint8) and its fixed pairs."""
+class RunData:
+  """Everything the epoch loop and the evaluation read, placed on the devices.
 
-  images: np.ndarray  # uint8[N, 28, 28]
-  labels: np.ndarray  # uint8[N]
-  pairs: np.ndarray  # int32[P, 2] indices into `images`
-  y: np.ndarray  # float32[P], 1.0 = same digit
+  Attributes:
+    keys: the run's named keys.
+    sets: the splits and their fixed pairs, on the host.
+    mesh: the data-parallel mesh.
+    train, test, val: (images, pairs, y) of each split, replicated.
+    num_pairs: training pairs per epoch.
+    steps: optimizer steps per epoch (num_pairs // batch_size).
+    make_batches: epoch key -> int32[steps, B] batches, split over the mesh.
+    fresh: epoch key -> (pairs, y) of fresh pairs, or None for fixed pairs.
+  """
+
+  keys: RunKeys
+  sets: PairSets
+  mesh: jax.sharding.Mesh
+  train: DeviceSplit
+  test: DeviceSplit
+  val: DeviceSplit | None
+  num_pairs: int
+  steps: int
+  make_batches: Callable[[jax.Array], jax.Array]
+  fresh: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None
+
+  @property
+  def monitor(self) -> DeviceSplit:
+    """The per-epoch validation split: held-out images, else (as the original) test."""
+    return self.val if self.val is not None else self.test
 
 
-@dataclasses.dataclass(frozen=True)
-class PairSets:
-  """The run's splits: train, test, and the optional held-out validation."""
+def check_data(config: Config, data: MnistData, devices=None):
+  """Makes the splits and checks the config against them and the devices.
 
-  train: PairSet
-  test: PairSet
-  val: PairSet | None
+  Runs before anything is written, so a bad config leaves no workdir behind.
 
-
-def make_pair_sets(keys: RunKeys, data: MnistData, holdout: int = 0) -> PairSets:
-  """The original's pairs of each split, after holding out validation images.
-
-  With `holdout` > 0, that many training images (chosen by the pairs key)
-  form the validation split; both parts keep the split's order, which the
-  original's pairing (i-th with (i+1)-th image of a digit) depends on.
+  Returns:
+    (keys, sets, num_pairs, steps, mesh).
 
   Raises:
-    ConfigError: if the holdout leaves a split without 2 images of a digit.
+    ConfigError: a batch larger than the data, or one that does not split
+      over the devices; a holdout that leaves too few images.
   """
-  images, labels = data.train_images, data.train_labels
-  val = None
-  if holdout:
-    n = len(labels)
-    if holdout >= n:
-      raise ConfigError(f"holdout={holdout} must be smaller than the {n} training images.")
-    perm = np.asarray(jax.random.permutation(jax.random.fold_in(keys.pairs, 2), n))
-    val_idx, train_idx = np.sort(perm[:holdout]), np.sort(perm[holdout:])
-    try:
-      vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 3), labels[val_idx])
-    except DataError as e:
-      raise ConfigError(f"holdout={holdout} is too small for validation pairs: {e}") from None
-    val = PairSet(images[val_idx], labels[val_idx], vp, vy)
-    images, labels = images[train_idx], labels[train_idx]
-  try:
-    tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels)
-  except DataError as e:
-    if not holdout:
-      raise
-    raise ConfigError(f"holdout={holdout} leaves too few training images: {e}") from None
-  ep, ey = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels)
-  return PairSets(
-    PairSet(images, labels, tp, ty), PairSet(data.test_images, data.test_labels, ep, ey), val
-  )
-
-
-def _check_writable(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write-test")
-    with open(probe, "w"):
-      pass
-    os.unlink(probe)
-  except OSError as e:
-    raise WorkdirError(
-      f"Workdir {workdir!r} is not writable ({e.strerror}). Choose another "
-      "--workdir, or fix its permissions."
-    ) from None
-
-
-def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> None:
-  """Creates the workdir, or checks that it may be reused, then writes config.json.
-
-  Raises:
-    WorkdirError: unwritable, holds another run (without overwrite), or the
-      run to resume has a different config (the message lists the fields).
-  """
-  if resume and overwrite:
-    raise ConfigError("--resume and --overwrite contradict each other; pass one of them.")
-  config_path = os.path.join(workdir, CONFIG_NAME)
-  has_run = any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES)
-  if resume:
-    if not os.path.isfile(config_path):
-      raise WorkdirError(
-        f"Nothing to resume in {workdir!r}: it holds no {CONFIG_NAME}. Check "
-        "--workdir, or drop --resume to start a new run."
-      )
-    old = _read_config(config_path)
-    diff = config.diff(old)
-    if diff:
-      fields = ", ".join(f"{k} (run: {b!r}, now: {a!r})" for k, (a, b) in diff.items())
-      raise WorkdirError(
-        f"Cannot resume {workdir!r} with a different config; differing fields: "
-        f"{fields}. Resume with the run's own flags, or start a new run in "
-        "another --workdir."
-      )
-    _check_writable(workdir)
-    return
-  if has_run and not overwrite:
-    what = "a run"
-    if os.path.isfile(config_path):
-      diff = config.diff(_read_config(config_path))
-      if diff:
-        what = f"a run with another config (differs in {', '.join(diff)})"
-    raise WorkdirError(
-      f"Workdir {workdir!r} already holds {what}. Pass --resume to continue it, "
-      "--overwrite to replace it, or choose another --workdir."
+  keys = run_keys(config.seed)
+  sets = make_pair_sets(keys, data, config.holdout)
+  # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
+  # makes of the whole training split (108,400 on MNIST, holdout or not).
+  if config.pairs == "fresh":
+    num_pairs = count_pairs(data.train_labels)
+  else:
+    num_pairs = len(sets.train.pairs)
+  steps = num_pairs // config.batch_size
+  if steps == 0:
+    raise ConfigError(
+      f"batch_size={config.batch_size} is larger than the {num_pairs} training pairs; "
+      "use --batch-size of at most that."
     )
-  _check_writable(workdir)
-  if overwrite:
-    for f in RUN_FILES:
-      try:
-        os.unlink(os.path.join(workdir, f))
-      except FileNotFoundError:
-        pass
-  atomic_write_json(config_path, config.to_dict())
+  mesh = parallel.data_mesh(devices)
+  parallel.check_batch_size(config.batch_size, mesh)
+  return keys, sets, num_pairs, steps, mesh
 
 
-def _read_config(path: str) -> Config:
-  try:
-    with open(path) as f:
-      return Config.from_dict(json.load(f))
-  except (OSError, ValueError) as e:
-    raise WorkdirError(
-      f"{path} is not a readable config ({e}). Pass --overwrite to replace "
-      "the run, or choose another --workdir."
-    ) from None
+def place_data(config: Config, keys, sets, num_pairs, steps, mesh) -> RunData:
+  """Puts the splits on the devices and builds the per-epoch samplers.
 
-
-def _truncate_metrics(path: str, keep_epochs: int) -> None:
-  """Keeps the metrics lines of epochs <= keep_epochs (the checkpoint's).
-
-  Lines past the checkpoint were written before a kill and will be written
-  again; a line cut short by the kill does not parse and is dropped too.
+  Everything lives on the devices, replicated; only batches are split.
   """
-  if not os.path.exists(path):
-    return
-  kept = []
-  with open(path) as f:
-    for line in f:
-      try:
-        if json.loads(line)["epoch"] <= keep_epochs:
-          kept.append(line if line.endswith("\n") else line + "\n")
-      except (ValueError, KeyError, TypeError):
-        continue
-  atomic_write_bytes(path, "".join(kept).encode())
+
+  def put(split: PairSet | None):
+    if split is None:
+      return None
+    return parallel.put_replicated((split.images, split.pairs, split.y), mesh)
+
+  make_batches = jax.jit(
+    lambda key: epoch_batches(key, num_pairs, config.batch_size),
+    out_shardings=parallel.batch_sharded(mesh),
+  )
+  fresh = None
+  if config.pairs == "fresh":
+    rep = parallel.replicated(mesh)
+    index = parallel.put_replicated(class_index(sets.train.labels), mesh)
+    # The class index is an argument, not a closed-over constant, so XLA does
+    # not embed a 60,000-entry table in the program.
+    sample = jax.jit(
+      lambda key, index: sample_pairs(key, None, num_pairs, index=index),
+      out_shardings=(rep, rep),
+    )
+
+    def fresh(key):
+      return sample(key, index)
+
+  return RunData(
+    keys, sets, mesh, put(sets.train), put(sets.test), put(sets.val), num_pairs, steps,
+    make_batches, fresh,
+  )  # fmt: skip
+
+
+@dataclasses.dataclass
+class Position:
+  """Where training stands: the state, the next epoch and the step in it.
+
+  `partial` holds the per-step metrics of the steps of `epoch` already taken
+  (a run resumed mid-epoch reports the whole epoch's mean).
+  """
+
+  state: TrainState
+  epoch: int
+  step: int
+  partial: dict[str, np.ndarray]
+
+
+def start_or_resume(config: Config, run: RunData, workdir: str, *, resume: bool, out) -> Position:
+  """The starting state: fresh from the init key, or the workdir's checkpoint.
+
+  Raises:
+    WorkdirError: the checkpoint belongs to another config.
+  """
+  state = create_train_state(run.keys.init, config)
+  position = Position(state, 1, 0, {})
+  metrics_path = os.path.join(workdir, METRICS_NAME)
+  if resume and checkpoint.exists(workdir):
+    ckpt = checkpoint.load(workdir, state)
+    if not np.array_equal(ckpt.data_key, data_key_bits(run)):
+      raise WorkdirError(
+        f"The checkpoint in {workdir!r} was written with another data key; "
+        "it does not belong to this config. Start over with --overwrite."
+      )
+    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, ckpt.partial_metrics)
+    truncate_metrics(metrics_path, ckpt.epoch)
+    print(
+      f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
+      file=out,
+      flush=True,
+    )
+  elif resume:
+    truncate_metrics(metrics_path, 0)
+    print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
+  position.state = parallel.put_replicated(position.state, run.mesh)
+  return position
+
+
+def data_key_bits(run: RunData) -> np.ndarray:
+  """The data key's raw bits, stored in checkpoints (typed keys do not serialize)."""
+  return np.asarray(jax.random.key_data(run.keys.data))
+
+
+def save_checkpoint(config, run, workdir, state, epoch, step_in_epoch, metrics) -> str:
+  return checkpoint.save(
+    workdir,
+    checkpoint.Checkpoint(state, epoch, step_in_epoch, metrics, data_key_bits(run), config),
+  )
 
 
 class _SigintFlag:
@@ -242,6 +251,119 @@ class _SigintFlag:
       signal.signal(signal.SIGINT, self._old)
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+  """How the epoch loop runs and reports; none of it changes the results."""
+
+  chunk_steps: int = 200
+  progress: bool = True
+  on_epoch: Callable[[int, dict[str, float]], None] | None = None
+
+
+def train_epochs(
+  config: Config,
+  run: RunData,
+  workdir: str,
+  position: Position,
+  writer: MetricWriter,
+  options: LoopOptions,
+) -> TrainState:
+  """Trains from `position` to the last epoch, logging and checkpointing each."""
+  with _SigintFlag() as sigint:
+    for epoch in range(position.epoch, config.epochs + 1):
+      position = train_one_epoch(config, run, workdir, position, options, sigint)
+      state = position.state
+      t0, m = position.partial.pop("_t0"), position.partial
+      val_metrics, _ = evaluate(state, *run.monitor)
+      scalars = {
+        "train_loss": float(np.mean(m["loss"])),
+        "train_accuracy": float(np.mean(m["accuracy"])),
+        **{f"val_{k}": v for k, v in sorted(to_host_scalars(val_metrics).items(), reverse=True)},
+      }
+      scalars["epoch_seconds"] = time.perf_counter() - t0
+      writer.write_scalars(epoch, scalars)
+      save_checkpoint(config, run, workdir, state, epoch, 0, {})
+      position = Position(state, epoch + 1, 0, {})
+      if options.on_epoch is not None:
+        options.on_epoch(epoch, scalars)
+  return position.state
+
+
+def train_one_epoch(config, run, workdir, position, options, sigint) -> Position:
+  """Trains the rest of `position.epoch`.
+
+  Returns:
+    The position at the epoch's end; `partial` holds the whole epoch's
+    per-step metrics and, under "_t0", the time the epoch started.
+
+  Raises:
+    NonFiniteLossError: naming the step, the last good checkpoint kept.
+    RunInterrupted: after Ctrl-C, once the mid-epoch checkpoint is saved.
+  """
+  t0 = time.perf_counter()
+  epoch = position.epoch
+  epoch_key = jax.random.fold_in(run.keys.data, epoch)
+  images, pairs, y = run.train
+  if run.fresh is not None:
+    pairs, y = run.fresh(jax.random.fold_in(epoch_key, 1))
+  batches = run.make_batches(jax.random.fold_in(epoch_key, 0))
+  bar = ProgressBar(f"epoch {epoch}/{config.epochs}", run.steps, enabled=options.progress)
+  bad_step = []
+
+  def on_chunk(done, total, host):
+    bar.update(done)
+    finite = np.isfinite(host["loss"])
+    if not finite.all():
+      bad_step.append(done - len(finite) + int(np.argmin(finite)))
+      return True
+    return sigint.set
+
+  state, m, done = train_epoch(
+    position.state,
+    images,
+    pairs,
+    y,
+    batches,
+    run.keys.dropout,
+    start=position.step,
+    chunk_steps=options.chunk_steps,
+    on_chunk=on_chunk,
+  )
+  bar.close()
+  partial = position.partial
+  m = {k: np.concatenate([partial[k], m[k]]) if k in partial else m[k] for k in m}
+  if bad_step:
+    step = (epoch - 1) * run.steps + bad_step[0] + 1
+    kept = (
+      f"the last good checkpoint (after epoch {epoch - 1}) is kept in {workdir}"
+      if checkpoint.exists(workdir)
+      else "no checkpoint had been written yet"
+    )
+    raise NonFiniteLossError(
+      f"Training stopped: the loss became non-finite at step {step} (epoch "
+      f"{epoch}); {kept}. Lower --learning-rate (now {config.learning_rate}) "
+      "or check the data."
+    )
+  if done < run.steps:  # Ctrl-C: keep what this epoch has done so far.
+    path = save_checkpoint(config, run, workdir, state, epoch - 1, done, m)
+    raise RunInterrupted(
+      f"Interrupted at step {done}/{run.steps} of epoch {epoch}; checkpoint saved to "
+      f"{path}. Resume by running the same command with --workdir {workdir} --resume."
+    )
+  return Position(state, epoch, done, {**m, "_t0": t0})
+
+
+def make_writer(config: Config, workdir: str, out, *, tensorboard: bool) -> MetricWriter:
+  """Console line, metrics.jsonl and optionally TensorBoard, behind one interface."""
+  writers = [
+    ConsoleWriter(total=config.epochs, stream=out),
+    JsonlWriter(os.path.join(workdir, METRICS_NAME)),
+  ]
+  if tensorboard:
+    writers.append(TensorBoardWriter(os.path.join(workdir, "tensorboard")))
+  return MultiWriter(writers)
+
+
 def train_and_evaluate(
   config: Config,
   workdir: str,
@@ -263,7 +385,7 @@ def train_and_evaluate(
     config: the run's hyperparameters.
     workdir: where config.json, metrics.jsonl, the checkpoint, results.json
       and the pictures go.
-    data: MNIST (see `siamese_jax.mnist.load_mnist`).
+    data: the dataset (see `siamese_jax.mnist.load_mnist`).
     resume: continue the run in `workdir` from its checkpoint.
     overwrite: replace a run already in `workdir`.
     chunk_steps: about how many steps run per device dispatch; the progress
@@ -285,158 +407,31 @@ def train_and_evaluate(
   """
   t_start = time.perf_counter()
   out = stdout or sys.stdout
-  keys = run_keys(config.seed)
-  sets = make_pair_sets(keys, data, config.holdout)
-  # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
-  # makes of the whole training split (108,400 on MNIST, holdout or not).
-  if config.pairs == "fresh":
-    num_pairs = count_pairs(data.train_labels)
-  else:
-    num_pairs = len(sets.train.pairs)
-  steps = num_pairs // config.batch_size
-  if steps == 0:
-    raise ConfigError(
-      f"batch_size={config.batch_size} is larger than the {num_pairs} training pairs; "
-      "use --batch-size of at most that."
-    )
-  mesh = parallel.data_mesh(devices)
-  parallel.check_batch_size(config.batch_size, mesh)
   workdir = os.fspath(workdir)
+  # Data and devices: every config check happens before the workdir is touched.
+  checked = check_data(config, data, devices)
   prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
-  metrics_path = os.path.join(workdir, METRICS_NAME)
-
-  # Everything lives on the devices, replicated; only batches are split.
-  rep = parallel.replicated(mesh)
-
-  def put(split: PairSet | None):
-    if split is None:
-      return None
-    return parallel.put_replicated((split.images, split.pairs, split.y), mesh)
-
-  train, test, val = put(sets.train), put(sets.test), put(sets.val)
-  monitor = val if val is not None else test  # per-epoch validation
-  make_batches = jax.jit(
-    lambda key: epoch_batches(key, num_pairs, config.batch_size),
-    out_shardings=parallel.batch_sharded(mesh),
-  )
-  fresh = None
-  if config.pairs == "fresh":
-    index = parallel.put_replicated(class_index(sets.train.labels), mesh)
-    # The class index is an argument, not a closed-over constant, so XLA does
-    # not embed a 60,000-entry table in the program.
-    sample = jax.jit(
-      lambda key, index: sample_pairs(key, None, num_pairs, index=index),
-      out_shardings=(rep, rep),
-    )
-
-    def fresh(key):
-      return sample(key, index)
-
-  state = create_train_state(keys.init, config)
-  data_key_bits = np.asarray(jax.random.key_data(keys.data))
-  first_epoch, start_step, partial = 1, 0, {}
-  if resume:
-    if checkpoint.exists(workdir):
-      ckpt = checkpoint.load(workdir, state)
-      if not np.array_equal(ckpt.data_key, data_key_bits):
-        raise WorkdirError(
-          f"The checkpoint in {workdir!r} was written with another data key; "
-          "it does not belong to this config. Start over with --overwrite."
-        )
-      state, partial = ckpt.state, ckpt.partial_metrics
-      first_epoch, start_step = ckpt.epoch + 1, ckpt.step_in_epoch
-      _truncate_metrics(metrics_path, ckpt.epoch)
-      print(
-        f"Resuming {workdir} at epoch {first_epoch}, step {start_step} of {steps}.",
-        file=out,
-        flush=True,
-      )
-    else:
-      _truncate_metrics(metrics_path, 0)
-      print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
-  state = parallel.put_replicated(state, mesh)
-
-  writers = [ConsoleWriter(total=config.epochs, stream=out), JsonlWriter(metrics_path)]
-  if tensorboard:
-    writers.append(TensorBoardWriter(os.path.join(workdir, "tensorboard")))
-  writer = MultiWriter(writers)
-
-  def save(epoch, step_in_epoch, metrics):
-    return checkpoint.save(
-      workdir,
-      checkpoint.Checkpoint(state, epoch, step_in_epoch, metrics, data_key_bits, config),
-    )
-
+  run = place_data(config, *checked)
+  # Workdir: a new run, or the checkpoint of the one to resume.
+  position = start_or_resume(config, run, workdir, resume=resume, out=out)
+  # The epoch loop.
+  writer = make_writer(config, workdir, out, tensorboard=tensorboard)
   try:
-    with _SigintFlag() as sigint:
-      for epoch in range(first_epoch, config.epochs + 1):
-        t0 = time.perf_counter()
-        epoch_key = jax.random.fold_in(keys.data, epoch)
-        images, pairs, y = train
-        if fresh is not None:
-          pairs, y = fresh(jax.random.fold_in(epoch_key, 1))
-        batches = make_batches(jax.random.fold_in(epoch_key, 0))
-        bar = ProgressBar(f"epoch {epoch}/{config.epochs}", steps, enabled=progress)
-        bad_step = []
-
-        def on_chunk(done, total, host, bar=bar, bad_step=bad_step):
-          bar.update(done)
-          finite = np.isfinite(host["loss"])
-          if not finite.all():
-            bad_step.append(done - len(finite) + int(np.argmin(finite)))
-            return True
-          return sigint.set
-
-        state, m, done = train_epoch(
-          state,
-          images,
-          pairs,
-          y,
-          batches,
-          keys.dropout,
-          start=start_step,
-          chunk_steps=chunk_steps,
-          on_chunk=on_chunk,
-        )
-        bar.close()
-        m = {k: np.concatenate([partial[k], m[k]]) if k in partial else m[k] for k in m}
-        if bad_step:
-          step = (epoch - 1) * steps + bad_step[0] + 1
-          kept = (
-            f"the last good checkpoint (after epoch {epoch - 1}) is kept in {workdir}"
-            if checkpoint.exists(workdir)
-            else "no checkpoint had been written yet"
-          )
-          raise NonFiniteLossError(
-            f"Training stopped: the loss became non-finite at step {step} (epoch "
-            f"{epoch}); {kept}. Lower --learning-rate (now {config.learning_rate}) "
-            "or check the data."
-          )
-        if done < steps:  # Ctrl-C: keep what this epoch has done so far.
-          path = save(epoch - 1, done, m)
-          raise RunInterrupted(
-            f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
-            f"{path}. Resume by running the same command with --workdir {workdir} --resume."
-          )
-        val_metrics, _ = evaluate(state, *monitor)
-        scalars = {
-          "train_loss": float(np.mean(m["loss"])),
-          "train_accuracy": float(np.mean(m["accuracy"])),
-          **{f"val_{k}": v for k, v in sorted(to_host_scalars(val_metrics).items(), reverse=True)},
-        }
-        scalars["epoch_seconds"] = time.perf_counter() - t0
-        writer.write_scalars(epoch, scalars)
-        save(epoch, 0, {})
-        start_step, partial = 0, {}
-        if on_epoch is not None:
-          on_epoch(epoch, scalars)
+    state = train_epochs(
+      config, run, workdir, position, writer, LoopOptions(chunk_steps, progress, on_epoch)
+    )
   finally:
     writer.close()
-
-  results = final_evaluation(state, config, sets, train, test, val, workdir, plots=plots)
-  results["num_pairs_per_epoch"] = num_pairs
+  # Final evaluation and results.
+  results = final_evaluation(state, config, run, workdir, plots=plots)
+  results["num_pairs_per_epoch"] = run.num_pairs
   results["total_seconds"] = time.perf_counter() - t_start
-  t = results
+  print_results(results, out)
+  atomic_write_json(os.path.join(workdir, RESULTS_NAME), results)
+  return results
+
+
+def print_results(t: dict[str, Any], out) -> None:
   print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
   print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
   print(f"* Test ROC AUC: {t['test_roc_auc']:.4f}", file=out)
@@ -446,18 +441,17 @@ def train_and_evaluate(
     file=out,
     flush=True,
   )
-  atomic_write_json(os.path.join(workdir, RESULTS_NAME), results)
-  return results
 
 
-def final_evaluation(state, config, sets, train, test, val, workdir, *, plots=True) -> dict:
+def final_evaluation(state, config: Config, run: RunData, workdir: str, *, plots=True) -> dict:
   """Accuracy at the fixed threshold, ROC AUC, and a threshold chosen honestly.
 
   The threshold is chosen on the held-out validation pairs when the run has
   a holdout, else on the training pairs; never on the test pairs.
   """
-  train_m, train_d = evaluate(state, *train)
-  test_m, test_d = evaluate(state, *test)
+  sets = run.sets
+  train_m, train_d = evaluate(state, *run.train)
+  test_m, test_d = evaluate(state, *run.test)
   train_m, test_m = to_host_scalars(train_m), to_host_scalars(test_m)
   test_d = np.asarray(test_d)
   results = {
@@ -467,8 +461,8 @@ def final_evaluation(state, config, sets, train, test, val, workdir, *, plots=Tr
     "test_loss": test_m["loss"],
     "test_roc_auc": evaluation.roc_auc(test_d, sets.test.y),
   }
-  if val is not None:
-    val_m, val_d = evaluate(state, *val)
+  if run.val is not None:
+    val_m, val_d = evaluate(state, *run.val)
     choose_d, choose_y, source = np.asarray(val_d), sets.val.y, "held-out validation pairs"
     results["val_accuracy"] = to_host_scalars(val_m)["accuracy"]
     results["val_roc_auc"] = evaluation.roc_auc(choose_d, choose_y)

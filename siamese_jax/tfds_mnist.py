@@ -39,6 +39,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 from tensorflow_datasets.image_classification import mnist as tfds_stock_mnist
 
 from siamese_jax import idx
+from siamese_jax.dataset import DATA_DIR_ENV, MnistData
 from siamese_jax.errors import DataError
 from siamese_jax.files import atomic_write_bytes
 
@@ -172,7 +173,7 @@ def load(data_dir: str | os.PathLike | None = None, builder_cls=MnistNoTF):
       checksums.
 
   Returns:
-    `siamese_jax.mnist.MnistData`.
+    `siamese_jax.dataset.MnistData`.
 
   Raises:
     DataError: if the files can be neither found nor downloaded, or fail
@@ -189,8 +190,6 @@ def load(data_dir: str | os.PathLike | None = None, builder_cls=MnistNoTF):
 
 
 def _load(data_dir, builder_cls):
-  from siamese_jax.mnist import DATA_DIR_ENV, MnistData
-
   builder = builder_cls(data_dir=None if data_dir is None else os.fspath(data_dir))
   cache = os.path.join(builder.data_dir, _CACHE_NAME)
   if os.path.isfile(cache):

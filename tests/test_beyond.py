@@ -11,7 +11,7 @@ import pytest
 
 from siamese_jax import Config, checkpoint, create_train_state, evaluate, train_and_evaluate
 from siamese_jax.evaluation import best_threshold
-from siamese_jax.run import make_pair_sets, run_keys
+from siamese_jax.splits import make_pair_sets, run_keys
 
 from conftest import REPO, run_module, synthetic_mnist, write_mnist_dir
 

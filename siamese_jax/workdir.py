@@ -1,0 +1,111 @@
+"""The run's directory: what it holds, and when it may be reused.
+
+A new run refuses a workdir that holds another run unless told to overwrite
+it; a resumed run refuses a config that differs from the one it was started
+with, naming the fields. `config.json` is written before training starts.
+"""
+
+import json
+import os
+
+from siamese_jax import checkpoint
+from siamese_jax.config import Config
+from siamese_jax.errors import ConfigError, WorkdirError
+from siamese_jax.files import atomic_write_bytes, atomic_write_json
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+RESULTS_NAME = "results.json"
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME, "distances.png")
+
+
+def _check_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write-test")
+    with open(probe, "w"):
+      pass
+    os.unlink(probe)
+  except OSError as e:
+    raise WorkdirError(
+      f"Workdir {workdir!r} is not writable ({e.strerror}). Choose another "
+      "--workdir, or fix its permissions."
+    ) from None
+
+
+def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> None:
+  """Creates the workdir, or checks that it may be reused, then writes config.json.
+
+  Raises:
+    WorkdirError: unwritable, holds another run (without overwrite), or the
+      run to resume has a different config (the message lists the fields).
+  """
+  if resume and overwrite:
+    raise ConfigError("--resume and --overwrite contradict each other; pass one of them.")
+  config_path = os.path.join(workdir, CONFIG_NAME)
+  has_run = any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES)
+  if resume:
+    if not os.path.isfile(config_path):
+      raise WorkdirError(
+        f"Nothing to resume in {workdir!r}: it holds no {CONFIG_NAME}. Check "
+        "--workdir, or drop --resume to start a new run."
+      )
+    old = read_config(config_path)
+    diff = config.diff(old)
+    if diff:
+      fields = ", ".join(f"{k} (run: {b!r}, now: {a!r})" for k, (a, b) in diff.items())
+      raise WorkdirError(
+        f"Cannot resume {workdir!r} with a different config; differing fields: "
+        f"{fields}. Resume with the run's own flags, or start a new run in "
+        "another --workdir."
+      )
+    _check_writable(workdir)
+    return
+  if has_run and not overwrite:
+    what = "a run"
+    if os.path.isfile(config_path):
+      diff = config.diff(read_config(config_path))
+      if diff:
+        what = f"a run with another config (differs in {', '.join(diff)})"
+    raise WorkdirError(
+      f"Workdir {workdir!r} already holds {what}. Pass --resume to continue it, "
+      "--overwrite to replace it, or choose another --workdir."
+    )
+  _check_writable(workdir)
+  if overwrite:
+    for f in RUN_FILES:
+      try:
+        os.unlink(os.path.join(workdir, f))
+      except FileNotFoundError:
+        pass
+  atomic_write_json(config_path, config.to_dict())
+
+
+def read_config(path: str) -> Config:
+  try:
+    with open(path) as f:
+      return Config.from_dict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise WorkdirError(
+      f"{path} is not a readable config ({e}). Pass --overwrite to replace "
+      "the run, or choose another --workdir."
+    ) from None
+
+
+def truncate_metrics(path: str, keep_epochs: int) -> None:
+  """Keeps the metrics lines of epochs <= keep_epochs (the checkpoint's).
+
+  Lines past the checkpoint were written before a kill and will be written
+  again; a line cut short by the kill does not parse and is dropped too.
+  """
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["epoch"] <= keep_epochs:
+          kept.append(line if line.endswith("\n") else line + "\n")
+      except (ValueError, KeyError, TypeError):
+        continue
+  atomic_write_bytes(path, "".join(kept).encode())
