@@ -19,8 +19,8 @@ import jax
 
 from siamese_jax import Config, cli, load_mnist
 from siamese_jax.benchmark import format_report, full_run, run_benchmark
+from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.files import atomic_write_json
-from siamese_jax.mnist import DATA_DIR_ENV
 
 
 def main(argv):

@@ -1,4 +1,4 @@
-"""siamese_jax: a Siamese MLP with a contrastive loss on MNIST pairs, in JAX.
+"""siamese_jax: a Siamese network with a contrastive loss, in JAX.
 
 A JAX/Flax reimplementation of the Keras example "mnist_siamese" (after
 Hadsell, Chopra & LeCun 2006, DrLIM). Label convention throughout: y = 1.0
@@ -7,6 +7,8 @@ means "same digit" (the Keras example's), the reverse of the paper's.
 
 from siamese_jax import checkpoint, evaluation, parallel, plots
 from siamese_jax.config import Config
+from siamese_jax.data import load_data, load_mnist
+from siamese_jax.dataset import Dataset, MnistData
 from siamese_jax.errors import (
   ConfigError,
   DataError,
@@ -15,9 +17,9 @@ from siamese_jax.errors import (
   WorkdirError,
 )
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
-from siamese_jax.mnist import MnistData, load_mnist
-from siamese_jax.models import MLP, SiameseMLP
+from siamese_jax.models import CNN, MLP, Siamese, SiameseMLP
 from siamese_jax.pairs import make_pairs, sample_pairs
+from siamese_jax.retrieval import retrieval_metrics
 from siamese_jax.run import train_and_evaluate
 from siamese_jax.train import (
   TrainState,
@@ -30,6 +32,7 @@ from siamese_jax.train import (
   train_epoch,
   train_step,
 )
+from siamese_jax.trained import TrainedModel, load_trained
 
 __all__ = [
   "checkpoint",
@@ -39,12 +42,16 @@ __all__ = [
   "Config",
   "ConfigError",
   "DataError",
+  "Dataset",
+  "CNN",
   "MLP",
   "MnistData",
   "NonFiniteLossError",
   "SiameseJaxError",
+  "Siamese",
   "SiameseMLP",
   "TrainState",
+  "TrainedModel",
   "WorkdirError",
   "contrastive_loss",
   "create_train_state",
@@ -53,9 +60,12 @@ __all__ = [
   "eval_step",
   "evaluate",
   "gather_batch",
+  "load_data",
   "load_mnist",
+  "load_trained",
   "make_pairs",
   "pair_accuracy",
+  "retrieval_metrics",
   "sample_pairs",
   "train_and_evaluate",
   "train_chunk",

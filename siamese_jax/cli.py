@@ -19,9 +19,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from siamese_jax.config import PAIR_MODES, Config
+from siamese_jax.config import ENCODERS, PAIR_MODES, Config
+from siamese_jax.data import TFDS_NAMES
+from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.errors import ConfigError, SiameseJaxError
-from siamese_jax.mnist import DATA_DIR_ENV
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -73,6 +74,19 @@ def make_parser(
     help="fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
   )
   group.add_argument(
+    "--encoder",
+    choices=ENCODERS,
+    default=defaults.encoder,
+    help="the built-in encoder: mlp (the original's) or cnn (default %(default)s)",
+  )
+  group.add_argument(
+    "--train-classes",
+    type=_int_list,
+    default=defaults.train_classes,
+    help="train only on these classes, e.g. 0,1,2,3,4; the test metrics are then also "
+    "reported for seen and unseen classes (default: all)",
+  )
+  group.add_argument(
     "--final-relu",
     action=argparse.BooleanOptionalAction,
     default=defaults.final_relu,
@@ -82,7 +96,16 @@ def make_parser(
   run.add_argument(
     "--data-dir",
     default=None,
-    help=f"directory of the four MNIST IDX files (default ${DATA_DIR_ENV}, else tfds)",
+    help=(
+      "directory of the four IDX files of MNIST (or Fashion-MNIST, KMNIST, ...), or a "
+      f"Keras-style .npz file (default ${DATA_DIR_ENV}, else tfds)"
+    ),
+  )
+  run.add_argument(
+    "--tfds-name",
+    choices=TFDS_NAMES,
+    default="mnist",
+    help="the dataset tensorflow-datasets loads when no --data-dir is given (default mnist)",
   )
   run.add_argument("--workdir", default=None, help="output directory (default runs/<name>/<time>)")
   run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
@@ -129,11 +152,11 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
   Returns:
     (workdir, data, results).
   """
-  from siamese_jax.mnist import load_mnist
+  from siamese_jax.data import load_data
   from siamese_jax.run import RunInterrupted, train_and_evaluate
 
   workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config)
-  data = load_mnist(args.data_dir)
+  data = load_data(args.data_dir, tfds_name=args.tfds_name)
   print(f"workdir: {workdir}", flush=True)
   try:
     results = train_and_evaluate(

@@ -17,6 +17,7 @@ from typing import Any
 from siamese_jax.errors import ConfigError
 
 PAIR_MODES = ("fixed", "fresh")
+ENCODERS = ("mlp", "cnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,12 @@ class Config:
       at the end.
     final_relu: whether the embedding's last layer has a ReLU (the
       original's does; the 2-D DrLIM map has none).
+    encoder: the built-in encoder, "mlp" (the original's) or "cnn"; the
+      embedding width is hidden_sizes[-1] for both.
+    train_classes: train only on these classes of the training split
+      (pairs, fresh pairs and the holdout); None for all of them. At the
+      end every test metric is also reported for the test images of these
+      classes ("seen") and of the others ("unseen").
   """
 
   seed: int = 0
@@ -57,6 +64,8 @@ class Config:
   pairs: str = "fixed"
   holdout: int = 0
   final_relu: bool = True
+  encoder: str = "mlp"
+  train_classes: tuple[int, ...] | None = None
 
   def __post_init__(self):
     def need(ok: bool, field: str, rule: str):
@@ -109,10 +118,23 @@ class Config:
     need(self.pairs in PAIR_MODES, "pairs", f"it must be one of {', '.join(PAIR_MODES)}")
     need(is_int(self.holdout) and self.holdout >= 0, "holdout", "it must be an integer >= 0")
     need(isinstance(self.final_relu, bool), "final_relu", "it must be true or false")
+    need(self.encoder in ENCODERS, "encoder", f"it must be one of {', '.join(ENCODERS)}")
+    if self.train_classes is not None:
+      need(
+        isinstance(self.train_classes, tuple | list)
+        and all(is_int(c) and c >= 0 for c in self.train_classes)
+        and len(set(self.train_classes)) >= 2,
+        "train_classes",
+        "it must list at least 2 different class ids >= 0",
+      )
+      # Sorted and unique: 0,1 and 1,0 are the same run.
+      object.__setattr__(self, "train_classes", tuple(sorted(set(self.train_classes))))
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     d["hidden_sizes"] = list(self.hidden_sizes)
+    if self.train_classes is not None:
+      d["train_classes"] = list(self.train_classes)
     return d
 
   @classmethod

@@ -1,4 +1,4 @@
-"""A dependency-light reader for the IDX files MNIST is published in.
+"""IDX files, the format MNIST (and Fashion-MNIST, KMNIST) is published in.
 
 The format (LeCun et al.): a big-endian header of two zero bytes, a type code,
 the number of dimensions, then one uint32 per dimension, then the data in C
@@ -9,7 +9,8 @@ by the file name.
 
 Every problem with a file becomes a `DataError` that names the file, so a
 corrupt download never surfaces as a bare `struct.error` or a wrong shape
-three modules later.
+three modules later. `load_idx_dir` reads a directory of the four files
+of a dataset in MNIST's layout.
 """
 
 import gzip
@@ -20,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from siamese_jax.dataset import DATA_DIR_ENV, Dataset
 from siamese_jax.errors import DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -97,3 +99,79 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   """
   path = os.fspath(path)
   return parse_idx(_read_bytes(path), name=path)
+
+
+# Split part -> IDX base name. The reader accepts each with or without `.gz`.
+IDX_FILES = {
+  "train_images": "train-images-idx3-ubyte",
+  "train_labels": "train-labels-idx1-ubyte",
+  "test_images": "t10k-images-idx3-ubyte",
+  "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find_idx_file(data_dir: str, base: str) -> str | None:
+  for candidate in (base + ".gz", base):
+    path = os.path.join(data_dir, candidate)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def load_idx_dir(data_dir: str | os.PathLike) -> Dataset:
+  """Loads a dataset in MNIST's format from a directory of its four IDX files.
+
+  MNIST, Fashion-MNIST and KMNIST ship exactly these files. The image size
+  and the number of classes are read from them.
+
+  Args:
+    data_dir: a directory with `train-images-idx3-ubyte[.gz]`,
+      `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and
+      `t10k-labels-idx1-ubyte[.gz]`.
+
+  Returns:
+    The validated `Dataset`.
+
+  Raises:
+    DataError: the directory or some files are missing, or a file is corrupt.
+  """
+  data_dir = os.fspath(data_dir)
+  if not os.path.isdir(data_dir):
+    raise DataError(
+      f"Data dir {data_dir!r} does not exist or is not a directory. Pass "
+      f"--data-dir (or set {DATA_DIR_ENV}) to a directory holding the four "
+      "IDX files (or to a Keras-style .npz file)."
+    )
+  paths = {part: _find_idx_file(data_dir, base) for part, base in IDX_FILES.items()}
+  missing = [IDX_FILES[part] + "[.gz]" for part, p in paths.items() if p is None]
+  if missing:
+    raise DataError(
+      f"Data dir {data_dir!r} lacks {', '.join(missing)}. Put all four "
+      "IDX files there (gzipped or not, named as LeCun published them), or "
+      "point --data-dir elsewhere."
+    )
+  arrays = {part: read_idx(path) for part, path in paths.items()}
+  for part, path in paths.items():
+    want_ndim = 3 if part.endswith("images") else 1
+    if arrays[part].ndim != want_ndim:
+      raise DataError(
+        f"{path}: holds a {arrays[part].ndim}-D array, expected {want_ndim}-D "
+        f"{part.replace('_', ' ')}. Are the files swapped or renamed?"
+      )
+  for split in ("train", "test"):
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if len(images) != len(labels):
+      raise DataError(
+        f"{paths[f'{split}_images']} holds {len(images)} images but "
+        f"{paths[f'{split}_labels']} holds {len(labels)} labels. The files do "
+        "not belong together: replace them with matching official files."
+      )
+  counts = np.bincount(arrays["train_labels"])
+  rare = [c for c in np.flatnonzero(counts) if counts[c] < 2]
+  if rare:
+    raise DataError(
+      f"{paths['train_labels']}: class(es) {[int(c) for c in rare]} have a single training "
+      "image, but pairs need at least 2 images of every class. Replace the file with an "
+      "intact copy, or drop those classes."
+    )
+  return Dataset(**arrays, source=data_dir)

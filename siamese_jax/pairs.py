@@ -144,3 +144,29 @@ def sample_pairs(
   second = jnp.where(is_pos, order[starts[cls] + p], order[starts[other] + n])
   pairs = jnp.stack([first, second], axis=1).astype(jnp.int32)
   return pairs, is_pos.astype(jnp.float32)
+
+
+def dense_labels(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+  """Class ids -> their positions 0..k-1 in the sorted `classes`."""
+  return np.searchsorted(classes, labels).astype(np.int32)
+
+
+def make_pairs_within(
+  key: jax.Array, labels: np.ndarray, classes=None
+) -> tuple[np.ndarray, np.ndarray]:
+  """The original's pairs among the examples of `classes` only.
+
+  The examples of `classes` (every class present if None) keep their split
+  order, their classes are renumbered 0..k-1, and `make_pairs` pairs them:
+  negatives come from another class of the same group. With every class
+  0..C-1 present this is exactly `make_pairs(key, labels, C)`.
+
+  Returns:
+    pairs: int32[P, 2] indices into `labels` (not into the subset).
+    y: float32[P], 1.0 for same class.
+  """
+  labels = np.asarray(labels)
+  classes = np.unique(labels) if classes is None else np.asarray(sorted(classes))
+  keep = np.flatnonzero(np.isin(labels, classes))
+  pairs, y = make_pairs(key, dense_labels(labels[keep], classes), len(classes))
+  return keep[pairs].astype(np.int32), y

@@ -93,9 +93,11 @@ def embedding_scatter(emb: np.ndarray, labels: np.ndarray, path: str, title: str
     raise ValueError(f"embedding_scatter needs (N, 2) embeddings, got {emb.shape}.")
   fig, ax = plt.subplots(figsize=(7, 7))
   cmap = plt.get_cmap("tab10")
-  for digit in range(10):
+  for digit in np.unique(labels):
     sel = labels == digit
-    ax.scatter(emb[sel, 0], emb[sel, 1], s=2, alpha=0.5, color=cmap(digit), label=str(digit))
+    ax.scatter(
+      emb[sel, 0], emb[sel, 1], s=2, alpha=0.5, color=cmap(int(digit) % 10), label=str(digit)
+    )
   ax.legend(markerscale=6, title="digit", loc="best")
   ax.set_title(title or "2-D embedding of the test set")
   ax.set_aspect("equal", adjustable="datalim")

@@ -29,12 +29,12 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from siamese_jax import checkpoint, evaluation, parallel
-from siamese_jax import plots as plot_lib
+from siamese_jax import checkpoint, parallel
 from siamese_jax.config import Config
 from siamese_jax.dataset import MnistData
 from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
 from siamese_jax.files import atomic_write_json
+from siamese_jax.final_evaluation import final_evaluation
 from siamese_jax.metric_writers import (
   ConsoleWriter,
   JsonlWriter,
@@ -42,7 +42,7 @@ from siamese_jax.metric_writers import (
   MultiWriter,
   TensorBoardWriter,
 )
-from siamese_jax.pairs import class_index, count_pairs, sample_pairs
+from siamese_jax.pairs import class_index, sample_pairs
 from siamese_jax.progress import ProgressBar
 from siamese_jax.splits import PairSet, PairSets, RunKeys, make_pair_sets, run_keys
 from siamese_jax.train import (
@@ -120,11 +120,11 @@ def check_data(config: Config, data: MnistData, devices=None):
       over the devices; a holdout that leaves too few images.
   """
   keys = run_keys(config.seed)
-  sets = make_pair_sets(keys, data, config.holdout)
+  sets = make_pair_sets(keys, data, config.holdout, config.train_classes)
   # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
   # makes of the whole training split (108,400 on MNIST, holdout or not).
   if config.pairs == "fresh":
-    num_pairs = count_pairs(data.train_labels)
+    num_pairs = sets.fresh_pairs
   else:
     num_pairs = len(sets.train.pairs)
   steps = num_pairs // config.batch_size
@@ -156,11 +156,12 @@ def place_data(config: Config, keys, sets, num_pairs, steps, mesh) -> RunData:
   fresh = None
   if config.pairs == "fresh":
     rep = parallel.replicated(mesh)
-    index = parallel.put_replicated(class_index(sets.train.labels), mesh)
+    k = len(sets.train.classes)
+    index = parallel.put_replicated(class_index(sets.train.labels, k), mesh)
     # The class index is an argument, not a closed-over constant, so XLA does
     # not embed a 60,000-entry table in the program.
     sample = jax.jit(
-      lambda key, index: sample_pairs(key, None, num_pairs, index=index),
+      lambda key, index: sample_pairs(key, None, num_pairs, k, index=index),
       out_shardings=(rep, rep),
     )
 
@@ -187,13 +188,18 @@ class Position:
   partial: dict[str, np.ndarray]
 
 
-def start_or_resume(config: Config, run: RunData, workdir: str, *, resume: bool, out) -> Position:
+def start_or_resume(
+  config: Config, run: RunData, workdir: str, *, resume: bool, out, encoder=None
+) -> Position:
   """The starting state: fresh from the init key, or the workdir's checkpoint.
+
+  `encoder` is a custom Flax encoder, or None for the config's built-in one.
 
   Raises:
     WorkdirError: the checkpoint belongs to another config.
   """
-  state = create_train_state(run.keys.init, config)
+  image_shape = run.train[0].shape[1:]
+  state = create_train_state(run.keys.init, config, encoder=encoder, image_shape=image_shape)
   position = Position(state, 1, 0, {})
   metrics_path = os.path.join(workdir, METRICS_NAME)
   if resume and checkpoint.exists(workdir):
@@ -376,16 +382,17 @@ def train_and_evaluate(
   tensorboard: bool = False,
   plots: bool = True,
   devices=None,
+  encoder=None,
   stdout: TextIO | None = None,
   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-  """Trains the Siamese MLP on MNIST pairs and evaluates it.
+  """Trains the Siamese network on a dataset's pairs and evaluates it.
 
   Args:
     config: the run's hyperparameters.
     workdir: where config.json, metrics.jsonl, the checkpoint, results.json
       and the pictures go.
-    data: the dataset (see `siamese_jax.mnist.load_mnist`).
+    data: the dataset (see `siamese_jax.data.load_data`).
     resume: continue the run in `workdir` from its checkpoint.
     overwrite: replace a run already in `workdir`.
     chunk_steps: about how many steps run per device dispatch; the progress
@@ -395,6 +402,9 @@ def train_and_evaluate(
     plots: write `distances.png` (needs matplotlib; skipped with a note if
       it is not installed).
     devices: the devices to train on, data-parallel (all if None).
+    encoder: a Flax module mapping float[N, H, W] images to float[N, D]
+      embeddings, called as `encoder(x, train=...)`; None for the config's
+      built-in one. A resumed run, and `load_trained`, need the same one.
     stdout: where the per-epoch lines go (sys.stdout if None).
     on_epoch: called with (epoch, metrics) after each epoch is logged.
 
@@ -413,7 +423,7 @@ def train_and_evaluate(
   prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
   run = place_data(config, *checked)
   # Workdir: a new run, or the checkpoint of the one to resume.
-  position = start_or_resume(config, run, workdir, resume=resume, out=out)
+  position = start_or_resume(config, run, workdir, resume=resume, out=out, encoder=encoder)
   # The epoch loop.
   writer = make_writer(config, workdir, out, tensorboard=tensorboard)
   try:
@@ -424,6 +434,8 @@ def train_and_evaluate(
     writer.close()
   # Final evaluation and results.
   results = final_evaluation(state, config, run, workdir, plots=plots)
+  if encoder is not None:  # load_trained needs to be told which one.
+    results["encoder"] = f"custom ({type(encoder).__name__})"
   results["num_pairs_per_epoch"] = run.num_pairs
   results["total_seconds"] = time.perf_counter() - t_start
   print_results(results, out)
@@ -432,6 +444,7 @@ def train_and_evaluate(
 
 
 def print_results(t: dict[str, Any], out) -> None:
+  """The console's summary of results.json."""
   print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
   print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
   print(f"* Test ROC AUC: {t['test_roc_auc']:.4f}", file=out)
@@ -439,63 +452,33 @@ def print_results(t: dict[str, Any], out) -> None:
     f"* Threshold chosen on {t['threshold_source']}: {t['threshold']:.4f}; test accuracy "
     f"at it: {100 * t['test_accuracy_at_threshold']:0.2f}%",
     file=out,
-    flush=True,
   )
-
-
-def final_evaluation(state, config: Config, run: RunData, workdir: str, *, plots=True) -> dict:
-  """Accuracy at the fixed threshold, ROC AUC, and a threshold chosen honestly.
-
-  The threshold is chosen on the held-out validation pairs when the run has
-  a holdout, else on the training pairs; never on the test pairs.
-  """
-  sets = run.sets
-  train_m, train_d = evaluate(state, *run.train)
-  test_m, test_d = evaluate(state, *run.test)
-  train_m, test_m = to_host_scalars(train_m), to_host_scalars(test_m)
-  test_d = np.asarray(test_d)
-  results = {
-    "train_accuracy": train_m["accuracy"],
-    "train_loss": train_m["loss"],
-    "test_accuracy": test_m["accuracy"],
-    "test_loss": test_m["loss"],
-    "test_roc_auc": evaluation.roc_auc(test_d, sets.test.y),
-  }
-  if run.val is not None:
-    val_m, val_d = evaluate(state, *run.val)
-    choose_d, choose_y, source = np.asarray(val_d), sets.val.y, "held-out validation pairs"
-    results["val_accuracy"] = to_host_scalars(val_m)["accuracy"]
-    results["val_roc_auc"] = evaluation.roc_auc(choose_d, choose_y)
-  else:
-    choose_d, choose_y, source = np.asarray(train_d), sets.train.y, "training pairs"
-  threshold, chosen_acc = evaluation.best_threshold(choose_d, choose_y)
-  results.update(
-    {
-      "threshold": threshold,
-      "threshold_source": source,
-      "accuracy_at_threshold_where_chosen": chosen_acc,
-      "test_accuracy_at_threshold": evaluation.accuracy_at(test_d, sets.test.y, threshold),
-      "fixed_threshold": config.threshold,
-      "epochs": config.epochs,
-      "seed": config.seed,
-      "pairs": config.pairs,
-      "holdout": config.holdout,
-      "num_train_pairs": len(sets.train.pairs),
-      "num_test_pairs": len(sets.test.pairs),
-      "num_val_pairs": 0 if sets.val is None else len(sets.val.pairs),
-      "backend": jax.default_backend(),
-      "num_devices": len(jax.devices()),
-    }
-  )
-  if plots:
-    if plot_lib.have_matplotlib():
-      plot_lib.distance_histograms(
-        test_d,
-        sets.test.y,
-        os.path.join(workdir, "distances.png"),
-        {f"fixed ({config.threshold})": config.threshold, "chosen": threshold},
-        title=f"Test-pair distances (ROC AUC {results['test_roc_auc']:.4f})",
+  for split in ("test", "val"):
+    if t.get(f"{split}_precision_at_1") is not None:
+      print(f"* {_retrieval_line(t, split + '_')} ({split} images)", file=out)
+  for group in ("seen", "unseen"):
+    if f"test_{group}_images" in t:
+      p = f"test_{group}_"
+      pair = (
+        f"accuracy {100 * t[p + 'accuracy']:0.2f}%, at threshold "
+        f"{100 * t[p + 'accuracy_at_threshold']:0.2f}%, ROC AUC {t[p + 'roc_auc']:.4f}; "
+        if t[p + "accuracy"] is not None
+        else "no pair metrics (fewer than 2 classes); "
       )
-    else:
-      print("note: matplotlib is not installed; distances.png skipped.", file=sys.stderr)
-  return results
+      print(
+        f"* {group} classes {','.join(map(str, t[p + 'classes']))}: {pair}{_retrieval_line(t, p)}",
+        file=out,
+      )
+  out.flush()
+
+
+def _retrieval_line(t: dict[str, Any], p: str) -> str:
+  if t.get(p + "precision_at_1") is None:
+    return "no retrieval metrics (no class with 2 images)"
+  line = f"P@1 {100 * t[p + 'precision_at_1']:0.2f}%, MAP@R {100 * t[p + 'map_at_r']:0.2f}%"
+  if p + "r_precision" in t:
+    line += f", R-Precision {100 * t[p + 'r_precision']:0.2f}%"
+  skipped = t.get(p + "retrieval_skipped_queries")
+  if skipped:
+    line += f" ({skipped} queries skipped: no other image of their class)"
+  return line

@@ -13,7 +13,7 @@ import numpy as np
 
 from siamese_jax.dataset import MnistData
 from siamese_jax.errors import ConfigError, DataError
-from siamese_jax.pairs import make_pairs
+from siamese_jax.pairs import count_pairs, dense_labels, make_pairs, make_pairs_within
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,34 +31,77 @@ def run_keys(seed: int) -> RunKeys:
 
 @dataclasses.dataclass(frozen=True)
 class PairSet:
-  """One split's images (host, uint8) and its fixed pairs."""
+  """One split's images (host, uint8) and its fixed pairs.
 
-  images: np.ndarray  # uint8[N, 28, 28]
-  labels: np.ndarray  # uint8[N]
+  `labels` are dense class positions 0..k-1 into `classes` (the original
+  class ids), which is what pairing and `class_index` need; for a split of
+  every class they equal the class ids.
+  """
+
+  images: np.ndarray  # uint8[N, H, W]
+  labels: np.ndarray  # int32[N] in 0..k-1
   pairs: np.ndarray  # int32[P, 2] indices into `images`
-  y: np.ndarray  # float32[P], 1.0 = same digit
+  y: np.ndarray  # float32[P], 1.0 = same class
+  classes: np.ndarray  # int32[k] the class ids behind labels 0..k-1
 
 
 @dataclasses.dataclass(frozen=True)
 class PairSets:
-  """The run's splits: train, test, and the optional held-out validation."""
+  """The run's splits: train, test, and the optional held-out validation.
+
+  `fresh_pairs` is how many pairs the original makes of the training
+  classes' images before any holdout: a fresh-pairs epoch draws that many.
+  """
 
   train: PairSet
   test: PairSet
   val: PairSet | None
+  fresh_pairs: int
 
 
-def make_pair_sets(keys: RunKeys, data: MnistData, holdout: int = 0) -> PairSets:
-  """The original's pairs of each split, after holding out validation images.
-
-  With `holdout` > 0, that many training images (chosen by the pairs key)
-  form the validation split; both parts keep the split's order, which the
-  original's pairing (i-th with (i+1)-th image of a digit) depends on.
+def training_classes(data: MnistData, train_classes) -> np.ndarray:
+  """The classes to train on, checked against those the training split holds.
 
   Raises:
-    ConfigError: if the holdout leaves a split without 2 images of a digit.
+    ConfigError: a requested class has no training images.
   """
+  present = np.unique(data.train_labels)
+  if train_classes is None:
+    return present
+  classes = np.asarray(sorted(train_classes), np.int32)
+  absent = [int(c) for c in classes if c not in present]
+  if absent:
+    raise ConfigError(
+      f"train_classes={','.join(map(str, classes))}: class(es) {absent} have no training "
+      f"images; the training split holds classes {','.join(map(str, present))}. Fix "
+      "--train-classes."
+    )
+  return classes
+
+
+def make_pair_sets(
+  keys: RunKeys, data: MnistData, holdout: int = 0, train_classes=None
+) -> PairSets:
+  """The original's pairs of each split, after holding out validation images.
+
+  With `train_classes`, the training split keeps only those classes' images
+  first. With `holdout` > 0, that many of the training images (chosen by
+  the pairs key) form the validation split; both parts keep the split's
+  order, which the original's pairing (i-th with (i+1)-th image of a class)
+  depends on. The test split keeps every class.
+
+  Raises:
+    ConfigError: unknown training classes, or a holdout that leaves a split
+      without 2 images of a class.
+  """
+  classes = training_classes(data, train_classes)
   images, labels = data.train_images, data.train_labels
+  if train_classes is not None:
+    keep = np.isin(labels, classes)
+    images, labels = images[keep], labels[keep]
+  labels = dense_labels(labels, classes)
+  k = len(classes)
+  fresh_pairs = count_pairs(labels, k)
   val = None
   if holdout:
     n = len(labels)
@@ -67,18 +110,20 @@ def make_pair_sets(keys: RunKeys, data: MnistData, holdout: int = 0) -> PairSets
     perm = np.asarray(jax.random.permutation(jax.random.fold_in(keys.pairs, 2), n))
     val_idx, train_idx = np.sort(perm[:holdout]), np.sort(perm[holdout:])
     try:
-      vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 3), labels[val_idx])
+      vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 3), labels[val_idx], k)
     except DataError as e:
       raise ConfigError(f"holdout={holdout} is too small for validation pairs: {e}") from None
-    val = PairSet(images[val_idx], labels[val_idx], vp, vy)
+    val = PairSet(images[val_idx], labels[val_idx], vp, vy, classes)
     images, labels = images[train_idx], labels[train_idx]
   try:
-    tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels)
+    tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels, k)
   except DataError as e:
     if not holdout:
       raise
     raise ConfigError(f"holdout={holdout} leaves too few training images: {e}") from None
-  ep, ey = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels)
-  return PairSets(
-    PairSet(images, labels, tp, ty), PairSet(data.test_images, data.test_labels, ep, ey), val
+  test_classes = np.unique(data.test_labels)
+  ep, ey = make_pairs_within(jax.random.fold_in(keys.pairs, 1), data.test_labels)
+  test = PairSet(
+    data.test_images, dense_labels(data.test_labels, test_classes), ep, ey, test_classes
   )
+  return PairSets(PairSet(images, labels, tp, ty, classes), test, val, fresh_pairs)

@@ -17,9 +17,10 @@ parameters and metrics as looping the public `train_step`.
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ from flax.training import train_state
 from siamese_jax.config import Config
 from siamese_jax.errors import ConfigError
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
-from siamese_jax.models import SiameseMLP
+from siamese_jax.models import Siamese, builtin_encoder
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -47,8 +48,15 @@ class TrainState(train_state.TrainState):
   threshold: float = flax.struct.field(pytree_node=False, default=0.5)
 
 
-def make_model(config: Config, *, fuse_branches: bool = True) -> SiameseMLP:
-  return SiameseMLP(config.hidden_sizes, config.dropout, config.final_relu, fuse_branches)
+def make_model(
+  config: Config, *, encoder: nn.Module | None = None, fuse_branches: bool = True
+) -> Siamese:
+  """The Siamese network: `encoder`, or the config's built-in one, on both images."""
+  if encoder is None:
+    encoder = builtin_encoder(
+      config.encoder, config.hidden_sizes, config.dropout, config.final_relu
+    )
+  return Siamese(encoder, fuse_branches)
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -61,22 +69,26 @@ def create_train_state(
   key: jax.Array,
   config: Config,
   *,
-  input_dim: int = 784,
+  encoder: nn.Module | None = None,
+  image_shape: Sequence[int] = (28, 28),
   fuse_branches: bool = True,
 ) -> TrainState:
-  """Initializes the shared MLP's parameters and RMSProp's state.
+  """Initializes the shared encoder's parameters and RMSProp's state.
 
   Args:
     key: PRNG key for the parameter initialization.
     config: the run's configuration.
-    input_dim: flattened image size.
-    fuse_branches: see `SiameseMLP`.
+    encoder: any Flax module mapping float[N, *image_shape] images to
+      float[N, D] embeddings, called as `encoder(x, train=...)`; the
+      config's built-in encoder (`config.encoder`) if None.
+    image_shape: (H, W) of the images.
+    fuse_branches: see `Siamese`.
 
   Returns:
     A TrainState at step 0.
   """
-  model = make_model(config, fuse_branches=fuse_branches)
-  dummy = jnp.zeros((1, input_dim), jnp.float32)
+  model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
   params = model.init(key, dummy, dummy, train=False)["params"]
   state = TrainState.create(
     apply_fn=model.apply,
@@ -112,7 +124,7 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainSt
 
   Args:
     state: the TrainState; donated, so do not reuse the one passed in.
-    batch: {"x1": float32[B, 784] (or [B, 28, 28]), "x2": same,
+    batch: {"x1": float32[B, H, W] (or [B, H * W] for the MLP), "x2": same,
       "y": float32[B] with 1.0 = same digit}.
     key: dropout key; folded with `state.step` inside, so pass the same key
       every step.
@@ -146,19 +158,18 @@ def gather_batch(images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Arr
   """Forms a batch on the device from indices.
 
   Args:
-    images: uint8[N, 28, 28] (or [N, 784]) the split's images, on the device.
+    images: uint8[N, H, W] the split's images, on the device.
     pairs: int32[P, 2] indices into `images`.
     y: float32[P] pair labels.
     idx: int32[B] which pairs form this batch.
 
   Returns:
-    {"x1": float32[B, 784], "x2": float32[B, 784], "y": float32[B]}, pixels
-    scaled to [0, 1] as the original does (x / 255).
+    {"x1": float32[B, H, W], "x2": float32[B, H, W], "y": float32[B]},
+    pixels scaled to [0, 1] as the original does (x / 255).
   """
   p = pairs[idx]
-  flat = images.reshape(images.shape[0], -1)
-  x1 = flat[p[:, 0]].astype(jnp.float32) / 255.0
-  x2 = flat[p[:, 1]].astype(jnp.float32) / 255.0
+  x1 = images[p[:, 0]].astype(jnp.float32) / 255.0
+  x2 = images[p[:, 1]].astype(jnp.float32) / 255.0
   return {"x1": x1, "x2": x2, "y": y[idx]}
 
 
@@ -334,22 +345,23 @@ def embed_images(state: TrainState, images: jax.Array, *, chunk: int = 2048) -> 
 
   Args:
     state: the TrainState.
-    images: uint8[N, 28, 28] (or [N, 784]).
+    images: uint8[N, H, W] (or float32 in [0, 1]; only uint8 is divided by 255).
     chunk: images per matmul; bounds the float32 working set.
 
   Returns:
     float32[N, D] embeddings.
   """
   n = images.shape[0]
-  flat = images.reshape(n, -1)
   dim = jax.eval_shape(
-    lambda x: state.apply_fn({"params": state.params}, x, method=SiameseMLP.embed),
-    jax.ShapeDtypeStruct((1, flat.shape[1]), jnp.float32),
+    lambda x: state.apply_fn({"params": state.params}, x, method="embed"),
+    jax.ShapeDtypeStruct((1, *images.shape[1:]), jnp.float32),
   ).shape[-1]
 
   def embed(start, size):
-    x = jax.lax.dynamic_slice_in_dim(flat, start, size).astype(jnp.float32) / 255.0
-    return state.apply_fn({"params": state.params}, x, method=SiameseMLP.embed)
+    x = jax.lax.dynamic_slice_in_dim(images, start, size).astype(jnp.float32)
+    if images.dtype == jnp.uint8:
+      x = x / 255.0
+    return state.apply_fn({"params": state.params}, x, method="embed")
 
   return _chunked_rows(embed, n, chunk, (dim,), jnp.float32)
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax.mnist import DATA_DIR_ENV, MnistData
+from siamese_jax.dataset import DATA_DIR_ENV, MnistData
 
 # Silent broadcasting, e.g. (B, 1) * (B,) -> (B, B), becomes an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -85,7 +85,7 @@ def mnist_dir() -> str:
 
 @pytest.fixture(scope="session")
 def real_mnist(mnist_dir) -> MnistData:
-  from siamese_jax.mnist import load_mnist_idx
+  from siamese_jax.idx import load_idx_dir as load_mnist_idx
 
   return load_mnist_idx(mnist_dir)
 

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from siamese_jax import DataError, load_mnist
+from siamese_jax import DataError, MnistData, load_mnist
+from siamese_jax.dataset import DATA_DIR_ENV
+from siamese_jax.idx import load_idx_dir as load_mnist_idx
 from siamese_jax.idx import read_idx
-from siamese_jax.mnist import DATA_DIR_ENV, load_mnist_idx
 
 from conftest import idx_bytes, write_idx, write_mnist_dir
 
@@ -93,13 +94,30 @@ def test_count_mismatch_names_both_files(tmp_path, small_mnist):
     load_mnist_idx(d)
 
 
-def test_label_out_of_range(tmp_path, small_mnist):
+def test_a_class_with_one_training_image_names_the_file(tmp_path, small_mnist):
   d = write_mnist_dir(tmp_path / "m", small_mnist)
-  bad = small_mnist.test_labels.copy()
+  bad = small_mnist.train_labels.copy()
   bad[3] = 11
-  write_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), bad)
-  with pytest.raises(DataError, match=r"t10k-labels.*label 11.*0\.\.9"):
+  write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), bad)
+  with pytest.raises(DataError, match=r"train-labels.*class\(es\) \[11\].*single training image"):
     load_mnist_idx(d)
+
+
+def test_classes_and_image_size_are_read_from_the_files(tmp_path):
+  # Not MNIST's 28x28 and 10 classes: 3 classes of 5x7 images, and a test
+  # class (3) that never occurs in training, as an unseen-class split has.
+  rng = np.random.default_rng(0)
+  tr_y, te_y = np.arange(30) % 3, np.arange(8) % 4
+  data = MnistData(
+    rng.integers(0, 256, (30, 5, 7), dtype=np.uint8),
+    tr_y.astype(np.uint8),
+    rng.integers(0, 256, (8, 5, 7), dtype=np.uint8),
+    te_y.astype(np.uint8),
+  )
+  loaded = load_mnist_idx(write_mnist_dir(tmp_path / "m", data))
+  assert loaded.image_shape == (5, 7) and loaded.num_classes == 4
+  assert loaded.train_labels.dtype == np.int32
+  np.testing.assert_array_equal(loaded.test_labels, te_y)
 
 
 def test_swapped_files(tmp_path, small_mnist):

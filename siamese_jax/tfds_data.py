@@ -1,10 +1,11 @@
-"""MNIST through tensorflow-datasets without TensorFlow.
+"""MNIST, Fashion-MNIST and KMNIST through tensorflow-datasets, without TensorFlow.
 
-tfds' stock `mnist` builder prepares only with TensorFlow installed (it
+tfds' stock `mnist` builder (and `fashion_mnist`, `kmnist`, which subclass
+it and ship the same four files) prepares only with TensorFlow installed (it
 extracts, parses and PNG-encodes through `tf`), and `tfds.load` reads only
 with TensorFlow. TensorFlow costs about 1.4 GB, for four small files.
 
-`MnistNoTF` keeps what tfds is good at and replaces the TF-only parts:
+`MnistNoTF` (and `FashionMnistNoTF`, `KmnistNoTF`) keeps what tfds is good at and replaces the TF-only parts:
 
 * the stock builder's features, version and official URLs, and the stock
   checksums file, so every download is verified exactly as `tfds.load`
@@ -32,14 +33,14 @@ import urllib.parse
 import numpy as np
 
 # tfds and PIL are imported at module level: this module is only imported on
-# the tfds route (`siamese_jax.mnist.load_mnist` imports it lazily).
+# the tfds route (`siamese_jax.data.load_data` imports it lazily).
 import tensorflow_datasets as tfds  # noqa: E402  (isort: after numpy)
 from absl import logging as absl_logging
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 from tensorflow_datasets.image_classification import mnist as tfds_stock_mnist
 
 from siamese_jax import idx
-from siamese_jax.dataset import DATA_DIR_ENV, MnistData
+from siamese_jax.dataset import DATA_DIR_ENV, Dataset
 from siamese_jax.errors import DataError
 from siamese_jax.files import atomic_write_bytes
 
@@ -66,22 +67,26 @@ def _png(image: np.ndarray) -> bytes:
 class MnistNoTF(tfds_stock_mnist.MNIST, skip_registration=True):
   """tfds' MNIST builder, prepared with gzip + numpy + PIL instead of TF.
 
+  `stock` is the tfds builder whose URLs, checksums and features it keeps;
+  subclasses swap it for Fashion-MNIST's or KMNIST's.
+
   Registered under no name (so it never shadows the stock `mnist`), and
   stored under its own name in the tfds data dir, so a TF-built `mnist` there
   is left alone.
   """
 
   name = "mnist_no_tf"
+  stock = tfds_stock_mnist.MNIST
 
   # The stock builder's checksums, found through the stock class: tfds looks
   # for them next to the file that defines the builder, which is this one.
   @tfds.core.utils.classproperty
   @classmethod
   def url_infos(cls):
-    return tfds_stock_mnist.MNIST.url_infos
+    return cls.stock.url_infos
 
   def _info(self):
-    stock = super()._info()
+    stock = self.stock._info(self)
     # Same features, version and metadata as the stock builder, but records
     # keep the IDX files' order: the original pairs the i-th and (i+1)-th
     # image of each digit in that order (as Keras' `mnist.load_data` gives
@@ -116,8 +121,27 @@ class MnistNoTF(tfds_stock_mnist.MNIST, skip_registration=True):
       yield i, {"image": _png(image), "label": int(label)}
 
 
-def _download_urls() -> dict[str, str]:
-  return {k: urllib.parse.urljoin(MnistNoTF.URL, v) for k, v in _FILES.items()}
+class FashionMnistNoTF(MnistNoTF, skip_registration=True):
+  """Fashion-MNIST: MNIST's files, sizes and layout, Zalando's clothing classes."""
+
+  name = "fashion_mnist_no_tf"
+  stock = tfds_stock_mnist.FashionMNIST
+  URL = tfds_stock_mnist.FashionMNIST.URL
+
+
+class KmnistNoTF(MnistNoTF, skip_registration=True):
+  """Kuzushiji-MNIST: MNIST's files, sizes and layout, ten cursive Japanese characters."""
+
+  name = "kmnist_no_tf"
+  stock = tfds_stock_mnist.KMNIST
+  URL = tfds_stock_mnist.KMNIST.URL
+
+
+BUILDERS = {"mnist": MnistNoTF, "fashion_mnist": FashionMnistNoTF, "kmnist": KmnistNoTF}
+
+
+def _download_urls(builder_cls=MnistNoTF) -> dict[str, str]:
+  return {k: urllib.parse.urljoin(builder_cls.URL, v) for k, v in _FILES.items()}
 
 
 def _can_reach(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
@@ -146,7 +170,7 @@ def _files_present(builder: MnistNoTF, download_dir: str, manual_dir: str) -> bo
   """Whether all four files are in tfds' manual dir or its download cache."""
   from tensorflow_datasets.core.download import resource
 
-  for url in _download_urls().values():
+  for url in _download_urls(type(builder)).values():
     info = builder.url_infos[url]
     candidates = (
       os.path.join(manual_dir, info.filename),
@@ -163,17 +187,18 @@ def _save_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
   atomic_write_bytes(path, buf.getvalue())
 
 
-def load(data_dir: str | os.PathLike | None = None, builder_cls=MnistNoTF):
-  """Prepares (once) and loads MNIST through tfds, without TensorFlow.
+def load(name: str = "mnist", data_dir: str | os.PathLike | None = None, builder_cls=None):
+  """Prepares (once) and loads a dataset through tfds, without TensorFlow.
 
   Args:
+    name: "mnist", "fashion_mnist" or "kmnist".
     data_dir: tfds' data dir; tfds' default (`~/tensorflow_datasets` or
       `$TFDS_DATA_DIR`) if None.
-    builder_cls: the builder to use; tests pass a subclass with their own
-      checksums.
+    builder_cls: the builder to use instead of `BUILDERS[name]`; tests pass
+      a subclass with their own checksums.
 
   Returns:
-    `siamese_jax.dataset.MnistData`.
+    `siamese_jax.dataset.Dataset`.
 
   Raises:
     DataError: if the files can be neither found nor downloaded, or fail
@@ -184,7 +209,7 @@ def load(data_dir: str | os.PathLike | None = None, builder_cls=MnistNoTF):
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.ERROR)
   try:
-    return _load(data_dir, builder_cls)
+    return _load(data_dir, builder_cls or BUILDERS[name])
   finally:
     absl_logging.set_verbosity(verbosity)
 
@@ -194,18 +219,19 @@ def _load(data_dir, builder_cls):
   cache = os.path.join(builder.data_dir, _CACHE_NAME)
   if os.path.isfile(cache):
     with np.load(cache) as z:
-      return MnistData(**{k: z[k] for k in _FILES})
+      return Dataset(**{k: z[k] for k in _FILES}, source=cache)
 
   root = os.fspath(builder.data_dir_root)
   download_dir = os.path.join(root, "downloads")
   manual_dir = os.path.join(download_dir, "manual")
   if not builder.is_prepared() and not _files_present(builder, download_dir, manual_dir):
-    url = next(iter(_download_urls().values()))
+    url = next(iter(_download_urls(builder_cls).values()))
     if not _can_reach(url):
       raise DataError(
-        "MNIST is not available offline and its download host cannot be "
+        f"{builder.name.removesuffix('_no_tf')} is not available offline and its "
+        "download host cannot be "
         f"reached. Either pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) to a "
-        "directory holding the four MNIST IDX files, or copy the official "
+        "directory holding the four IDX files, or copy the official "
         f"files ({', '.join(_FILES.values())}) into tfds' manual dir "
         f"{manual_dir} so tfds can verify and prepare them offline."
       )
@@ -217,7 +243,7 @@ def _load(data_dir, builder_cls):
     )
   except NonMatchingChecksumError as e:
     raise DataError(
-      f"An MNIST file failed tfds' checksum verification ({str(e).splitlines()[0]}). "
+      f"A {builder.name.removesuffix('_no_tf')} file failed tfds' checksum verification ({str(e).splitlines()[0]}). "
       "The file is "
       "not the official one (re-compressed or corrupt). Delete it and let tfds "
       "download it again, or use --data-dir for a directory of IDX files, "
@@ -235,6 +261,6 @@ def _load(data_dir, builder_cls):
       images[i] = np.asarray(ex["image"]).reshape(28, 28)
       labels[i] = ex["label"]
     arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-  data = MnistData(**arrays)
+  data = Dataset(**arrays, source=builder.data_dir)
   _save_cache(cache, arrays)
   return data

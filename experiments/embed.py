@@ -1,0 +1,62 @@
+"""Embed every image of a split with a trained run, for TensorBoard's projector.
+
+    python -m experiments.embed --workdir W --split test --out DIR [--data-dir D]
+
+Writes `DIR/embeddings.npy` (float32[N, D]) and `DIR/labels.tsv` (one label
+per line, as the projector reads a single metadata column). The data comes
+from --data-dir (or $SIAMESE_JAX_DATA_DIR, else tfds), as for training: use
+the dataset the run was trained on.
+"""
+
+import argparse
+import io
+import os
+import sys
+
+import numpy as np
+
+from siamese_jax import cli, load_data, load_trained
+from siamese_jax.data import TFDS_NAMES
+from siamese_jax.errors import DataError, WorkdirError
+from siamese_jax.files import atomic_write_bytes
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(
+    prog="python -m experiments.embed", description=__doc__.splitlines()[0]
+  )
+  parser.add_argument("--workdir", required=True, help="a finished run's workdir")
+  parser.add_argument("--split", choices=("train", "test"), default="test")
+  parser.add_argument("--out", required=True, help="directory for embeddings.npy and labels.tsv")
+  parser.add_argument(
+    "--data-dir", default=None, help="IDX directory or .npz file, as for training"
+  )
+  parser.add_argument("--tfds-name", choices=TFDS_NAMES, default="mnist")
+  args = parser.parse_args(argv)
+  model = load_trained(args.workdir)
+  data = load_data(args.data_dir, tfds_name=args.tfds_name)
+  images = getattr(data, f"{args.split}_images")
+  labels = getattr(data, f"{args.split}_labels")
+  if images.shape[1:] != model.image_shape:
+    raise DataError(
+      f"{data.source}: {images.shape[1]}x{images.shape[2]} images, but the run was trained "
+      f"on {model.image_shape[0]}x{model.image_shape[1]}; pass the run's dataset."
+    )
+  emb = model.embed(images)
+  try:
+    os.makedirs(args.out, exist_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    atomic_write_bytes(os.path.join(args.out, "embeddings.npy"), buf.getvalue())
+    tsv = "".join(f"{int(y)}\n" for y in labels)
+    atomic_write_bytes(os.path.join(args.out, "labels.tsv"), tsv.encode())
+  except OSError as e:
+    raise WorkdirError(
+      f"Cannot write to {args.out!r} ({e.strerror}). Choose another --out."
+    ) from None
+  print(f"{len(emb):,} {args.split} embeddings of size {emb.shape[1]}: {args.out}/embeddings.npy")
+  print(f"labels: {args.out}/labels.tsv")
+
+
+if __name__ == "__main__":
+  sys.exit(cli.run_main(main))

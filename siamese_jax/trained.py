@@ -1,0 +1,155 @@
+"""Use a finished run: `load_trained(workdir)` -> embed, compare, decide.
+
+    model = sj.load_trained("runs/mnist_siamese/20261130-041500-seed0")
+    model.embed(images)          # float32[N, D]
+    model.distance(x1, x2)       # float32[N]
+    model.same(x1, x2)           # bool[N]: distance < model.threshold
+
+`threshold` is the one the run chose at its end (on held-out validation
+pairs, else on the training pairs; see `siamese_jax.final_evaluation`).
+Images may be uint8 [N, H, W] (0..255, as the datasets store them) or floats
+in [0, 1]; [N, H * W] is accepted too. The network runs jitted, without
+dropout, a fixed-size chunk of images at a time, so memory stays bounded
+and each chunk size compiles once.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax import checkpoint
+from siamese_jax.config import Config
+from siamese_jax.errors import WorkdirError
+from siamese_jax.train import create_train_state, make_model
+from siamese_jax.workdir import CONFIG_NAME, RESULTS_NAME, read_config
+
+CHUNK = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A trained Siamese network and its decision threshold.
+
+  Attributes:
+    config: the run's config.
+    params: the encoder's parameters (the "params" collection).
+    threshold: distances below it mean "same class".
+    image_shape: (H, W) of the images the network was trained on.
+    model: the Flax `Siamese` module.
+  """
+
+  config: Config
+  params: Any
+  threshold: float
+  image_shape: tuple[int, int]
+  model: Any
+
+  def __post_init__(self):
+    model = self.model
+
+    def embed(params, x):
+      x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+      return model.apply({"params": params}, x, method="embed")
+
+    object.__setattr__(self, "_embed", jax.jit(embed))
+
+  def embed(self, images) -> np.ndarray:
+    """uint8[N, H, W] or float[N, H, W] in [0, 1] -> float32[N, D] embeddings."""
+    x = self._images(images, "images")
+    n = len(x)
+    chunk = min(CHUNK, max(n, 1))
+    out = []
+    for start in range(0, n, chunk):
+      part = x[start : start + chunk]
+      pad = chunk - len(part)  # pad the last chunk: one shape, one compile
+      if pad:
+        part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), part.dtype)])
+      out.append(np.asarray(self._embed(self.params, part))[: chunk - pad])
+    if not out:
+      return np.zeros((0, self._dim()), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+  def distance(self, x1, x2) -> np.ndarray:
+    """float32[N]: Euclidean distance of each pair's embeddings."""
+    a, b = self._images(x1, "x1"), self._images(x2, "x2")
+    if len(a) != len(b):
+      raise ValueError(f"x1 and x2 must hold as many images, got {len(a)} and {len(b)}.")
+    e1, e2 = self.embed(a), self.embed(b)
+    return np.sqrt(np.maximum(np.sum(np.square(e1 - e2), axis=1), 1e-7)).astype(np.float32)
+
+  def same(self, x1, x2) -> np.ndarray:
+    """bool[N]: whether each pair is closer than the run's threshold."""
+    return self.distance(x1, x2) < self.threshold
+
+  def _dim(self) -> int:
+    shape = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
+    return jax.eval_shape(self._embed, self.params, shape).shape[-1]
+
+  def _images(self, images, name: str) -> np.ndarray:
+    x = np.asarray(images)
+    h, w = self.image_shape
+    if x.ndim == 2 and x.shape[1] == h * w:
+      x = x.reshape(len(x), h, w)
+    if x.ndim != 3 or x.shape[1:] != (h, w):
+      raise ValueError(
+        f"{name}: expected images of shape (N, {h}, {w}) (or (N, {h * w})), got {x.shape}."
+      )
+    if x.dtype == np.uint8:
+      return x
+    if not np.issubdtype(x.dtype, np.floating):
+      raise ValueError(
+        f"{name}: expected uint8 pixels 0..255 or floats in [0, 1], got {x.dtype}. "
+        "Convert with .astype(np.uint8) if the values are 0..255."
+      )
+    if x.size and (x.min() < 0 or x.max() > 1):
+      raise ValueError(
+        f"{name}: float pixels must lie in [0, 1], found {x.min():g}..{x.max():g}. "
+        "Divide by 255, or pass uint8."
+      )
+    return x.astype(np.float32)
+
+
+def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
+  """Loads the network and threshold of a finished run.
+
+  Args:
+    workdir: the run's workdir (holds config.json, checkpoint.msgpack and
+      results.json).
+    encoder: the custom Flax encoder the run was trained with, if it was
+      (the built-in ones are rebuilt from config.json).
+
+  Raises:
+    WorkdirError: the workdir is missing files of a finished run, or holds
+      a run of another encoder.
+  """
+  workdir = os.fspath(workdir)
+  need = (CONFIG_NAME, checkpoint.CHECKPOINT_NAME, RESULTS_NAME)
+  missing = [f for f in need if not os.path.isfile(os.path.join(workdir, f))]
+  if missing:
+    hint = (
+      "The run has not finished: continue it with --resume."
+      if os.path.isfile(os.path.join(workdir, CONFIG_NAME))
+      else "Is this a run's workdir?"
+    )
+    raise WorkdirError(f"{workdir!r} holds no finished run: {', '.join(missing)} missing. {hint}")
+  config = read_config(os.path.join(workdir, CONFIG_NAME))
+  with open(os.path.join(workdir, RESULTS_NAME)) as f:
+    results = json.load(f)
+  used = results.get("encoder", config.encoder)
+  if used.startswith("custom") and encoder is None:
+    raise WorkdirError(
+      f"The run in {workdir!r} was trained with a {used} encoder; pass the same module: "
+      "load_trained(workdir, encoder=...)."
+    )
+  image_shape = tuple(results.get("image_shape", (28, 28)))  # older runs: MNIST
+  target = create_train_state(jax.random.key(0), config, encoder=encoder, image_shape=image_shape)
+  state = checkpoint.load(workdir, target).state
+  return TrainedModel(
+    config, state.params, float(results["threshold"]), image_shape,
+    make_model(config, encoder=encoder),
+  )  # fmt: skip
