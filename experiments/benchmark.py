@@ -19,6 +19,7 @@ import jax
 
 from siamese_jax import Config, cli, load_mnist
 from siamese_jax.benchmark import format_report, full_run, run_benchmark
+from siamese_jax.config import DROPOUT_RNGS
 from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.files import atomic_write_json
 
@@ -41,6 +42,12 @@ def main(argv):
     "--dropout", type=float, default=Config().dropout, help="dropout rate to time"
   )
   parser.add_argument(
+    "--dropout-rng",
+    choices=DROPOUT_RNGS,
+    default=Config().dropout_rng,
+    help="dropout masks from the counter-based hash or JAX's threefry (default %(default)s)",
+  )
+  parser.add_argument(
     "--prng-impl",
     choices=("threefry2x32", "rbg", "unsafe_rbg"),
     default=None,
@@ -52,7 +59,7 @@ def main(argv):
   if args.epochs < 2 or args.loop_epochs < 1 or args.chunk_steps < 1:
     parser.error("--epochs must be >= 2, --loop-epochs and --chunk-steps >= 1")
   try:
-    config = Config(dropout=args.dropout)
+    config = Config(dropout=args.dropout, dropout_rng=args.dropout_rng)
   except ValueError as e:
     parser.error(str(e))
   if args.prng_impl:

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from siamese_jax.config import ENCODERS, PAIR_MODES, Config
+from siamese_jax.config import DROPOUT_RNGS, ENCODERS, PAIR_MODES, Config
 from siamese_jax.data import TFDS_NAMES
 from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.errors import ConfigError, SiameseJaxError
@@ -80,6 +80,13 @@ def make_parser(
     help="the built-in encoder: mlp (the original's) or cnn (default %(default)s)",
   )
   group.add_argument(
+    "--dropout-rng",
+    choices=DROPOUT_RNGS,
+    default=defaults.dropout_rng,
+    help="dropout masks from a fast counter-based hash, or from JAX's threefry "
+    "(default %(default)s)",
+  )
+  group.add_argument(
     "--train-classes",
     type=_int_list,
     default=defaults.train_classes,
@@ -93,6 +100,13 @@ def make_parser(
     help="ReLU on the embedding's last layer",
   )
   run = parser.add_argument_group("run")
+  run.add_argument(
+    "--seeds",
+    type=_int_list,
+    default=None,
+    help="train one model per seed, e.g. 0,1,2, in one jitted program (overrides --seed); "
+    "each seed's files go to <workdir>/seed_<S>/, their mean and spread to summary.json",
+  )
   run.add_argument(
     "--data-dir",
     default=None,
@@ -127,6 +141,9 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     parser.error(f"--chunk-steps={args.chunk_steps} is invalid: it must be >= 1.")
   if args.resume and args.overwrite:
     parser.error("--resume and --overwrite contradict each other; pass one of them.")
+  seeds = getattr(args, "seeds", None)
+  if seeds is not None and (len(set(seeds)) != len(seeds) or min(seeds) < 0):
+    parser.error(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, seeds))}.")
   return config
 
 
@@ -138,8 +155,9 @@ def resume_command(module: str, argv: Sequence[str], workdir: str) -> str:
   return shlex.join(["python", "-m", module, *args, "--resume"])
 
 
-def default_workdir(name: str, config: Config) -> str:
-  return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S") + f"-seed{config.seed}")
+def default_workdir(name: str, config: Config, seeds=None) -> str:
+  tag = f"-seed{config.seed}" if seeds is None else "-seeds" + "_".join(map(str, seeds))
+  return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S") + tag)
 
 
 def train_from_args(module: str, config: Config, args: argparse.Namespace, argv: Sequence[str]):
@@ -153,22 +171,25 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
     (workdir, data, results).
   """
   from siamese_jax.data import load_data
+  from siamese_jax.multi_seed import train_and_evaluate_seeds
   from siamese_jax.run import RunInterrupted, train_and_evaluate
 
-  workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config)
+  workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config, args.seeds)
   data = load_data(args.data_dir, tfds_name=args.tfds_name)
   print(f"workdir: {workdir}", flush=True)
+  options = dict(
+    resume=args.resume,
+    overwrite=args.overwrite,
+    chunk_steps=args.chunk_steps,
+    progress=not args.no_progress,
+  )
   try:
-    results = train_and_evaluate(
-      config,
-      workdir,
-      data,
-      resume=args.resume,
-      overwrite=args.overwrite,
-      chunk_steps=args.chunk_steps,
-      progress=not args.no_progress,
-      tensorboard=args.tensorboard,
-    )
+    if args.seeds is not None:
+      if args.tensorboard:
+        raise ConfigError("--tensorboard is for single-seed runs; drop it with --seeds.")
+      results = train_and_evaluate_seeds(config, args.seeds, workdir, data, **options)
+    else:
+      results = train_and_evaluate(config, workdir, data, tensorboard=args.tensorboard, **options)
   except RunInterrupted as e:
     raise RunInterrupted(f"{e}\nTo resume: {resume_command(module, argv, workdir)}") from None
   return workdir, data, results

@@ -18,6 +18,7 @@ from siamese_jax.errors import ConfigError
 
 PAIR_MODES = ("fixed", "fresh")
 ENCODERS = ("mlp", "cnn")
+DROPOUT_RNGS = ("hash", "threefry")  # see siamese_jax.dropout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Config:
   final_relu: bool = True
   encoder: str = "mlp"
   train_classes: tuple[int, ...] | None = None
+  dropout_rng: str = "hash"
 
   def __post_init__(self):
     def need(ok: bool, field: str, rule: str):
@@ -118,6 +120,11 @@ class Config:
     need(self.pairs in PAIR_MODES, "pairs", f"it must be one of {', '.join(PAIR_MODES)}")
     need(is_int(self.holdout) and self.holdout >= 0, "holdout", "it must be an integer >= 0")
     need(isinstance(self.final_relu, bool), "final_relu", "it must be true or false")
+    need(
+      self.dropout_rng in DROPOUT_RNGS,
+      "dropout_rng",
+      f"it must be one of {', '.join(DROPOUT_RNGS)}",
+    )
     need(self.encoder in ENCODERS, "encoder", f"it must be one of {', '.join(ENCODERS)}")
     if self.train_classes is not None:
       need(
@@ -147,6 +154,10 @@ class Config:
         f"Unknown config field(s) {', '.join(unknown)}; known fields are "
         f"{', '.join(sorted(names))}."
       )
+    if "dropout_rng" not in d:
+      # Runs written before the field existed all used threefry: resuming
+      # one must not switch its generator.
+      d = {**d, "dropout_rng": "threefry"}
     return cls(**d)
 
   def to_json(self) -> str:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from siamese_jax.config import ENCODERS
+from siamese_jax.dropout import dropout_layer
 from siamese_jax.losses import euclidean_distance
 
 
@@ -33,11 +34,15 @@ class MLP(nn.Module):
     dropout: rate of the dropout after every layer but the last.
     final_relu: whether the last layer has a ReLU (the original's does; a
       2-D embedding for plotting is better without one).
+    dropout_rng: where the dropout masks come from: "hash" (the fast
+      counter-based hash of `siamese_jax.dropout`) or "threefry" (flax's
+      `nn.Dropout`, JAX's standard PRNG).
   """
 
   hidden_sizes: Sequence[int] = (128, 128, 128)
   dropout: float = 0.1
   final_relu: bool = True
+  dropout_rng: str = "hash"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -57,7 +62,7 @@ class MLP(nn.Module):
       if i < last or self.final_relu:
         x = nn.relu(x)
       if i < last:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = dropout_layer(self.dropout, self.dropout_rng)(x, deterministic=not train)
     return x
 
 
@@ -98,12 +103,14 @@ class CNN(nn.Module):
     embed_dim: width of the final Dense layer (the embedding).
     dropout: rate of the dropout before the final Dense layer.
     final_relu: whether the embedding has a ReLU, as for `MLP`.
+    dropout_rng: "hash" or "threefry", as for `MLP`.
   """
 
   features: Sequence[int] = (16, 32)
   embed_dim: int = 128
   dropout: float = 0.1
   final_relu: bool = True
+  dropout_rng: str = "hash"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -113,7 +120,7 @@ class CNN(nn.Module):
     for width in self.features:
       x = nn.relu(nn.Dense(width, name=f"conv_{width}")(patches_3x3_stride2(x)))
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = dropout_layer(self.dropout, self.dropout_rng)(x, deterministic=not train)
     x = nn.Dense(self.embed_dim, kernel_init=nn.initializers.glorot_uniform())(x)
     return nn.relu(x) if self.final_relu else x
 
@@ -160,15 +167,23 @@ def SiameseMLP(
   dropout: float = 0.1,
   final_relu: bool = True,
   fuse_branches: bool = True,
+  dropout_rng: str = "hash",
 ) -> Siamese:
   """The original's network: `Siamese(MLP(...))`."""
-  return Siamese(MLP(tuple(hidden_sizes), dropout, final_relu), fuse_branches)
+  return Siamese(MLP(tuple(hidden_sizes), dropout, final_relu, dropout_rng), fuse_branches)
 
 
-def builtin_encoder(name: str, hidden_sizes: Sequence[int], dropout: float, final_relu: bool):
-  """The encoder a config names: "mlp" (the original's) or "cnn"."""
-  if name == "mlp":
-    return MLP(tuple(hidden_sizes), dropout, final_relu)
-  if name == "cnn":
-    return CNN(embed_dim=hidden_sizes[-1], dropout=dropout, final_relu=final_relu)
+def builtin_encoder(config) -> nn.Module:
+  """The encoder a `Config` names: "mlp" (the original's) or "cnn"."""
+  rng = config.dropout_rng
+  if config.encoder == "mlp":
+    return MLP(tuple(config.hidden_sizes), config.dropout, config.final_relu, rng)
+  if config.encoder == "cnn":
+    return CNN(
+      embed_dim=config.hidden_sizes[-1],
+      dropout=config.dropout,
+      final_relu=config.final_relu,
+      dropout_rng=rng,
+    )
+  name = config.encoder
   raise ValueError(f"Unknown encoder {name!r}; built in are {', '.join(ENCODERS)}.")

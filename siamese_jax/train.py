@@ -53,9 +53,7 @@ def make_model(
 ) -> Siamese:
   """The Siamese network: `encoder`, or the config's built-in one, on both images."""
   if encoder is None:
-    encoder = builtin_encoder(
-      config.encoder, config.hidden_sizes, config.dropout, config.final_relu
-    )
+    encoder = builtin_encoder(config)
   return Siamese(encoder, fuse_branches)
 
 
@@ -271,7 +269,8 @@ def train_epoch(
   Args:
     state: donated TrainState.
     images, pairs, y: the training split on the device.
-    batches: int32[S, B] from `epoch_batches`.
+    batches: int32[S, B] from `epoch_batches` (int32[K, S, B] with a
+      `chunk_fn` that runs K models at once, as `siamese_jax.multi_seed`).
     key: dropout key.
     start: first step to take (a resumed epoch starts part-way).
     chunk_steps: about how many steps to run per dispatch.
@@ -285,7 +284,7 @@ def train_epoch(
     (state, per-step metrics {"loss": float32[n], "accuracy": float32[n]} of
     the n steps taken, steps_done counted from the epoch's first step).
   """
-  total = batches.shape[0]
+  total = batches.shape[-2]  # steps; a leading axis, if any, is the models'
   done, offset = start, start
   pending = None
   stop = False
@@ -316,9 +315,10 @@ def train_epoch(
   if pending is not None:
     finish(pending)
   if not collected:
-    empty = np.zeros((0,), np.float32)
+    empty = np.zeros((*batches.shape[:-2], 0), np.float32)
     return state, {"loss": empty, "accuracy": empty}, done
-  return state, {k: np.concatenate([m[k] for m in collected]) for k in collected[0]}, done
+  metrics = {k: np.concatenate([m[k] for m in collected], axis=-1) for k in collected[0]}
+  return state, metrics, done
 
 
 def _chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype) -> jax.Array:

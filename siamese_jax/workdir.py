@@ -36,6 +36,9 @@ def _check_writable(workdir: str) -> None:
 def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> None:
   """Creates the workdir, or checks that it may be reused, then writes config.json.
 
+  A resumed run may grow its `epochs` (training longer); any other change
+  of the config is refused.
+
   Raises:
     WorkdirError: unwritable, holds another run (without overwrite), or the
       run to resume has a different config (the message lists the fields).
@@ -51,15 +54,25 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
         "--workdir, or drop --resume to start a new run."
       )
     old = read_config(config_path)
-    diff = config.diff(old)
+    if config.epochs < old.epochs:
+      raise WorkdirError(
+        f"Cannot resume {workdir!r} with --epochs {config.epochs}: the run has "
+        f"{old.epochs}. --resume may extend a run to more epochs, never fewer; start "
+        "a new run in another --workdir for fewer."
+      )
+    # Training longer is allowed: every epoch's randomness is keyed by the
+    # epoch number, so a run resumed with more epochs is the run started with them.
+    diff = {k: v for k, v in config.diff(old).items() if k != "epochs"}
     if diff:
       fields = ", ".join(f"{k} (run: {b!r}, now: {a!r})" for k, (a, b) in diff.items())
       raise WorkdirError(
         f"Cannot resume {workdir!r} with a different config; differing fields: "
-        f"{fields}. Resume with the run's own flags, or start a new run in "
-        "another --workdir."
+        f"{fields}. Resume with the run's own flags (only --epochs may grow), or start "
+        "a new run in another --workdir."
       )
     _check_writable(workdir)
+    if config.epochs != old.epochs:
+      atomic_write_json(config_path, config.to_dict())
     return
   if has_run and not overwrite:
     what = "a run"

@@ -181,9 +181,13 @@ def test_four_host_devices_match_one_device(tmp_path):
   # Whole runs agree closely but not to rounding: RMSProp divides each
   # gradient by its own running norm, so parameters whose gradient is ~0
   # take full-size steps in the direction of that gradient's rounding.
+  # Measured over seeds 0-2 and both dropout generators: 1 vs 4 devices
+  # differ by up to 0.039 in this 2-epoch accuracy on 190 test pairs, which
+  # spans 0.93-0.98 from seed to seed on one device alone; the ROC AUC
+  # agrees within 0.003. The bounds sit at that seed-to-seed spread.
   a, b = one["results"], four["results"]
   assert b["num_devices"] == 4
-  assert abs(a["test_accuracy"] - b["test_accuracy"]) < 0.02
+  assert abs(a["test_accuracy"] - b["test_accuracy"]) < 0.05
   assert abs(a["test_roc_auc"] - b["test_roc_auc"]) < 0.01
 
 

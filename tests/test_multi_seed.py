@@ -1,0 +1,167 @@
+"""--seeds: several models in one program, equal to their single-seed runs."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from siamese_jax import Config, ConfigError, WorkdirError, train_and_evaluate
+from siamese_jax.multi_seed import seed_mesh, summarize, train_and_evaluate_seeds
+
+from conftest import run_module, start_module, synthetic_mnist, write_mnist_dir
+
+# Timing, and what describes the machine rather than the run.
+TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices"}
+
+
+def jsonl(path):
+  with open(path) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+def results(path):
+  with open(path) as f:
+    return {k: v for k, v in json.load(f).items() if k not in TIMING}
+
+
+def same_files(a, b, names=("config.json", "metrics.jsonl", "results.json", "checkpoint.msgpack")):
+  for name in names:
+    pa, pb = os.path.join(a, name), os.path.join(b, name)
+    if name.endswith(".jsonl"):
+      assert jsonl(pa) == jsonl(pb), name
+    elif name.endswith(".json"):
+      assert results(pa) == results(pb), name
+    else:
+      with open(pa, "rb") as fa, open(pb, "rb") as fb:
+        assert fa.read() == fb.read(), name
+
+
+CONFIG = Config(epochs=2, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+  data = synthetic_mnist()
+  root = tmp_path_factory.mktemp("seeds")
+  summary = train_and_evaluate_seeds(CONFIG, [0, 3], root / "multi", data, plots=False)
+  return data, root, summary
+
+
+def test_each_seed_equals_its_single_seed_run_bitwise(two_seeds):
+  data, root, _ = two_seeds
+  for seed in (0, 3):
+    single = root / f"single{seed}"
+    train_and_evaluate(Config(epochs=2, batch_size=32, seed=seed), single, data, plots=False)
+    same_files(single, root / "multi" / f"seed_{seed}")
+
+
+def test_summary_holds_mean_std_min_max_over_seeds(two_seeds, capsys):
+  _, root, summary = two_seeds
+  saved = json.loads((root / "multi/summary.json").read_text())
+  assert saved["seeds"] == [0, 3] and saved["num_seeds"] == 2
+  accs = [results(root / f"multi/seed_{s}/results.json")["test_accuracy"] for s in (0, 3)]
+  t = saved["results"]["test_accuracy"]
+  assert t["mean"] == pytest.approx(sum(accs) / 2)
+  assert t["min"] == min(accs) and t["max"] == max(accs)
+  assert t["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+  assert "seed" in saved["results"] and "threshold" in saved["results"]
+  assert summarize([{"a": 1.0, "s": "x"}])["results"] == {
+    "a": {"mean": 1.0, "std": 0.0, "min": 1.0, "max": 1.0}
+  }
+
+
+def test_same_seeds_twice_same_files(two_seeds, tmp_path):
+  data, root, _ = two_seeds
+  train_and_evaluate_seeds(CONFIG, [0, 3], tmp_path / "again", data, plots=False)
+  for seed in (0, 3):
+    same_files(root / "multi" / f"seed_{seed}", tmp_path / "again" / f"seed_{seed}")
+  a = json.loads((root / "multi/summary.json").read_text())["results"]
+  b = json.loads((tmp_path / "again/summary.json").read_text())["results"]
+  assert {k: v for k, v in a.items() if k not in TIMING} == {
+    k: v for k, v in b.items() if k not in TIMING
+  }
+
+
+@pytest.mark.parametrize("seeds", [None, [1, 2]])
+def test_training_longer_equals_a_longer_run(tmp_path, small_mnist, seeds):
+  def train(config, workdir, **kw):
+    if seeds is None:
+      return train_and_evaluate(config, workdir, small_mnist, plots=False, **kw)
+    return train_and_evaluate_seeds(config, seeds, workdir, small_mnist, plots=False, **kw)
+
+  train(Config(epochs=3, batch_size=32), tmp_path / "three")
+  train(Config(epochs=1, batch_size=32), tmp_path / "grown")
+  train(Config(epochs=3, batch_size=32), tmp_path / "grown", resume=True)
+  dirs = [""] if seeds is None else [f"seed_{s}" for s in seeds]
+  for d in dirs:
+    same_files(tmp_path / "three" / d, tmp_path / "grown" / d)
+  with pytest.raises(WorkdirError, match="more epochs, never fewer"):
+    train(Config(epochs=2, batch_size=32), tmp_path / "grown", resume=True)
+  with pytest.raises(WorkdirError, match=r"differing fields: margin.*only --epochs may grow"):
+    train(Config(epochs=4, batch_size=32, margin=2.0), tmp_path / "grown", resume=True)
+
+
+def test_fixed_pairs_with_a_holdout_do_not_stack_but_fresh_pairs_do(tmp_path, small_mnist):
+  with pytest.raises(ConfigError, match="--pairs fresh"):
+    train_and_evaluate_seeds(
+      Config(epochs=1, batch_size=32, holdout=150), [0, 1], tmp_path / "a", small_mnist
+    )
+  config = Config(epochs=1, batch_size=32, holdout=150, pairs="fresh")
+  train_and_evaluate_seeds(config, [0, 1], tmp_path / "b", small_mnist, plots=False)
+  train_and_evaluate(
+    Config(**{**config.to_dict(), "seed": 1}), tmp_path / "c", small_mnist, plots=False
+  )
+  same_files(tmp_path / "c", tmp_path / "b/seed_1")
+
+
+def test_seed_mesh_uses_the_largest_dividing_device_count():
+  import jax
+
+  dev = jax.devices()[:1] * 4  # the rule only; any list of devices
+  assert [seed_mesh(k, dev).devices.size for k in (1, 2, 3, 4, 6, 7)] == [1, 2, 3, 4, 3, 1]
+
+
+@pytest.mark.slow
+def test_seeds_spread_over_two_forced_host_devices(tmp_path, small_mnist):
+  d = write_mnist_dir(tmp_path / "data", small_mnist)
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  args = ["--data-dir", d, "--epochs", "2", "--batch-size", "32", "--no-progress"]
+  for seeds, devices in (("0,1", 2), ("0,1,2", 1)):
+    r = run_module(
+      "experiments.mnist_siamese", *args, "--seeds", seeds, "--workdir", str(tmp_path / seeds),
+      env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"in one program on {devices} device(s)" in r.stdout
+  # On two devices each seed still equals its single-seed run, bit for bit.
+  train_and_evaluate(Config(epochs=2, batch_size=32, seed=1), tmp_path / "one", small_mnist)
+  same_files(tmp_path / "one", tmp_path / "0,1/seed_1")
+  same_files(tmp_path / "one", tmp_path / "0,1,2/seed_1")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_gives_identical_files(tmp_path):
+  d = write_mnist_dir(tmp_path / "data", synthetic_mnist(n_train=6000, n_test=300))
+  args = ["--data-dir", d, "--epochs", "3", "--batch-size", "16", "--chunk-steps", "20"]
+  args += ["--seeds", "0,1", "--no-progress"]
+  r = run_module("experiments.mnist_siamese", *args, "--workdir", str(tmp_path / "ref"))
+  assert r.returncode == 0, r.stderr
+  workdir = tmp_path / "run"
+  p = start_module("experiments.mnist_siamese", *args, "--workdir", str(workdir))
+  t = time.time()
+  while not (workdir / "checkpoint.msgpack").exists():
+    assert p.poll() is None, p.communicate()
+    assert time.time() - t < 120
+    time.sleep(0.01)
+  time.sleep(0.2)  # into epoch 2
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  assert not (workdir / "summary.json").exists(), "killed too late"
+  r = run_module("experiments.mnist_siamese", *args, "--workdir", str(workdir), "--resume")
+  assert r.returncode == 0, r.stderr
+  assert "Resuming" in r.stdout
+  for s in (0, 1):
+    same_files(tmp_path / "ref" / f"seed_{s}", workdir / f"seed_{s}")
+  assert "over 2 seeds" in r.stdout
