@@ -18,7 +18,13 @@ import sys
 import jax
 
 from siamese_jax import Config, cli, load_mnist
-from siamese_jax.benchmark import format_report, full_run, run_benchmark
+from siamese_jax.benchmark import (
+  format_report,
+  format_seeds_report,
+  full_run,
+  run_benchmark,
+  run_seeds_benchmark,
+)
 from siamese_jax.config import DROPOUT_RNGS
 from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.files import atomic_write_json
@@ -54,6 +60,14 @@ def main(argv):
     help="JAX's PRNG implementation (default: JAX's own, threefry2x32)",
   )
   parser.add_argument("--no-full-run", action="store_true", help="skip the whole 20-epoch run")
+  parser.add_argument(
+    "--seeds",
+    type=int,
+    default=None,
+    metavar="K",
+    help="instead: time K seeds in one program against one seed on one device "
+    "(model-epochs per second, same run)",
+  )
   parser.add_argument("--json", default=None, help="also write the figures as JSON here")
   args = parser.parse_args(argv)
   if args.epochs < 2 or args.loop_epochs < 1 or args.chunk_steps < 1:
@@ -65,10 +79,21 @@ def main(argv):
   if args.prng_impl:
     jax.config.update("jax_default_prng_impl", args.prng_impl)
   data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
-  if not args.no_full_run and not data_dir:
+  if not args.no_full_run and not data_dir and args.seeds is None:
     # Checked before the timed work, not after it.
     parser.error("the full run needs --data-dir (or pass --no-full-run)")
   data = load_mnist(data_dir)
+  if args.seeds is not None:
+    if args.seeds < 1:
+      parser.error("--seeds must be >= 1")
+    report = run_seeds_benchmark(
+      data, config, args.seeds, epochs=args.epochs, chunk_steps=args.chunk_steps,
+      log=lambda s: print(s, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(format_seeds_report(report))
+    if args.json:
+      atomic_write_json(args.json, report)
+    return
   report = run_benchmark(
     data,
     config,

@@ -24,8 +24,8 @@ def main(argv):
   parser = cli.make_parser("python -m experiments.embedding_2d", __doc__.splitlines()[0], DEFAULTS)
   args = parser.parse_args(argv)
   config = cli.config_from_args(parser, args)
-  if args.seeds is not None:
-    parser.error("--seeds is not supported here: draw one map per run, with --seed")
+  if args.seeds is not None or args.sweep is not None:
+    parser.error("--seeds and --sweep are not supported here: draw one map per run")
   if config.hidden_sizes[-1] != 2:
     parser.error(f"--hidden-sizes must end in 2 for a 2-D map, got {args.hidden_sizes}")
   workdir, data, _ = cli.train_from_args("experiments.embedding_2d", config, args, argv)

@@ -30,6 +30,7 @@ rate, and turbo clocks exceed the nominal one. The measured ceiling, a
 bound and is reported beside it.
 """
 
+import functools
 import json
 import os
 import resource
@@ -393,3 +394,95 @@ def format_report(r: dict[str, Any]) -> str:
       f"{f['test_accuracy']:.4f}"
     )
   return "\n".join(lines)
+
+
+def run_seeds_benchmark(
+  data: MnistData,
+  config: Config,
+  num_seeds: int,
+  *,
+  epochs: int = 4,
+  chunk_steps: int = 200,
+  log=print,
+) -> dict[str, Any]:
+  """One seed on one device against `num_seeds` seeds in one program, same run.
+
+  The one-seed figure is the production path (`train_chunk`) on the first
+  device; the K-seed figure is `multi_seed.train_chunk_seeds` over the
+  seeds mesh (as many devices as divide K). Both are medians of epochs 2..
+  `epochs` of training (the first compiles).
+
+  Returns:
+    {"one_seed_seconds", "seeds_seconds", "num_seeds", "devices",
+    "model_epochs_per_second" for both, "ratio"}: ratio is the K-seed epoch
+    time over the one-seed epoch time.
+  """
+  from siamese_jax import multi_seed
+
+  def time_epochs(run_epoch, state):
+    times = []
+    for e in range(epochs):
+      t = time.perf_counter()
+      state = jax.block_until_ready(run_epoch(state, e))
+      times.append(time.perf_counter() - t)
+    return _median(times[1:])
+
+  # One seed, one device: what a single run does.
+  one = jax.devices()[:1]
+  keys, sets, num_pairs, _, mesh = check_data_for_benchmark(config, data, one)
+  images, pairs, y = jax.device_put((sets.train.images, sets.train.pairs, sets.train.y), one[0])
+
+  def one_epoch(state, e):
+    batches = epoch_batches(jax.random.fold_in(keys.data, e), num_pairs, config.batch_size)
+    return train_epoch(state, images, pairs, y, batches, keys.dropout, chunk_steps=chunk_steps)[0]
+
+  single = time_epochs(one_epoch, jax.device_put(create_train_state(keys.init, config), one[0]))
+  log(f"one seed on one device: {single:.3f} s/epoch")
+
+  configs = multi_seed.model_configs(config, list(range(num_seeds)))
+  sd = multi_seed.place_seeds(configs, data)
+  sharding = jax.sharding.NamedSharding(sd.mesh, jax.sharding.PartitionSpec(multi_seed.AXIS))
+  chunk = functools.partial(
+    multi_seed.train_chunk_seeds, shared_images=sd.shared_images, mesh=sd.mesh
+  )
+
+  def seeds_epoch(states, e):
+    ks = jax.vmap(lambda k: jax.random.fold_in(k, e))(sd.data_keys)
+    batches = jax.vmap(lambda k: epoch_batches(k, sd.num_pairs, config.batch_size))(ks)
+    return train_epoch(
+      states, sd.images, sd.pairs, sd.y, batches, sd.dropout_keys,
+      chunk_steps=chunk_steps, chunk_fn=chunk,
+    )[0]  # fmt: skip
+
+  many = time_epochs(seeds_epoch, jax.device_put(multi_seed.stack(sd.templates), sharding))
+  log(f"{num_seeds} seeds in one program on {sd.mesh.devices.size} device(s): {many:.3f} s/epoch")
+  return {
+    "num_seeds": num_seeds,
+    "devices": int(sd.mesh.devices.size),
+    "device_count": len(jax.devices()),
+    "one_seed_seconds": single,
+    "seeds_seconds": many,
+    "one_seed_model_epochs_per_second": 1 / single,
+    "seeds_model_epochs_per_second": num_seeds / many,
+    "ratio": many / single,
+    "throughput_gain": num_seeds * single / many,
+  }
+
+
+def check_data_for_benchmark(config: Config, data: MnistData, devices):
+  from siamese_jax.run import check_data
+
+  return check_data(config, data, devices)
+
+
+def format_seeds_report(r: dict[str, Any]) -> str:
+  return "\n".join(
+    [
+      f"one seed, one device        : {r['one_seed_seconds']:.3f} s/epoch "
+      f"({r['one_seed_model_epochs_per_second']:.2f} model-epochs/s)",
+      f"{r['num_seeds']} seeds, one program, {r['devices']} of {r['device_count']} device(s): "
+      f"{r['seeds_seconds']:.3f} s/epoch ({r['seeds_model_epochs_per_second']:.2f} model-epochs/s)",
+      f"{r['num_seeds']}-seed epoch / one-seed epoch: {r['ratio']:.2f}x; throughput "
+      f"{r['throughput_gain']:.2f}x that of running the seeds one after another",
+    ]
+  )

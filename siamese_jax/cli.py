@@ -34,6 +34,18 @@ def _int_list(text: str) -> tuple[int, ...]:
     ) from None
 
 
+def _sweep(text: str) -> tuple[str, tuple[float, ...]]:
+  field, sep, values = text.partition("=")
+  try:
+    if not sep:
+      raise ValueError
+    return field.replace("-", "_"), tuple(float(v) for v in values.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"expected FIELD=v1,v2,... such as margin=0.5,1,2, got {text!r}"
+    ) from None
+
+
 # Config field -> (flag type, help). Flags are the field names with dashes.
 _CONFIG_FLAGS = {
   "seed": (int, "root PRNG seed"),
@@ -121,6 +133,14 @@ def make_parser(
     default="mnist",
     help="the dataset tensorflow-datasets loads when no --data-dir is given (default mnist)",
   )
+  run.add_argument(
+    "--sweep",
+    type=_sweep,
+    default=None,
+    metavar="FIELD=v1,v2,...",
+    help="also train every value of learning_rate or margin, crossed with the seeds, in the "
+    "same program; files go to <workdir>/<field>_<value>/seed_<S>/",
+  )
   run.add_argument("--workdir", default=None, help="output directory (default runs/<name>/<time>)")
   run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
   run.add_argument("--overwrite", action="store_true", help="replace a run already in --workdir")
@@ -144,6 +164,20 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
   seeds = getattr(args, "seeds", None)
   if seeds is not None and (len(set(seeds)) != len(seeds) or min(seeds) < 0):
     parser.error(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, seeds))}.")
+  sweep = getattr(args, "sweep", None)
+  if sweep is not None:
+    from siamese_jax.multi_seed import SWEEPABLE
+
+    field, values = sweep
+    if field not in SWEEPABLE:
+      parser.error(f"--sweep {field}=...: only {' and '.join(SWEEPABLE)} can be swept.")
+    if len(set(values)) != len(values):
+      parser.error(f"--sweep {field}= must list distinct values.")
+    for v in values:
+      try:
+        dataclasses.replace(config, **{field: v})
+      except ConfigError as e:
+        parser.error(str(e).replace("Config.", "--sweep ").replace("_", "-"))
   return config
 
 
@@ -175,6 +209,8 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
   from siamese_jax.run import RunInterrupted, train_and_evaluate
 
   workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config, args.seeds)
+  if args.sweep is not None and args.workdir is None:
+    workdir += f"-{args.sweep[0]}-sweep"
   data = load_data(args.data_dir, tfds_name=args.tfds_name)
   print(f"workdir: {workdir}", flush=True)
   options = dict(
@@ -184,10 +220,11 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
     progress=not args.no_progress,
   )
   try:
-    if args.seeds is not None:
+    if args.seeds is not None or args.sweep is not None:
       if args.tensorboard:
-        raise ConfigError("--tensorboard is for single-seed runs; drop it with --seeds.")
-      results = train_and_evaluate_seeds(config, args.seeds, workdir, data, **options)
+        raise ConfigError("--tensorboard is for single runs; drop it with --seeds or --sweep.")
+      seeds = args.seeds if args.seeds is not None else [config.seed]
+      results = train_and_evaluate_seeds(config, seeds, workdir, data, sweep=args.sweep, **options)
     else:
       results = train_and_evaluate(config, workdir, data, tensorboard=args.tensorboard, **options)
   except RunInterrupted as e:

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import jax
 import pytest
 
 from siamese_jax import Config, ConfigError, WorkdirError, train_and_evaluate
@@ -165,3 +166,66 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_files(tmp_path):
   for s in (0, 1):
     same_files(tmp_path / "ref" / f"seed_{s}", workdir / f"seed_{s}")
   assert "over 2 seeds" in r.stdout
+
+
+@pytest.mark.parametrize("field, values", [("margin", (0.5, 2.0)), ("learning_rate", (3e-4, 3e-3))])
+def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, values):
+  config = Config(epochs=1, batch_size=32)
+  summary = train_and_evaluate_seeds(
+    config, [0, 1], tmp_path / "sweep", small_mnist, sweep=(field, values), plots=False
+  )
+  assert summary["sweep"] == {"field": field, "values": list(values)}
+  assert set(summary["by_value"]) == {f"{v:g}" for v in values}
+  for v in values:
+    group = summary["by_value"][f"{v:g}"]
+    assert group["num_seeds"] == 2
+    single = tmp_path / f"single{v}"
+    train_and_evaluate(
+      Config(epochs=1, batch_size=32, seed=1, **{field: v}), single, small_mnist, plots=False
+    )
+    same_files(single, tmp_path / "sweep" / f"{field}_{v:g}" / "seed_1")
+
+
+def test_one_compilation_serves_every_swept_value(tmp_path, small_mnist, monkeypatch):
+  from siamese_jax import multi_seed
+  from siamese_jax.benchmark import _CompileTimer
+
+  compiles = []
+  real = multi_seed.train_chunk_seeds
+
+  def counting(*args, **kwargs):
+    with _CompileTimer() as timer:
+      out = real(*args, **kwargs)
+      jax.block_until_ready(out)
+    compiles.append(timer.count)
+    return out
+
+  monkeypatch.setattr(multi_seed, "train_chunk_seeds", counting)
+  # 6 models with 3 margins, 2 epochs of one chunk each: at most the first
+  # call compiles (none if an earlier test compiled these shapes).
+  train_and_evaluate_seeds(
+    Config(epochs=2, batch_size=32, seed=7), [0, 1], tmp_path / "a", small_mnist,
+    sweep=("margin", (0.5, 1.0, 2.0)), plots=False,
+  )  # fmt: skip
+  assert len(compiles) == 2 and compiles[0] <= 1 and compiles[1] == 0, compiles
+
+
+def test_sweep_flags(tmp_path, small_mnist):
+  d = write_mnist_dir(tmp_path / "data", small_mnist)
+  args = ["--data-dir", d, "--epochs", "1", "--batch-size", "32", "--no-progress"]
+  r = run_module(
+    "experiments.mnist_siamese", *args, "--sweep", "dropout=0,0.1", "--workdir", str(tmp_path / "x")
+  )
+  assert r.returncode == 2 and "only learning_rate and margin can be swept" in r.stderr
+  r = run_module(
+    "experiments.mnist_siamese", *args, "--sweep", "margin=-1,1", "--workdir", str(tmp_path / "x")
+  )
+  assert r.returncode == 2 and "margin" in r.stderr and "Traceback" not in r.stderr
+  r = run_module(
+    "experiments.mnist_siamese", *args, "--seeds", "0,1", "--sweep", "margin=0.5,1",
+    "--workdir", str(tmp_path / "ok"),
+  )  # fmt: skip
+  assert r.returncode == 0, r.stderr
+  assert "2 seeds x 2 values of margin in one program" in r.stdout
+  assert "margin 0.5: test accuracy" in r.stdout and "over 2 seeds" in r.stdout
+  assert (tmp_path / "ok/margin_1/seed_1/results.json").exists()
