@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from siamese_jax import Config, cli, load_trained, plots
+from siamese_jax import Config, cli, distributed, load_trained, plots
 
 DEFAULTS = Config(hidden_sizes=(128, 128, 2), final_relu=False)
 
@@ -29,6 +29,8 @@ def main(argv):
   if config.hidden_sizes[-1] != 2:
     parser.error(f"--hidden-sizes must end in 2 for a 2-D map, got {args.hidden_sizes}")
   workdir, data, _ = cli.train_from_args("experiments.embedding_2d", config, args, argv)
+  if not distributed.is_writer():
+    return  # process 0 draws the map
   images, labels, name, what = data.test_images, data.test_labels, "embedding_2d.png", "test"
   if config.train_classes is not None:
     unseen = ~np.isin(labels, config.train_classes)

@@ -196,6 +196,48 @@ def floor_epoch_seconds(
   return _median(times)
 
 
+def _time_step_loop(state, split, make_batches, keys, steps, loop_epochs, log):
+  """The per-step dispatch loop: the same steps, one `train_step` call each.
+
+  The batch is gathered on the device by its own jitted call.
+
+  Returns:
+    (seconds per epoch, the state, the last epoch's batches).
+  """
+  batches = make_batches(keys.data)
+  state, _ = train_step(state, gather_batch_jit(*split, batches[0]), keys.dropout)
+  jax.block_until_ready(state)  # compiled outside the timing
+  times = []
+  for e in range(loop_epochs):
+    batches = make_batches(jax.random.fold_in(keys.data, 100 + e))
+    batches.block_until_ready()
+    t = time.perf_counter()
+    metrics = []
+    for i in range(steps):
+      state, m = train_step(state, gather_batch_jit(*split, batches[i]), keys.dropout)
+      metrics.append(m)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t)
+    log(f"per-step loop epoch {e + 1}: train {times[-1]:.3f} s")
+  return times, state, batches
+
+
+def _xla_flop_per_pair(state, split, idx, key, batch_size: int) -> float:
+  """XLA's own FLOP count for one step, per pair: a check of the analytic one.
+
+  (cost_analysis does not multiply a scan's body by its trip count, so it is
+  asked about one `train_step`.)
+  """
+  try:
+    batch = gather_batch_jit(*split, idx)
+    cost = train_step.lower(state, batch, key).compile().cost_analysis()
+    if isinstance(cost, list):
+      cost = cost[0]
+    return float(cost["flops"]) / batch_size
+  except Exception:  # cost_analysis is best effort across jax versions and backends.
+    return float("nan")
+
+
 def run_benchmark(
   data: MnistData,
   config: Config = Config(),  # noqa: B008 (frozen, so a shared default is safe)
@@ -275,44 +317,32 @@ def run_benchmark(
     val_s.append(validate(state))
     log(f"scanned epoch {e}: train {t:.3f} s, validation {val_s[-1]:.4f} s")
 
-  # The per-step dispatch loop: the same steps, one `train_step` call each,
-  # the batch gathered on the device by its own jitted call.
   loop_state = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
-  batches = make_batches(keys.data)
-  loop_state, _ = train_step(
-    loop_state, gather_batch_jit(images, pairs, y, batches[0]), keys.dropout
+  loop_s, loop_state, batches = _time_step_loop(
+    loop_state, (images, pairs, y), make_batches, keys, steps, loop_epochs, log
   )
-  jax.block_until_ready(loop_state)  # compiled outside the timing
-  loop_s = []
-  for e in range(loop_epochs):
-    batches = make_batches(jax.random.fold_in(keys.data, 100 + e))
-    batches.block_until_ready()
-    t = time.perf_counter()
-    metrics = []
-    for i in range(steps):
-      loop_state, m = train_step(
-        loop_state, gather_batch_jit(images, pairs, y, batches[i]), keys.dropout
-      )
-      metrics.append(m)
-    jax.block_until_ready((loop_state, metrics))
-    loop_s.append(time.perf_counter() - t)
-    log(f"per-step loop epoch {e + 1}: train {loop_s[-1]:.3f} s")
+  xla_flop_per_pair = _xla_flop_per_pair(
+    loop_state, (images, pairs, y), batches[0], keys.dropout, config.batch_size
+  )
 
-  # XLA's own FLOP count for one step, as a cross-check of the analytic one
-  # (cost_analysis does not multiply a scan's body by its trip count).
-  try:
-    batch = gather_batch_jit(images, pairs, y, batches[0])
-    cost = train_step.lower(loop_state, batch, keys.dropout).compile().cost_analysis()
-    if isinstance(cost, list):
-      cost = cost[0]
-    xla_flop_per_pair = float(cost["flops"]) / config.batch_size
-  except Exception:  # cost_analysis is best effort across jax versions and backends.
-    xla_flop_per_pair = float("nan")
-
-  train_epoch_s = _median(train_s)
-  val_epoch_s = _median(val_s)
   floor_s = floor_epoch_seconds(config, steps)
   log(f"floor (the step's matmuls alone): {floor_s:.3f} s/epoch")
+  measured = {
+    "train_s": train_s, "val_s": val_s, "loop_s": loop_s, "floor_s": floor_s,
+    "first_train": first_train, "compiles": compiles, "xla_flop_per_pair": xla_flop_per_pair,
+  }  # fmt: skip
+  return _report(
+    config, data, sets, mesh, pairs_per_epoch, measured, chunk_steps, fuse_branches, donate
+  )
+
+
+def _report(config, data, sets, mesh, pairs_per_epoch, m, chunk_steps, fuse_branches, donate):
+  """The figures of `run_benchmark` from its measured times (see `format_report`)."""
+  train_s, val_s, loop_s = m["train_s"], m["val_s"], m["loop_s"]
+  floor_s, first_train, compiles = m["floor_s"], m["first_train"], m["compiles"]
+  xla_flop_per_pair = m["xla_flop_per_pair"]
+  train_epoch_s = _median(train_s)
+  val_epoch_s = _median(val_s)
   train_flop = FLOP_PER_TRAIN_PAIR * pairs_per_epoch
   val_flop_executed = FLOP_PER_IMAGE_FORWARD * len(data.test_images)
   val_flop_per_pair = 2 * FLOP_PER_IMAGE_FORWARD * len(sets.test.pairs)

@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass
 
 import flax.serialization
-import jax
 import numpy as np
 
+from siamese_jax import parallel
 from siamese_jax.config import Config
 from siamese_jax.errors import WorkdirError
 from siamese_jax.files import atomic_write_bytes
@@ -43,7 +43,7 @@ class Checkpoint:
 def save(workdir: str, ckpt: Checkpoint) -> str:
   """Writes `<workdir>/checkpoint.msgpack` atomically; returns its path."""
   payload = {
-    "state": flax.serialization.to_state_dict(jax.device_get(ckpt.state)),
+    "state": flax.serialization.to_state_dict(parallel.to_host(ckpt.state)),
     "epoch": ckpt.epoch,
     "step_in_epoch": ckpt.step_in_epoch,
     "partial_metrics": {k: np.asarray(v) for k, v in ckpt.partial_metrics.items()},

@@ -141,6 +141,25 @@ def make_parser(
     help="also train every value of learning_rate or margin, crossed with the seeds, in the "
     "same program; files go to <workdir>/<field>_<value>/seed_<S>/",
   )
+  dist = parser.add_argument_group(
+    "several processes (see siamese_jax/distributed.py; without these, one process)"
+  )
+  dist.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address")
+  dist.add_argument("--num-processes", type=int, default=None, metavar="N")
+  dist.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
+  dist.add_argument(
+    "--distributed",
+    choices=("auto",),
+    default=None,
+    help="auto: let JAX detect the cluster (SLURM, Open MPI, TPU)",
+  )
+  dist.add_argument(
+    "--distributed-timeout",
+    type=int,
+    default=60,
+    metavar="S",
+    help="seconds to wait for the other processes to join (default %(default)s)",
+  )
   run.add_argument("--workdir", default=None, help="output directory (default runs/<name>/<time>)")
   run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
   run.add_argument("--overwrite", action="store_true", help="replace a run already in --workdir")
@@ -148,6 +167,19 @@ def make_parser(
   run.add_argument("--no-progress", action="store_true", help="no progress bar")
   run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
   return parser
+
+
+def distributed_options(args: argparse.Namespace):
+  """The multi-process flags as `siamese_jax.distributed.Options`."""
+  from siamese_jax import distributed
+
+  return distributed.Options(
+    coordinator=args.coordinator,
+    num_processes=args.num_processes,
+    process_id=args.process_id,
+    auto=args.distributed == "auto",
+    timeout_s=args.distributed_timeout,
+  )
 
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
@@ -161,6 +193,19 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     parser.error(f"--chunk-steps={args.chunk_steps} is invalid: it must be >= 1.")
   if args.resume and args.overwrite:
     parser.error("--resume and --overwrite contradict each other; pass one of them.")
+  if hasattr(args, "coordinator"):
+    try:
+      dist = distributed_options(args)
+      dist.validate()
+    except ConfigError as e:
+      parser.error(str(e))
+    if dist.enabled and (args.seeds is not None or args.sweep is not None):
+      parser.error("--seeds and --sweep run in one process; drop them for multi-process training.")
+    if dist.enabled and args.workdir is None:
+      parser.error(
+        "multi-process training needs --workdir: give every process the same one "
+        "(process 0 writes it; a resumed run reads it in every process)."
+      )
   seeds = getattr(args, "seeds", None)
   if seeds is not None and (len(set(seeds)) != len(seeds) or min(seeds) < 0):
     parser.error(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, seeds))}.")
@@ -204,15 +249,20 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
   Returns:
     (workdir, data, results).
   """
+  from siamese_jax import distributed
   from siamese_jax.data import load_data
   from siamese_jax.multi_seed import train_and_evaluate_seeds
   from siamese_jax.run import RunInterrupted, train_and_evaluate
 
+  # Before any JAX computation (make_pairs' keys, the devices): a no-op
+  # without the multi-process flags.
+  distributed.initialize(distributed_options(args))
   workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config, args.seeds)
   if args.sweep is not None and args.workdir is None:
     workdir += f"-{args.sweep[0]}-sweep"
   data = load_data(args.data_dir, tfds_name=args.tfds_name)
-  print(f"workdir: {workdir}", flush=True)
+  if distributed.is_writer():
+    print(f"workdir: {workdir}", flush=True)
   options = dict(
     resume=args.resume,
     overwrite=args.overwrite,
@@ -232,6 +282,25 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
   return workdir, data, results
 
 
+def _exit_if_distributed(code: int) -> None:
+  """Leaves at once when this process belongs to a multi-process run.
+
+  JAX's shutdown barrier at interpreter exit would otherwise wait for the
+  processes that are gone, then abort from C++ (exit code 134). Every file
+  the run wrote is complete (writes are atomic), so nothing is lost.
+  """
+  import jax
+
+  try:
+    several = jax.process_count() > 1
+  except Exception:  # no backend could start: not a multi-process run
+    several = False
+  if several:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
   """Runs `main(argv)`, mapping expected errors to exit codes (see module doc)."""
   from siamese_jax.run import RunInterrupted
@@ -247,6 +316,7 @@ def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None
     return 2
   except SiameseJaxError as e:
     print(f"error: {e}", file=sys.stderr)
+    _exit_if_distributed(1)
     return 1
   except KeyboardInterrupt:
     print("\nInterrupted.", file=sys.stderr)

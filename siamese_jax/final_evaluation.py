@@ -120,6 +120,7 @@ def pair_results(state, config: Config, run) -> tuple[dict, np.ndarray, float]:
       "image_shape": list(run.test[0].shape[1:]),
       "backend": jax.default_backend(),
       "num_devices": len(jax.devices()),
+      "num_processes": jax.process_count(),
     }
   )
   return results, test_d, threshold

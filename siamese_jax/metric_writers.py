@@ -16,6 +16,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Protocol, TextIO
 
+from siamese_jax.files import write_error
+
 
 class MetricWriter(Protocol):
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None: ...
@@ -32,10 +34,14 @@ class JsonlWriter:
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     line = json.dumps({self._key: step, **scalars}, sort_keys=False) + "\n"
-    with open(self._path, "a") as f:
-      f.write(line)
-      f.flush()
-      os.fsync(f.fileno())
+    try:
+      with open(self._path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+      # A line cut short by a full disk is dropped on --resume (see workdir.py).
+      raise write_error(self._path, e) from None
 
   def close(self) -> None:
     pass

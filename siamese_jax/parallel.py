@@ -8,8 +8,8 @@ jitted functions, and XLA's SPMD partitioner inserts the all-reduce that
 averages the gradients. With one device this is exactly the single-device
 program.
 
-Multi-host: call `jax.distributed.initialize()` first (see the README); the
-mesh then spans `jax.devices()`.
+Several processes: `siamese_jax.distributed.initialize` first; the mesh then
+spans every process's devices, and `to_host` fetches replicated results.
 """
 
 import jax
@@ -55,3 +55,22 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     raise ConfigError(
       f"batch_size={batch_size} does not split evenly over {n} devices; use a multiple of {n}."
     )
+
+
+def to_host(tree):
+  """Host numpy copies of a tree of replicated arrays, also across processes.
+
+  `jax.device_get` refuses arrays that span several processes (not fully
+  addressable). Every array fetched here is replicated (parameters,
+  per-step metrics, validation results), so this process's own copy is the
+  whole value.
+  """
+
+  def one(x):
+    if isinstance(x, jax.Array):
+      if not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+      return np.asarray(x)
+    return x
+
+  return jax.tree.map(one, tree)

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from siamese_jax import checkpoint, parallel
+from siamese_jax import checkpoint, distributed, parallel
 from siamese_jax.config import Config
 from siamese_jax.dataset import MnistData
 from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
@@ -210,15 +210,17 @@ def start_or_resume(
         "it does not belong to this config. Start over with --overwrite."
       )
     position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, ckpt.partial_metrics)
-    truncate_metrics(metrics_path, ckpt.epoch)
-    print(
-      f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
-      file=out,
-      flush=True,
-    )
+    if distributed.is_writer():
+      truncate_metrics(metrics_path, ckpt.epoch)
+      print(
+        f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
+        file=out,
+        flush=True,
+      )
   elif resume:
-    truncate_metrics(metrics_path, 0)
-    print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
+    if distributed.is_writer():
+      truncate_metrics(metrics_path, 0)
+      print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
   position.state = parallel.put_replicated(position.state, run.mesh)
   return position
 
@@ -229,6 +231,9 @@ def data_key_bits(run: RunData) -> np.ndarray:
 
 
 def save_checkpoint(config, run, workdir, state, epoch, step_in_epoch, metrics) -> str:
+  """Writes the run's checkpoint (process 0 only); returns its path."""
+  if not distributed.is_writer():
+    return os.path.join(workdir, checkpoint.CHECKPOINT_NAME)
   return checkpoint.save(
     workdir,
     checkpoint.Checkpoint(state, epoch, step_in_epoch, metrics, data_key_bits(run), config),
@@ -360,7 +365,12 @@ def train_one_epoch(config, run, workdir, position, options, sigint) -> Position
 
 
 def make_writer(config: Config, workdir: str, out, *, tensorboard: bool) -> MetricWriter:
-  """Console line, metrics.jsonl and optionally TensorBoard, behind one interface."""
+  """Console line, metrics.jsonl and optionally TensorBoard, behind one interface.
+
+  Processes other than 0 get a writer that writes nothing.
+  """
+  if not distributed.is_writer():
+    return MultiWriter([])
   writers = [
     ConsoleWriter(total=config.epochs, stream=out),
     JsonlWriter(os.path.join(workdir, METRICS_NAME)),
@@ -420,7 +430,15 @@ def train_and_evaluate(
   workdir = os.fspath(workdir)
   # Data and devices: every config check happens before the workdir is touched.
   checked = check_data(config, data, devices)
-  prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
+  if distributed.is_writer():
+    prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
+  else:
+    print(
+      f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
+      f"process 0 writes {workdir}",
+      file=sys.stderr,
+      flush=True,
+    )
   run = place_data(config, *checked)
   # Workdir: a new run, or the checkpoint of the one to resume.
   position = start_or_resume(config, run, workdir, resume=resume, out=out, encoder=encoder)
@@ -430,9 +448,20 @@ def train_and_evaluate(
     state = train_epochs(
       config, run, workdir, position, writer, LoopOptions(chunk_steps, progress, on_epoch)
     )
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise  # one process: not a lost peer, a bug worth its traceback
+    raise distributed.lost_peer(e, workdir) from None
   finally:
     writer.close()
-  # Final evaluation and results.
+  # Final evaluation and results, by process 0 alone.
+  if jax.process_count() > 1:
+    if not distributed.is_writer():
+      return {}
+    # Its own copy of the state and data on one local device: nothing here
+    # is a collective, so the other processes may finish.
+    run = place_data(config, *checked[:4], parallel.data_mesh(jax.local_devices()[:1]))
+    state = jax.device_put(parallel.to_host(state), jax.local_devices()[0])
   results = final_evaluation(state, config, run, workdir, plots=plots)
   if encoder is not None:  # load_trained needs to be told which one.
     results["encoder"] = f"custom ({type(encoder).__name__})"

@@ -27,6 +27,7 @@ timeout, failing at once with a message that names both fixes.
 import io
 import os
 import socket
+import sys
 import threading
 import urllib.parse
 
@@ -42,7 +43,7 @@ from tensorflow_datasets.image_classification import mnist as tfds_stock_mnist
 from siamese_jax import idx
 from siamese_jax.dataset import DATA_DIR_ENV, Dataset
 from siamese_jax.errors import DataError
-from siamese_jax.files import atomic_write_bytes
+from siamese_jax.files import WriteError, atomic_write_bytes
 
 _CACHE_NAME = "siamese_jax_arrays.npz"
 _PROBE_TIMEOUT_S = 5.0
@@ -262,5 +263,8 @@ def _load(data_dir, builder_cls):
       labels[i] = ex["label"]
     arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
   data = Dataset(**arrays, source=builder.data_dir)
-  _save_cache(cache, arrays)
+  try:
+    _save_cache(cache, arrays)
+  except WriteError as e:  # Only a speed-up: the next load decodes again.
+    print(f"note: the decoded-array cache was not written: {e}", file=sys.stderr)
   return data

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from siamese_jax import parallel
 from siamese_jax.config import Config
 from siamese_jax.errors import ConfigError
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
@@ -293,7 +294,7 @@ def train_epoch(
   def finish(item):
     nonlocal done, stop
     length, metrics = item
-    host = jax.device_get(metrics)
+    host = parallel.to_host(metrics)
     collected.append(host)
     done += length
     if on_chunk is not None and on_chunk(done, total, host):
@@ -411,4 +412,4 @@ def evaluate(
 
 def to_host_scalars(metrics: dict[str, Any]) -> dict[str, float]:
   """Device or numpy scalars -> plain floats, for JSON."""
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+  return {k: float(v) for k, v in parallel.to_host(metrics).items()}

@@ -1,0 +1,209 @@
+"""Several processes on localhost, one jax.distributed run; full disks."""
+
+import errno
+import json
+import os
+import socket
+import time
+
+import jax
+import pytest
+
+from siamese_jax import Config, WorkdirError, checkpoint, create_train_state, train_and_evaluate
+from siamese_jax import files as files_lib
+
+from conftest import run_module, start_module, synthetic_mnist, write_mnist_dir
+
+TIMING = {"epoch_seconds", "total_seconds", "num_processes"}
+RUN = ["--epochs", "2", "--batch-size", "32", "--no-progress"]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def strip(path):
+  if path.endswith(".jsonl"):
+    with open(path) as f:
+      return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+  with open(path) as f:
+    return {k: v for k, v in json.load(f).items() if k not in TIMING}
+
+
+def start_group(data_dir, workdir, n=2, extra=()):
+  port = free_port()
+  return [
+    start_module(
+      "experiments.mnist_siamese",
+      "--data-dir",
+      data_dir,
+      *RUN,
+      "--workdir",
+      str(workdir),
+      "--coordinator",
+      f"127.0.0.1:{port}",
+      "--num-processes",
+      str(n),
+      "--process-id",
+      str(i),
+      *extra,
+    )  # fmt: skip
+    for i in range(n)
+  ]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return write_mnist_dir(tmp_path_factory.mktemp("data"), synthetic_mnist())
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path):
+  procs = start_group(data_dir, tmp_path / "multi")
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs, strict=True):
+    assert p.returncode == 0, err
+  # Process 1 printed no run output (gloo's own C++ line about its peers may
+  # appear) and one line of its own to stderr.
+  assert "epoch" not in outs[1][0] and "Accuracy" not in outs[1][0] and "workdir" not in outs[1][0]
+  assert "process 1 of 2" in outs[1][1]
+  assert "* Accuracy on test set" in outs[0][0]
+  r = run_module(
+    "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, "--workdir", str(tmp_path / "one"),
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )  # fmt: skip
+  assert r.returncode == 0, r.stderr
+  # Only process 0's files, and exactly a single run's.
+  assert sorted(os.listdir(tmp_path / "multi")) == sorted(os.listdir(tmp_path / "one"))
+  # A sum of two gradients is the same in either order, so gloo's all-reduce
+  # between processes and XLA's between devices give bitwise the same run.
+  for name in ("metrics.jsonl", "results.json", "config.json"):
+    assert strip(str(tmp_path / "multi" / name)) == strip(str(tmp_path / "one" / name)), name
+  a = (tmp_path / "multi/checkpoint.msgpack").read_bytes()
+  b = (tmp_path / "one/checkpoint.msgpack").read_bytes()
+  assert a == b
+  assert json.loads((tmp_path / "multi/results.json").read_text())["num_processes"] == 2
+
+
+@pytest.mark.slow
+def test_an_unreachable_coordinator_fails_in_bounded_time(data_dir, tmp_path):
+  port = free_port()  # nobody listens there
+  t = time.time()
+  r = run_module(
+    "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, "--workdir", str(tmp_path / "w"),
+    "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
+    "--distributed-timeout", "3",
+  )  # fmt: skip
+  assert r.returncode == 1, r.stderr
+  assert time.time() - t < 60
+  assert f"127.0.0.1:{port}" in r.stderr and "--distributed-timeout" in r.stderr
+  assert "Traceback" not in r.stderr
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+  "flags, message",
+  [
+    (["--num-processes", "2", "--process-id", "2"], "--process-id 2 is out of range"),
+    (["--num-processes", "2"], "needs all of --coordinator"),
+    (["--distributed", "auto", "--process-id", "0"], "drop --coordinator, --num-processes"),
+    (["--num-processes", "2", "--process-id", "0", "--seeds", "0,1"], "--seeds and --sweep"),
+  ],
+)
+def test_bad_multi_process_flags_are_usage_errors(data_dir, tmp_path, flags, message):
+  if "--distributed" not in flags and "--num-processes" in flags and "--process-id" in flags:
+    flags = ["--coordinator", "127.0.0.1:1", *flags]
+  r = run_module(
+    "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, "--workdir", str(tmp_path / "w"),
+    *flags,
+  )  # fmt: skip
+  assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_split_over_the_processes_is_a_usage_error(data_dir, tmp_path):
+  procs = start_group(data_dir, tmp_path / "w", extra=("--batch-size", "33"))
+  for p in procs:
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "does not split evenly over 2 devices" in err, err
+
+
+def test_a_full_disk_is_one_error_and_keeps_the_last_checkpoint(tmp_path, small_mnist, monkeypatch):
+  real_fsync = os.fsync
+  saves = []
+
+  def fsync(fd):
+    name = os.readlink(f"/proc/self/fd/{fd}")
+    if os.path.basename(name).startswith(".tmp-"):  # an atomic write, not metrics.jsonl
+      saves.append(name)
+      if len(saves) >= 3:  # config.json, epoch 1's checkpoint, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real_fsync(fd)
+
+  monkeypatch.setattr(files_lib.os, "fsync", fsync)
+  workdir = tmp_path / "run"
+  with pytest.raises(WorkdirError) as e:
+    train_and_evaluate(Config(epochs=3, batch_size=32), workdir, small_mnist, plots=False)
+  message = str(e.value)
+  assert "checkpoint.msgpack" in message and "No space left on device" in message
+  assert "--resume" in message and "\n" not in message
+  assert not [f for f in os.listdir(workdir) if f.startswith(".tmp-")]
+  monkeypatch.setattr(files_lib.os, "fsync", real_fsync)
+  ckpt = checkpoint.load(str(workdir), create_train_state(jax.random.key(0), Config()))
+  assert ckpt.epoch == 1  # the last good checkpoint
+  # And resuming once there is space finishes the run.
+  r = train_and_evaluate(
+    Config(epochs=3, batch_size=32), workdir, small_mnist, resume=True, plots=False
+  )
+  assert r["epochs"] == 3
+
+
+def test_a_full_disk_exits_1_without_a_traceback(tmp_path, small_mnist, monkeypatch, capsys):
+  from experiments import mnist_siamese
+  from siamese_jax import cli
+
+  d = write_mnist_dir(tmp_path / "data", small_mnist)
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(files_lib.os, "fsync", full)
+  rc = cli.run_main(mnist_siamese.main, ["--data-dir", d, *RUN, "--workdir", str(tmp_path / "w")])
+  err = capsys.readouterr().err
+  assert rc == 1 and "Cannot write" in err and "No space left on device" in err
+  assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_dead_process_stops_the_others_and_the_group_resumes(tmp_path):
+  d = write_mnist_dir(tmp_path / "data", synthetic_mnist(n_train=1200, n_test=200))
+  extra = ("--epochs", "4", "--batch-size", "16", "--chunk-steps", "10")
+  ref = start_group(d, tmp_path / "ref", extra=extra)
+  for p in ref:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+  workdir = tmp_path / "run"
+  procs = start_group(d, workdir, extra=extra)
+  t = time.time()
+  while not (workdir / "checkpoint.msgpack").exists():
+    assert procs[0].poll() is None, procs[0].communicate()
+    assert time.time() - t < 120
+    time.sleep(0.05)
+  procs[1].kill()
+  t = time.time()
+  _, err = procs[0].communicate(timeout=120)
+  assert procs[0].returncode == 1, err
+  assert time.time() - t < 60  # within the heartbeat timeout, in practice at the next step
+  assert "another process died" in err and "--resume" in err and str(workdir) in err
+  assert not (workdir / "results.json").exists()
+  again = start_group(d, workdir, extra=(*extra, "--resume"))
+  for p in again:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+  for name in ("metrics.jsonl", "results.json"):
+    assert strip(str(workdir / name)) == strip(str(tmp_path / "ref" / name)), name
+  assert (workdir / "checkpoint.msgpack").read_bytes() == (
+    tmp_path / "ref/checkpoint.msgpack"
+  ).read_bytes()
