@@ -178,8 +178,8 @@ def test_a_full_disk_exits_1_without_a_traceback(tmp_path, small_mnist, monkeypa
 
 @pytest.mark.slow
 def test_a_dead_process_stops_the_others_and_the_group_resumes(tmp_path):
-  d = write_mnist_dir(tmp_path / "data", synthetic_mnist(n_train=1200, n_test=200))
-  extra = ("--epochs", "4", "--batch-size", "16", "--chunk-steps", "10")
+  d = write_mnist_dir(tmp_path / "data", synthetic_mnist(n_train=800, n_test=200))
+  extra = ("--epochs", "3", "--batch-size", "16", "--chunk-steps", "10")
   ref = start_group(d, tmp_path / "ref", extra=extra)
   for p in ref:
     _, err = p.communicate(timeout=300)
