@@ -111,6 +111,13 @@ def make_parser(
     default=defaults.final_relu,
     help="ReLU on the embedding's last layer",
   )
+  _add_run_flags(parser)
+  _add_distributed_flags(parser)
+  return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+  """Where the data and the outputs are, and how the run goes (not the config)."""
   run = parser.add_argument_group("run")
   run.add_argument(
     "--seeds",
@@ -141,6 +148,16 @@ def make_parser(
     help="also train every value of learning_rate or margin, crossed with the seeds, in the "
     "same program; files go to <workdir>/<field>_<value>/seed_<S>/",
   )
+  run.add_argument("--workdir", default=None, help="output directory (default runs/<name>/<time>)")
+  run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+  run.add_argument("--overwrite", action="store_true", help="replace a run already in --workdir")
+  run.add_argument("--chunk-steps", type=int, default=200, help="steps per device dispatch")
+  run.add_argument("--no-progress", action="store_true", help="no progress bar")
+  run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
+
+
+def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+  """The multi-process flags (see siamese_jax/distributed.py)."""
   dist = parser.add_argument_group(
     "several processes (see siamese_jax/distributed.py; without these, one process)"
   )
@@ -160,13 +177,6 @@ def make_parser(
     metavar="S",
     help="seconds to wait for the other processes to join (default %(default)s)",
   )
-  run.add_argument("--workdir", default=None, help="output directory (default runs/<name>/<time>)")
-  run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
-  run.add_argument("--overwrite", action="store_true", help="replace a run already in --workdir")
-  run.add_argument("--chunk-steps", type=int, default=200, help="steps per device dispatch")
-  run.add_argument("--no-progress", action="store_true", help="no progress bar")
-  run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
-  return parser
 
 
 def distributed_options(args: argparse.Namespace):
