@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from siamese_jax import parallel
 from siamese_jax.config import Config
 from siamese_jax.dataset import MnistData
+from siamese_jax.run import check_data
 from siamese_jax.splits import make_pair_sets, run_keys
 from siamese_jax.train import (
   create_train_state,
@@ -459,7 +460,7 @@ def run_seeds_benchmark(
 
   # One seed, one device: what a single run does.
   one = jax.devices()[:1]
-  keys, sets, num_pairs, _, mesh = check_data_for_benchmark(config, data, one)
+  keys, sets, num_pairs, _, mesh = check_data(config, data, one)
   images, pairs, y = jax.device_put((sets.train.images, sets.train.pairs, sets.train.y), one[0])
 
   def one_epoch(state, e):
@@ -497,12 +498,6 @@ def run_seeds_benchmark(
     "ratio": many / single,
     "throughput_gain": num_seeds * single / many,
   }
-
-
-def check_data_for_benchmark(config: Config, data: MnistData, devices):
-  from siamese_jax.run import check_data
-
-  return check_data(config, data, devices)
 
 
 def format_seeds_report(r: dict[str, Any]) -> str:

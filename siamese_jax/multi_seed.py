@@ -263,7 +263,10 @@ def place_seeds(configs: Sequence[Config], data: Dataset, devices=None) -> Seeds
   images = (
     put(sets[0].train.images, rep) if shared else put(stack([s.train.images for s in sets]), split)
   )
-  key_bits = lambda name: np.stack([jax.random.key_data(getattr(c[0], name)) for c in checked])  # noqa: E731
+
+  def key_bits(name):  # each seed's named key, stacked: uint32[K, 2]
+    return np.stack([jax.random.key_data(getattr(c[0], name)) for c in checked])
+
   fresh = None
   if config.pairs == "fresh":
     k = len(sets[0].train.classes)
@@ -404,6 +407,7 @@ def _train_epochs(
 ):
   """The epoch loop of all models; per-model metrics lines, one console line."""
   writers = [JsonlWriter(os.path.join(d, METRICS_NAME)) for d in dirs]
+  monitors = [_monitor(sd, i) for i in range(len(dirs))]  # on the device once per run
   chunk = functools.partial(train_chunk_seeds, shared_images=sd.shared_images, mesh=sd.mesh)
   with _SigintFlag() as sigint:
     for epoch in range(first, config.epochs + 1):
@@ -448,18 +452,17 @@ def _train_epochs(
           f"Interrupted at step {done}/{sd.steps} of epoch {epoch}; checkpoint saved to {path}. "
           f"Resume by running the same command with --workdir {workdir} --resume."
         )
-      lines = _log_epoch(sd, states, m, epoch, time.perf_counter() - t0, writers)
+      lines = _log_epoch(sd, states, m, epoch, time.perf_counter() - t0, writers, monitors)
       _save(config, sd, workdir, states, epoch, 0, {})
       step, partial = 0, {}
       print(_console_line(epoch, config.epochs, lines), file=out, flush=True)
   return states
 
 
-def _log_epoch(sd, states, m, epoch, seconds, writers) -> list[dict]:
+def _log_epoch(sd, states, m, epoch, seconds, writers, monitors) -> list[dict]:
   """Validates each seed, writes its metrics line; returns the lines."""
   lines = []
-  for i, writer in enumerate(writers):
-    run = _monitor(sd, i)
+  for i, (writer, run) in enumerate(zip(writers, monitors, strict=True)):
     state = to_single_state(unstack(states, i), sd.templates[i])
     val = to_host_scalars(evaluate(state, *run)[0])
     scalars = {
@@ -477,13 +480,7 @@ def _monitor(sd: SeedsData, i: int):
   """Seed i's per-epoch validation split (held-out images, else test) on the device."""
   sets = sd.checked[i][1]
   split = sets.val if sets.val is not None else sets.test
-  key = (id(split.images), id(split.pairs), id(split.y))
-  if key not in _MONITORS:
-    _MONITORS[key] = jax.device_put((split.images, split.pairs, split.y))
-  return _MONITORS[key]
-
-
-_MONITORS: dict = {}
+  return jax.device_put((split.images, split.pairs, split.y))
 
 
 def _console_line(epoch: int, total: int, lines: list[dict]) -> str:
@@ -499,7 +496,6 @@ def _console_line(epoch: int, total: int, lines: list[dict]) -> str:
 
 def _finish(config, sd, workdir, dirs, sweep, states, *, plots, out, t_start) -> dict:
   """Each model's final evaluation and files, then summary.json."""
-  _MONITORS.clear()
   all_results = []
   for i, (c, d) in enumerate(zip(sd.configs, dirs, strict=True)):
     keys = sd.checked[i][0]
