@@ -17,7 +17,7 @@ import sys
 
 import jax
 
-from siamese_jax import Config, cli, load_mnist
+from siamese_jax import Config, cli, load_mnist, xla_flags
 from siamese_jax.benchmark import (
   format_report,
   format_seeds_report,
@@ -113,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.use_project_defaults()
   sys.exit(cli.run_main(main))

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from siamese_jax import cli, load_trained
+from siamese_jax import cli, load_trained, xla_flags
 from siamese_jax.errors import DataError
 
 
@@ -68,4 +68,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.use_project_defaults()
   sys.exit(cli.run_main(main))

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from siamese_jax import cli, load_data, load_trained
+from siamese_jax import cli, load_data, load_trained, xla_flags
 from siamese_jax.data import TFDS_NAMES
 from siamese_jax.errors import DataError, WorkdirError
 from siamese_jax.files import atomic_write_bytes
@@ -59,4 +59,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.use_project_defaults()
   sys.exit(cli.run_main(main))

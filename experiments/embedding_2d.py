@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from siamese_jax import Config, cli, distributed, load_trained, plots
+from siamese_jax import Config, cli, distributed, load_trained, plots, xla_flags
 
 DEFAULTS = Config(hidden_sizes=(128, 128, 2), final_relu=False)
 
@@ -51,4 +51,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.use_project_defaults()
   sys.exit(cli.run_main(main))

@@ -9,7 +9,7 @@ code.
 
 import sys
 
-from siamese_jax import cli
+from siamese_jax import cli, xla_flags
 
 
 def main(argv):
@@ -20,4 +20,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.use_project_defaults()
   sys.exit(cli.run_main(main))

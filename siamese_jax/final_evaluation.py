@@ -121,6 +121,8 @@ def pair_results(state, config: Config, run) -> tuple[dict, np.ndarray, float]:
       "backend": jax.default_backend(),
       "num_devices": len(jax.devices()),
       "num_processes": jax.process_count(),
+      # The matmul routes, hence the rounding (see siamese_jax/xla_flags.py).
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
   )
   return results, test_d, threshold

@@ -33,6 +33,7 @@ from siamese_jax.config import Config
 from siamese_jax.errors import ConfigError
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
 from siamese_jax.models import Siamese, builtin_encoder
+from siamese_jax.shuffle import permutation
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -167,9 +168,12 @@ def gather_batch(images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Arr
     pixels scaled to [0, 1] as the original does (x / 255).
   """
   p = pairs[idx]
-  x1 = images[p[:, 0]].astype(jnp.float32) / 255.0
-  x2 = images[p[:, 1]].astype(jnp.float32) / 255.0
-  return {"x1": x1, "x2": x2, "y": y[idx]}
+  # One gather for both images of every pair: on CPU, XLA turned two
+  # [B, 28, 28] gathers joined by a concatenate (which `Siamese` then undoes)
+  # into a loop about 2x slower, ~0.03 s of a 0.55 s epoch.
+  x = images[jnp.concatenate([p[:, 0], p[:, 1]])].astype(jnp.float32) / 255.0
+  b = idx.shape[0]
+  return {"x1": x[:b], "x2": x[b:], "y": y[idx]}
 
 
 gather_batch_jit = jax.jit(gather_batch)
@@ -224,7 +228,7 @@ def epoch_batches(key: jax.Array, num_pairs: int, batch_size: int) -> jax.Array:
       f"batch_size={batch_size} is larger than the {num_pairs} training pairs; "
       "use a batch size of at most the number of pairs."
     )
-  perm = jax.random.permutation(key, num_pairs)
+  perm = permutation(key, num_pairs)  # 3x cheaper than jax.random.permutation on CPU
   return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 

@@ -99,6 +99,19 @@ def no_data_env(monkeypatch):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def write_npz(path, data, **override):
+  """A Keras-style mnist.npz of `data`; `override` replaces (or, with None, drops) arrays."""
+  arrays = {
+    "x_train": data.train_images,
+    "y_train": data.train_labels,
+    "x_test": data.test_images,
+    "y_test": data.test_labels,
+    **override,
+  }
+  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+  return str(path)
+
+
 def _env(extra=None):
   env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
   env.update(extra or {})

@@ -14,7 +14,7 @@ from siamese_jax.multi_seed import seed_mesh, summarize, train_and_evaluate_seed
 from conftest import run_module, start_module, synthetic_mnist, write_mnist_dir
 
 # Timing, and what describes the machine rather than the run.
-TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices"}
+TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices", "xla_flags"}
 
 
 def jsonl(path):
@@ -136,8 +136,12 @@ def test_seeds_spread_over_two_forced_host_devices(tmp_path, small_mnist):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"in one program on {devices} device(s)" in r.stdout
-  # On two devices each seed still equals its single-seed run, bit for bit.
-  train_and_evaluate(Config(epochs=2, batch_size=32, seed=1), tmp_path / "one", small_mnist)
+  # On two devices each seed still equals its single-seed run on one device,
+  # bit for bit (run as a program too: programs set an XLA flag, xla_flags.py).
+  r = run_module(
+    "experiments.mnist_siamese", *args, "--seed", "1", "--workdir", str(tmp_path / "one")
+  )
+  assert r.returncode == 0, r.stderr
   same_files(tmp_path / "one", tmp_path / "0,1/seed_1")
   same_files(tmp_path / "one", tmp_path / "0,1,2/seed_1")
 

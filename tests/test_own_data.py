@@ -5,19 +5,7 @@ import pytest
 
 from siamese_jax import Config, DataError, load_data, tfds_data, train_and_evaluate
 
-from conftest import run_module
-
-
-def write_npz(path, data, **override):
-  arrays = {
-    "x_train": data.train_images,
-    "y_train": data.train_labels,
-    "x_test": data.test_images,
-    "y_test": data.test_labels,
-    **override,
-  }
-  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-  return str(path)
+from conftest import run_module, write_npz
 
 
 def test_npz_loads_like_the_idx_dir(tmp_path, small_mnist, small_mnist_dir, no_data_env):
