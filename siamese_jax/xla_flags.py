@@ -1,15 +1,18 @@
 """The one XLA flag the project's programs set, and why.
 
-XLA's CPU backend (jaxlib 0.10) hands each matmul to YNNPACK by default.
-For this network's small matmuls (256 x 784 x 128 and smaller, on two
-threads), XLA's other route, Eigen, was faster on the development machine
-(2 cores of an AMD EPYC with AVX-512). Measured in one process, interleaved,
-five repeats each:
+XLA's CPU backend (jaxlib 0.10) hands this step's forward matmuls and input
+gradients to YNNPACK by default, and its weight gradients to Eigen. Sending
+them all to Eigen was faster on the development machine (2 cores of an AMD
+EPYC with AVX-512). Measured in one process, interleaved, five repeats each:
 
-  * the step's 8 matmuls alone (the benchmark's floor): 0.38 s per epoch
-    through Eigen, 0.43 s through YNNPACK;
-  * the forward 256 x 784 x 128 matmul: about 40 us against 135 us;
+  * the step's 8 matmuls alone (the benchmark's floor): 0.37-0.38 s per
+    epoch all through Eigen, 0.43-0.44 s under the default;
   * a training epoch: 0.44-0.45 s against 0.50-0.53 s.
+
+Not per matmul: alone, in a scan of 1,000, each of them is as fast or
+faster through YNNPACK (256 x 784 x 128: 166 us against 198 us). The gain
+is in the step as a whole; that it comes from not handing work between two
+thread pools (YNNPACK's and Eigen's) every step is a guess, not measured.
 
 So the `python -m experiments...` programs keep YNNPACK for reductions only:
 `--xla_cpu_experimental_ynn_fusion_type=reduce`. Sending elementwise work to
