@@ -1,11 +1,13 @@
 """Speed and memory of the default config on real MNIST.
 
-    python -m experiments.benchmark --data-dir DIR [--json PATH] [--no-full-run]
+    python -m experiments.benchmark --data-dir DIR [--json PATH] [--no-full-run] [--breakdown]
 
 Prints compile time, train and validation seconds per epoch for the scanned
 epoch and a per-step dispatch loop side by side, pairs/s, achieved GFLOP/s
 against the machine's peak, and the wall time and peak RSS of a whole
 default run. See `siamese_jax.benchmark` for how each figure is counted.
+With --breakdown it also times the step built up from its matmul floor one
+piece at a time (`siamese_jax.floor`).
 
 It trains data-parallel over every device, as a run does: prefix the command
 with XLA_FLAGS=--xla_force_host_platform_device_count=N to time N CPU devices.
@@ -61,6 +63,11 @@ def main(argv):
   )
   parser.add_argument("--no-full-run", action="store_true", help="skip the whole 20-epoch run")
   parser.add_argument(
+    "--breakdown",
+    action="store_true",
+    help="also time the step built up from its matmul floor, one piece at a time",
+  )
+  parser.add_argument(
     "--seeds",
     type=int,
     default=None,
@@ -102,6 +109,7 @@ def main(argv):
     chunk_steps=args.chunk_steps,
     fuse_branches=not args.no_fuse_branches,
     donate=not args.no_donate,
+    breakdown=args.breakdown,
     log=lambda s: print(s, file=sys.stderr, flush=True),
   )
   if not args.no_full_run:

@@ -6,6 +6,8 @@
 * the scanned epoch (`train_epoch`, the production path) and a per-step
   dispatch loop (`train_step` called once per batch), side by side;
 * validation seconds per epoch (`evaluate` on the 17,820 test pairs);
+* the floor, an epoch of the step's matmuls alone, and optionally the step
+  built up from it one piece at a time (both in `siamese_jax.floor`);
 * pairs per second, achieved GFLOP/s, and the fraction of the machine's FP32
   peak (counted as below) and of a measured large-matmul ceiling;
 * optionally, a whole default 20-epoch run in a subprocess: wall time from
@@ -47,6 +49,7 @@ import jax.numpy as jnp
 from siamese_jax import parallel
 from siamese_jax.config import Config
 from siamese_jax.dataset import MnistData
+from siamese_jax.floor import floor_epoch_seconds, format_breakdown, step_breakdown
 from siamese_jax.run import check_data
 from siamese_jax.splits import make_pair_sets, run_keys
 from siamese_jax.train import (
@@ -149,54 +152,6 @@ def full_run(data_dir: str, extra_args=()) -> dict[str, Any]:
   }
 
 
-def floor_epoch_seconds(
-  config: Config, steps: int, *, input_dim: int = 784, repeats: int = 3
-) -> float:
-  """Seconds for an epoch of the step's matmuls alone: the floor of a step.
-
-  The same `steps` and the same eight matmuls as a training step of the
-  MLP on both images at once (2B rows): three forward, three weight
-  gradients, and the input gradients of layers 2 and 3, with the same
-  shapes, in one `lax.scan`. The weights change every step (a tiny update
-  by their gradients), so XLA cannot hoist any matmul out of the loop.
-  Nothing else of a step is there: no gather, bias, ReLU, dropout, loss or
-  RMSProp. A training epoch cannot be faster than this on the machine, so
-  the ratio epoch / floor says how much the rest costs.
-
-  Returns:
-    The median over `repeats` timed epochs (after one to compile).
-  """
-  dims = (input_dim, *config.hidden_sizes)
-  keys = jax.random.split(jax.random.key(0), len(dims))
-  ws = tuple(
-    jax.random.normal(keys[i], (dims[i], dims[i + 1])) * 0.05 for i in range(len(dims) - 1)
-  )
-  x = jax.random.uniform(keys[-1], (2 * config.batch_size, input_dim))
-
-  @jax.jit
-  def epoch(ws, x):
-    def body(ws, _):
-      hs = [x]
-      for w in ws:
-        hs.append(hs[-1] @ w)
-      g, grads = hs[-1], []
-      for i in reversed(range(len(ws))):
-        grads.append(hs[i].T @ g)
-        if i > 0:
-          g = g @ ws[i].T
-      return tuple(w - 1e-9 * dw for w, dw in zip(ws, grads[::-1], strict=True)), None
-
-    return jax.lax.scan(body, ws, None, length=steps)[0]
-
-  jax.block_until_ready(epoch(ws, x))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    ws = jax.block_until_ready(epoch(ws, x))
-    times.append(time.perf_counter() - t)
-  return _median(times)
-
-
 def _time_step_loop(state, split, make_batches, keys, steps, loop_epochs, log):
   """The per-step dispatch loop: the same steps, one `train_step` call each.
 
@@ -248,6 +203,7 @@ def run_benchmark(
   chunk_steps: int = 200,
   fuse_branches: bool = True,
   donate: bool = True,
+  breakdown: bool = False,
   log=print,
 ) -> dict[str, Any]:
   """Times the scanned epoch, the per-step loop and validation.
@@ -261,6 +217,8 @@ def run_benchmark(
     fuse_branches: embed both images in one pass (see `SiameseMLP`).
     donate: donate the state to the scanned chunk (False: an undonated copy
       of the same function, for comparison).
+    breakdown: also time the step built up from its floor
+      (`siamese_jax.floor.step_breakdown`; the MLP only).
     log: progress printer.
 
   Returns:
@@ -328,13 +286,22 @@ def run_benchmark(
 
   floor_s = floor_epoch_seconds(config, steps)
   log(f"floor (the step's matmuls alone): {floor_s:.3f} s/epoch")
+  rows = None
+  if breakdown:
+    fresh = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
+    rows = step_breakdown(
+      fresh, (images, pairs, y), batches, keys.dropout, config, chunk_steps=chunk_steps, log=log
+    )
   measured = {
     "train_s": train_s, "val_s": val_s, "loop_s": loop_s, "floor_s": floor_s,
     "first_train": first_train, "compiles": compiles, "xla_flop_per_pair": xla_flop_per_pair,
   }  # fmt: skip
-  return _report(
+  report = _report(
     config, data, sets, mesh, pairs_per_epoch, measured, chunk_steps, fuse_branches, donate
   )
+  if rows is not None:
+    report["breakdown"] = rows
+  return report
 
 
 def _report(config, data, sets, mesh, pairs_per_epoch, m, chunk_steps, fuse_branches, donate):
@@ -417,6 +384,8 @@ def format_report(r: dict[str, Any]) -> str:
     f"measured 2048^3 matmul ceiling: {r['matmul_ceiling_gflops']:.0f} GFLOP/s; training "
     f"reaches {100 * r['fraction_of_matmul_ceiling']:.0f}% of it",
   ]
+  if "breakdown" in r:
+    lines.append(format_breakdown(r["breakdown"]))
   if "full_run" in r:
     f = r["full_run"]
     lines.append(

@@ -55,8 +55,9 @@ def test_benchmark_cli_writes_json(tmp_path):
   data_dir = write_mnist_dir(tmp_path / "data", synthetic_mnist())
   out = tmp_path / "bench.json"
   args = ["--data-dir", data_dir, "--epochs", "2", "--loop-epochs", "1", "--json", str(out)]
-  r = run_module("experiments.benchmark", *args)
+  r = run_module("experiments.benchmark", *args, "--breakdown")
   assert r.returncode == 0, r.stderr
   report = json.loads(out.read_text())
   assert report["full_run"]["peak_rss_mib"] > 0
   assert "full default run" in r.stdout
+  assert len(report["breakdown"]) == 7 and "the step built up from its matmuls" in r.stdout
