@@ -60,8 +60,9 @@ def make_model(
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-  # Same update as Keras' RMSprop(learning_rate, rho, epsilon): eps is added
-  # to sqrt(nu), and nu starts at zero.
+  # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
+  # at zero, and eps is added to nu inside the square root (optax's default,
+  # eps_in_sqrt=True); a test pins this.
   return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
 
 
