@@ -28,6 +28,8 @@ from siamese_jax.dropout import keep_mask
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
 from siamese_jax.train import TrainState, gather_batch, make_optimizer, train_epoch
 
+# The stages, in order; each has everything the ones before it have.
+MATMULS, BIAS_RELU, DROPOUT, LOSS, RMSPROP, GATHER = range(6)
 # What each stage adds to the one before it.
 STAGES = (
   "the step's 8 matmuls, tiny plain update (the floor, by autodiff)",
@@ -37,7 +39,6 @@ STAGES = (
   "+ RMSProp instead of the plain update",
   "+ each batch gathered from the uint8 images (a whole step)",
 )
-GATHER_STAGE = len(STAGES) - 1
 
 
 def floor_epoch_seconds(
@@ -123,17 +124,17 @@ def stage_epoch_fn(config: Config, stage: int) -> Callable[..., tuple[Any, Any, 
     for i in range(layers):
       dense = params["encoder"][f"Dense_{i}"]
       h = h @ dense["kernel"]
-      if stage >= 1:
+      if stage >= BIAS_RELU:
         h = h + dense["bias"][None, :]
         if i < layers - 1 or config.final_relu:
           h = jax.nn.relu(h)
-      if stage >= 2 and i < layers - 1 and config.dropout > 0:
+      if stage >= DROPOUT and i < layers - 1 and config.dropout > 0:
         h = jnp.where(keep(step_key, i, h.shape), h / (1.0 - config.dropout), 0.0)
     return h
 
   def loss_fn(params, x, y, step_key):
     e = embed(params, x, step_key)
-    if stage < 3:  # The floor's cotangent: the gradient flowing back is e itself.
+    if stage < LOSS:  # The floor's cotangent: the gradient flowing back is e itself.
       return 0.5 * jnp.sum(e * e), (jnp.zeros(()), jnp.zeros(()))
     b = y.shape[0]
     d = euclidean_distance(e[:b], e[b:])
@@ -147,11 +148,11 @@ def stage_epoch_fn(config: Config, stage: int) -> Callable[..., tuple[Any, Any, 
     def body(carry, step_idx):
       params, opt_state = carry
       step, idx = step_idx
-      batch = gather_batch(images, pairs, y, idx) if stage >= GATHER_STAGE else fixed
+      batch = gather_batch(images, pairs, y, idx) if stage >= GATHER else fixed
       x = jnp.concatenate([batch["x1"], batch["x2"]])
       step_key = jax.random.fold_in(key, step)
       grads, (loss, acc) = jax.grad(loss_fn, has_aux=True)(params, x, batch["y"], step_key)
-      if stage >= 4:
+      if stage >= RMSPROP:
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
       else:
@@ -220,7 +221,7 @@ def step_breakdown(
       times[i].append(time.perf_counter() - t)
     log(f"breakdown round {r + 1}/{repeats}: " + ", ".join(f"{t[-1]:.3f}" for t in times))
   labels = list(STAGES)
-  labels[2] += f" ({config.dropout_rng})"
+  labels[DROPOUT] += f" ({config.dropout_rng})"
   labels.append("the library's epoch (flax, optax, train_epoch)")
   seconds = [statistics.median(t) for t in times]
   steps = batches.shape[0]

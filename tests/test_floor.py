@@ -7,7 +7,8 @@ import pytest
 
 from siamese_jax import Config
 from siamese_jax.floor import (
-  GATHER_STAGE,
+  DROPOUT,
+  GATHER,
   STAGES,
   format_breakdown,
   stage_epoch_fn,
@@ -40,7 +41,7 @@ def test_whole_step_stage_computes_the_library_step():
   split, batches = _split(8, 4)
   state = create_train_state(jax.random.key(1), config)
   key = jax.random.key(2)
-  params, opt_state, metrics = stage_epoch_fn(config, GATHER_STAGE)(
+  params, opt_state, metrics = stage_epoch_fn(config, GATHER)(
     state.params, state.opt_state, *split, batches, key
   )
   lib, lib_metrics = train_chunk(
@@ -73,15 +74,15 @@ def test_each_stage_trains_every_kernel_and_stages_differ():
 
 
 def test_dropout_stage_masks_only_when_the_rate_is_positive():
-  # Stage 2 against stage 1: the same step but with masks; with rate 0.5 the
-  # kernels' updates differ, and with rate 0 they are the same.
+  # The dropout stage against the one before: the same step but with masks;
+  # with rate 0.5 the kernels' updates differ, and with rate 0 they are the same.
   split, batches = _split(8, 2)
   for rate, same in ((0.0, True), (0.5, False)):
     config = Config(batch_size=8, dropout=rate)
     state = create_train_state(jax.random.key(1), config)
     out = [
       stage_epoch_fn(config, s)(state.params, state.opt_state, *split, batches, jax.random.key(3))
-      for s in (1, 2)
+      for s in (DROPOUT - 1, DROPOUT)
     ]
     k1, k2 = (o[0]["encoder"]["Dense_0"]["kernel"] for o in out)
     assert np.array_equal(np.asarray(k1), np.asarray(k2)) == same, rate
@@ -104,7 +105,7 @@ def test_step_breakdown_times_every_stage_and_the_library():
   assert len(rows) == len(STAGES) + 1
   assert all(r["seconds"] > 0 for r in rows)
   assert rows[0]["over_floor"] == 1.0 and rows[0]["us_per_step_over_floor"] == 0.0
-  assert "(hash)" in rows[2]["label"] and "library" in rows[-1]["label"]
+  assert "(hash)" in rows[DROPOUT]["label"] and "library" in rows[-1]["label"]
   text = format_breakdown(rows)
   assert all(r["label"] in text for r in rows) and "us/step" in text
   # The state passed in is not consumed (the library's epoch trains a copy).
