@@ -89,28 +89,14 @@ def floor_epoch_seconds(
   return statistics.median(times)
 
 
-def stage_epoch_fn(config: Config, stage: int) -> Callable[..., tuple[Any, Any, Any]]:
-  """A jitted epoch of the built-in MLP's step, built up to `stage`.
+def _stage_loss(config: Config, stage: int) -> Callable[..., tuple[Any, Any]]:
+  """loss(params, x, y, step_key) -> (loss, (loss, accuracy)) of the step up to `stage`.
 
-  Args:
-    config: the run's config (an "mlp" encoder).
-    stage: index into `STAGES`; each stage has everything the ones before
-      it have.
-
-  Returns:
-    epoch(params, opt_state, images, pairs, y, batches, key) ->
-    (params, opt_state, {"loss", "accuracy"}: float32[S]), where params is
-    the TrainState's tree, opt_state its RMSProp state (returned unchanged
-    before the RMSProp stage), images uint8[N, H, W], pairs int32[P, 2],
-    y float32[P], batches int32[S, B], key the dropout key. Before the
-    gather stage every step takes the epoch's first batch, gathered once,
-    as the floor takes one fixed input.
+  x is float32[2B, H, W], both images of B pairs; y float32[B]; step_key the
+  step's dropout key. Before the loss stage the loss is 0.5 * |e|^2, so that
+  the gradient flowing back from the embeddings e is e itself, as in the
+  floor.
   """
-  if not 0 <= stage < len(STAGES):
-    raise ValueError(f"stage must be in 0..{len(STAGES) - 1}, got {stage}.")
-  if config.encoder != "mlp":
-    raise ValueError(f"The breakdown builds the MLP's step; config.encoder is {config.encoder!r}.")
-  tx = make_optimizer(config)
   layers = len(config.hidden_sizes)
 
   def keep(step_key, i, shape):
@@ -140,6 +126,33 @@ def stage_epoch_fn(config: Config, stage: int) -> Callable[..., tuple[Any, Any, 
     d = euclidean_distance(e[:b], e[b:])
     loss = contrastive_loss(d, y, config.margin)
     return loss, (loss, pair_accuracy(d, y, config.threshold))
+
+  return loss_fn
+
+
+def stage_epoch_fn(config: Config, stage: int) -> Callable[..., tuple[Any, Any, Any]]:
+  """A jitted epoch of the built-in MLP's step, built up to `stage`.
+
+  Args:
+    config: the run's config (an "mlp" encoder).
+    stage: index into `STAGES`; each stage has everything the ones before
+      it have.
+
+  Returns:
+    epoch(params, opt_state, images, pairs, y, batches, key) ->
+    (params, opt_state, {"loss", "accuracy"}: float32[S]), where params is
+    the TrainState's tree, opt_state its RMSProp state (returned unchanged
+    before the RMSProp stage), images uint8[N, H, W], pairs int32[P, 2],
+    y float32[P], batches int32[S, B], key the dropout key. Before the
+    gather stage every step takes the epoch's first batch, gathered once,
+    as the floor takes one fixed input.
+  """
+  if not 0 <= stage < len(STAGES):
+    raise ValueError(f"stage must be in 0..{len(STAGES) - 1}, got {stage}.")
+  if config.encoder != "mlp":
+    raise ValueError(f"The breakdown builds the MLP's step; config.encoder is {config.encoder!r}.")
+  tx = make_optimizer(config)
+  loss_fn = _stage_loss(config, stage)
 
   @jax.jit
   def epoch(params, opt_state, images, pairs, y, batches, key):
