@@ -5,9 +5,9 @@
 Prints compile time, train and validation seconds per epoch for the scanned
 epoch and a per-step dispatch loop side by side, pairs/s, achieved GFLOP/s
 against the machine's peak, and the wall time and peak RSS of a whole
-default run. See `siamese_jax.benchmark` for how each figure is counted.
+default run. See `benchmarks/speed.py` for how each figure is counted.
 With --breakdown it also times the step built up from its matmul floor one
-piece at a time (`siamese_jax.floor`).
+piece at a time (`benchmarks/floor.py`).
 
 It trains data-parallel over every device, as a run does: prefix the command
 with XLA_FLAGS=--xla_force_host_platform_device_count=N to time N CPU devices.
@@ -19,14 +19,14 @@ import sys
 
 import jax
 
-from siamese_jax import Config, cli, load_mnist, xla_flags
-from siamese_jax.benchmark import (
+from benchmarks.speed import (
   format_report,
   format_seeds_report,
   full_run,
   run_benchmark,
   run_seeds_benchmark,
 )
+from siamese_jax import Config, cli, load_data, xla_flags
 from siamese_jax.config import DROPOUT_RNGS
 from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.files import atomic_write_json
@@ -89,7 +89,7 @@ def main(argv):
   if not args.no_full_run and not data_dir and args.seeds is None:
     # Checked before the timed work, not after it.
     parser.error("the full run needs --data-dir (or pass --no-full-run)")
-  data = load_mnist(data_dir)
+  data = load_data(data_dir)
   if args.seeds is not None:
     if args.seeds < 1:
       parser.error("--seeds must be >= 1")

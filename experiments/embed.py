@@ -3,9 +3,9 @@
     python -m experiments.embed --workdir W --split test --out DIR [--data-dir D]
 
 Writes `DIR/embeddings.npy` (float32[N, D]) and `DIR/labels.tsv` (one label
-per line, as the projector reads a single metadata column). The data comes
-from --data-dir (or $SIAMESE_JAX_DATA_DIR, else tfds), as for training: use
-the dataset the run was trained on.
+per line, as the projector reads a single metadata column). The data is the
+one the run recorded in its config.json, unless --data-dir or --tfds-name
+names another; data of another image size or class count is refused.
 """
 
 import argparse
@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from siamese_jax import cli, load_data, load_trained, xla_flags
+from siamese_jax import cli, load_trained, xla_flags
 from siamese_jax.data import TFDS_NAMES
-from siamese_jax.errors import DataError, WorkdirError
+from siamese_jax.errors import WorkdirError
 from siamese_jax.files import atomic_write_bytes
 
 
@@ -29,19 +29,16 @@ def main(argv):
   parser.add_argument("--split", choices=("train", "test"), default="test")
   parser.add_argument("--out", required=True, help="directory for embeddings.npy and labels.tsv")
   parser.add_argument(
-    "--data-dir", default=None, help="IDX directory or .npz file, as for training"
+    "--data-dir", default=None, help="IDX directory or .npz file (default: the run's own data)"
   )
-  parser.add_argument("--tfds-name", choices=TFDS_NAMES, default="mnist")
+  parser.add_argument(
+    "--tfds-name", choices=TFDS_NAMES, default=None, help="a tfds dataset instead of the run's"
+  )
   args = parser.parse_args(argv)
   model = load_trained(args.workdir)
-  data = load_data(args.data_dir, tfds_name=args.tfds_name)
+  data = model.load_data(args.data_dir, tfds_name=args.tfds_name)
   images = getattr(data, f"{args.split}_images")
   labels = getattr(data, f"{args.split}_labels")
-  if images.shape[1:] != model.image_shape:
-    raise DataError(
-      f"{data.source}: {images.shape[1]}x{images.shape[2]} images, but the run was trained "
-      f"on {model.image_shape[0]}x{model.image_shape[1]}; pass the run's dataset."
-    )
   emb = model.embed(images)
   try:
     os.makedirs(args.out, exist_ok=True)

@@ -7,8 +7,8 @@ means "same digit" (the Keras example's), the reverse of the paper's.
 
 from siamese_jax import checkpoint, evaluation, parallel, plots
 from siamese_jax.config import Config
-from siamese_jax.data import load_data, load_mnist
-from siamese_jax.dataset import Dataset, MnistData
+from siamese_jax.data import load_data
+from siamese_jax.dataset import Dataset
 from siamese_jax.errors import (
   ConfigError,
   DataError,
@@ -16,17 +16,16 @@ from siamese_jax.errors import (
   SiameseJaxError,
   WorkdirError,
 )
+from siamese_jax.evaluation import embed_images, evaluate
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
-from siamese_jax.models import CNN, MLP, Siamese, SiameseMLP
+from siamese_jax.models import CNN, MLP, Siamese
 from siamese_jax.pairs import make_pairs, sample_pairs
 from siamese_jax.retrieval import retrieval_metrics
 from siamese_jax.run import train_and_evaluate
 from siamese_jax.train import (
   TrainState,
   create_train_state,
-  embed_images,
   eval_step,
-  evaluate,
   gather_batch,
   train_chunk,
   train_epoch,
@@ -45,11 +44,9 @@ __all__ = [
   "Dataset",
   "CNN",
   "MLP",
-  "MnistData",
   "NonFiniteLossError",
   "SiameseJaxError",
   "Siamese",
-  "SiameseMLP",
   "TrainState",
   "TrainedModel",
   "WorkdirError",
@@ -61,7 +58,6 @@ __all__ = [
   "evaluate",
   "gather_batch",
   "load_data",
-  "load_mnist",
   "load_trained",
   "make_pairs",
   "pair_accuracy",

@@ -67,7 +67,6 @@ def make_parser(
 ) -> argparse.ArgumentParser:
   """A parser with one flag per Config field plus the run options."""
   defaults = defaults or Config()
-  defaults = defaults or Config()
   parser = argparse.ArgumentParser(prog=prog, description=description)
   group = parser.add_argument_group("config (defaults are the original example's)")
   for name, (typ, help_text) in _CONFIG_FLAGS.items():
@@ -194,7 +193,8 @@ def distributed_options(args: argparse.Namespace):
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
   """Builds the Config, turning a validation error into a usage error (exit 2)."""
-  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+  # `data` is not a flag: train_from_args records it from --data-dir.
+  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if f.name != "data"}
   try:
     config = Config(**values)
   except ConfigError as e:
@@ -209,8 +209,6 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
       dist.validate()
     except ConfigError as e:
       parser.error(str(e))
-    if dist.enabled and (args.seeds is not None or args.sweep is not None):
-      parser.error("--seeds and --sweep run in one process; drop them for multi-process training.")
     if dist.enabled and args.workdir is None:
       parser.error(
         "multi-process training needs --workdir: give every process the same one "
@@ -221,7 +219,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     parser.error(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, seeds))}.")
   sweep = getattr(args, "sweep", None)
   if sweep is not None:
-    from siamese_jax.multi_seed import SWEEPABLE
+    from siamese_jax.ensemble import SWEEPABLE
 
     field, values = sweep
     if field not in SWEEPABLE:
@@ -260,8 +258,7 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
     (workdir, data, results).
   """
   from siamese_jax import distributed
-  from siamese_jax.data import load_data
-  from siamese_jax.multi_seed import train_and_evaluate_seeds
+  from siamese_jax.data import data_source, load_data
   from siamese_jax.run import RunInterrupted, train_and_evaluate
 
   # Before any JAX computation (make_pairs' keys, the devices): a no-op
@@ -271,22 +268,20 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
   if args.sweep is not None and args.workdir is None:
     workdir += f"-{args.sweep[0]}-sweep"
   data = load_data(args.data_dir, tfds_name=args.tfds_name)
+  # config.json records where the data came from, for the programs that
+  # read the finished run.
+  config = dataclasses.replace(config, data=data_source(args.data_dir, args.tfds_name))
   if distributed.is_writer():
     print(f"workdir: {workdir}", flush=True)
-  options = dict(
-    resume=args.resume,
-    overwrite=args.overwrite,
-    chunk_steps=args.chunk_steps,
-    progress=not args.no_progress,
-  )
+  seeds = args.seeds
+  if seeds is None and args.sweep is not None:
+    seeds = [config.seed]
   try:
-    if args.seeds is not None or args.sweep is not None:
-      if args.tensorboard:
-        raise ConfigError("--tensorboard is for single runs; drop it with --seeds or --sweep.")
-      seeds = args.seeds if args.seeds is not None else [config.seed]
-      results = train_and_evaluate_seeds(config, seeds, workdir, data, sweep=args.sweep, **options)
-    else:
-      results = train_and_evaluate(config, workdir, data, tensorboard=args.tensorboard, **options)
+    results = train_and_evaluate(
+      config, workdir, data, seeds=seeds, sweep=args.sweep, resume=args.resume,
+      overwrite=args.overwrite, chunk_steps=args.chunk_steps, progress=not args.no_progress,
+      tensorboard=args.tensorboard,
+    )  # fmt: skip
   except RunInterrupted as e:
     raise RunInterrupted(f"{e}\nTo resume: {resume_command(module, argv, workdir)}") from None
   return workdir, data, results

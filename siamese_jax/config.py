@@ -54,6 +54,11 @@ class Config:
       (pairs, fresh pairs and the holdout); None for all of them. At the
       end every test metric is also reported for the test images of these
       classes ("seen") and of the others ("unseen").
+    dropout_rng: "hash" (counter-based, fast) or "threefry" dropout masks.
+    data: where the training data came from, as given: a directory or
+      `.npz` path, or `tfds:<name>`; None for arrays handed over in code.
+      Programs that read a finished run (`experiments.embed`, ...) load it
+      unless told otherwise. It names the data; it changes no numbers.
   """
 
   seed: int = 0
@@ -72,6 +77,7 @@ class Config:
   encoder: str = "mlp"
   train_classes: tuple[int, ...] | None = None
   dropout_rng: str = "hash"
+  data: str | None = None
 
   def __post_init__(self):
     def need(ok: bool, field: str, rule: str):
@@ -129,6 +135,7 @@ class Config:
       "dropout_rng",
       f"it must be one of {', '.join(DROPOUT_RNGS)}",
     )
+    need(self.data is None or isinstance(self.data, str), "data", "it must be a path or None")
     need(self.encoder in ENCODERS, "encoder", f"it must be one of {', '.join(ENCODERS)}")
     if self.train_classes is not None:
       need(

@@ -17,12 +17,12 @@ does tfds come in.
 
 import os
 
-from siamese_jax.dataset import DATA_DIR_ENV, Dataset, MnistData
+from siamese_jax.dataset import DATA_DIR_ENV, Dataset
 from siamese_jax.errors import DataError
 from siamese_jax.idx import load_idx_dir
 from siamese_jax.npz import load_npz
 
-__all__ = ["DATA_DIR_ENV", "Dataset", "MnistData", "TFDS_NAMES", "load_data", "load_mnist"]
+__all__ = ["DATA_DIR_ENV", "Dataset", "TFDS_NAMES", "data_source", "load_data", "load_recorded"]
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "kmnist")
 
@@ -52,15 +52,33 @@ def load_data(
   if data_dir is None:
     data_dir = os.environ.get(DATA_DIR_ENV) or None
   if data_dir is not None:
-    data_dir = os.fspath(data_dir)
-    if data_dir.endswith(".npz") or os.path.isfile(data_dir):
-      if not os.path.isfile(data_dir):
-        raise DataError(
-          f"{data_dir}: no such file. Pass --data-dir a Keras-style .npz file or a "
-          "directory of the four IDX files."
-        )
-      return load_npz(data_dir)
-    return load_idx_dir(data_dir)
+    return _load_path(os.fspath(data_dir))
+  return _load_tfds(tfds_name, tfds_data_dir)
+
+
+def load_recorded(source: str, *, tfds_data_dir: str | os.PathLike | None = None) -> Dataset:
+  """Loads the data a run recorded in its config (`data_source`'s string).
+
+  Raises:
+    DataError: as `load_data`.
+  """
+  if source.startswith("tfds:"):
+    return _load_tfds(source[len("tfds:") :], tfds_data_dir)
+  return _load_path(source)
+
+
+def _load_path(data_dir: str) -> Dataset:
+  if data_dir.endswith(".npz") or os.path.isfile(data_dir):
+    if not os.path.isfile(data_dir):
+      raise DataError(
+        f"{data_dir}: no such file. Pass --data-dir a Keras-style .npz file or a "
+        "directory of the four IDX files."
+      )
+    return load_npz(data_dir)
+  return load_idx_dir(data_dir)
+
+
+def _load_tfds(tfds_name: str, tfds_data_dir) -> Dataset:
   if tfds_name not in TFDS_NAMES:
     raise DataError(
       f"Unknown tfds dataset {tfds_name!r}; choose one of {', '.join(TFDS_NAMES)}, or pass "
@@ -71,10 +89,14 @@ def load_data(
   return tfds_data.load(tfds_name, data_dir=tfds_data_dir)
 
 
-def load_mnist(
-  data_dir: str | os.PathLike | None = None,
-  *,
-  tfds_data_dir: str | os.PathLike | None = None,
-) -> Dataset:
-  """`load_data` with MNIST on the tfds route (the name used before other datasets)."""
-  return load_data(data_dir, tfds_name="mnist", tfds_data_dir=tfds_data_dir)
+def data_source(data_dir: str | os.PathLike | None = None, tfds_name: str = "mnist") -> str:
+  """Where `load_data(data_dir, tfds_name=...)` reads, as a run records it.
+
+  An absolute path for a directory or .npz file (so the record holds from
+  any working directory), else `tfds:<name>`.
+  """
+  if data_dir is None:
+    data_dir = os.environ.get(DATA_DIR_ENV) or None
+  if data_dir is not None:
+    return os.path.abspath(os.fspath(data_dir))
+  return f"tfds:{tfds_name}"

@@ -75,10 +75,6 @@ class Dataset:
     return tuple(self.train_images.shape[1:])
 
 
-# The name this type had while the project read MNIST only.
-MnistData = Dataset
-
-
 def validate_split(images: np.ndarray, labels: np.ndarray, name: str, source: str = "") -> None:
   """Checks shapes, dtypes, count agreement and label range of one split.
 

@@ -2,9 +2,8 @@
 
 Flax's `nn.Dropout` draws its mask with `jax.random.bernoulli`: a full
 threefry2x32 evaluation (20 rounds over two 32-bit words) for every element.
-For this network that is most of a step's non-matmul work: the two 256x128
-masks cost about 300 us per step on the 2-core development CPU, against
-about 25 us for the hash below.
+For this network that is most of a step's non-matmul work; the hash below
+costs a small fraction of it (measured in docs/performance.md).
 
 `Dropout(rate, rng="hash")` (the default here) draws one 32-bit seed per
 layer and step from the step's JAX key (`jax.random.bits` on the module's

@@ -1,15 +1,30 @@
-"""Threshold-free and honestly thresholded measures of a distance.
+"""Evaluation: embed a split, measure its pairs, and judge a distance honestly.
 
-The original reports one number: accuracy at the fixed threshold d < 0.5.
-Here, on host arrays of distances `d` and labels `y` (1.0 = same digit):
+On the device (jitted, without dropout):
+
+* `embed_images`: every image of a split once, a chunk at a time;
+* `pair_distances`: distances of index pairs, gathered from embeddings;
+* `evaluate`: loss, accuracy and distances of a whole pair set.
+
+On host arrays of distances `d` and labels `y` (1.0 = same class):
 
 * `roc_auc`: the probability that a random positive pair is closer than a
   random negative pair (ties count one half) - no threshold at all;
 * `best_threshold`: the threshold that maximizes accuracy on a *validation*
   set, to be applied unchanged to the test set.
+
+The original reports one number: accuracy at the fixed threshold d < 0.5.
 """
 
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from siamese_jax import parallel
+from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
 
 
 def _check(d: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,3 +94,96 @@ def best_threshold(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
   else:
     t = (values[k - 1] + values[k]) / 2.0
   return float(t), float(correct[k] / len(d))
+
+
+def chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype) -> jax.Array:
+  """out[i] = fn(rows)[i - start] over row windows [start, start + chunk).
+
+  Windows start at 0, chunk, 2 * chunk, ...; the last one is clamped to end
+  at n (dynamic_slice clamps), so it overlaps the one before and rewrites a
+  few rows with the same values. Nothing of size n is padded or copied, so
+  the working set stays one window.
+  """
+  chunk = min(chunk, n)
+  steps = -(-n // chunk)
+
+  def body(i, out):
+    start = jnp.minimum(i * chunk, n - chunk)
+    return jax.lax.dynamic_update_slice_in_dim(out, fn(start, chunk), start, axis=0)
+
+  return jax.lax.fori_loop(0, steps, body, jnp.zeros((n, *out_shape), out_dtype))
+
+
+@functools.partial(jax.jit, static_argnames="chunk")
+def embed_images(state, images: jax.Array, *, chunk: int = 2048) -> jax.Array:
+  """Embeds every image once, `chunk` at a time, without dropout.
+
+  Args:
+    state: the TrainState.
+    images: uint8[N, H, W] (or float32 in [0, 1]; only uint8 is divided by 255).
+    chunk: images per matmul; bounds the float32 working set.
+
+  Returns:
+    float32[N, D] embeddings.
+  """
+  n = images.shape[0]
+  dim = jax.eval_shape(
+    lambda x: state.apply_fn({"params": state.params}, x, method="embed"),
+    jax.ShapeDtypeStruct((1, *images.shape[1:]), jnp.float32),
+  ).shape[-1]
+
+  def embed(start, size):
+    x = jax.lax.dynamic_slice_in_dim(images, start, size).astype(jnp.float32)
+    if images.dtype == jnp.uint8:
+      x = x / 255.0
+    return state.apply_fn({"params": state.params}, x, method="embed")
+
+  return chunked_rows(embed, n, chunk, (dim,), jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="chunk")
+def pair_distances(embeddings: jax.Array, pairs: jax.Array, *, chunk: int = 8192) -> jax.Array:
+  """float32[N, D] embeddings, int32[P, 2] pairs -> float32[P] distances.
+
+  Gathers `chunk` pairs at a time: gathering all at once would materialize
+  two (P, D) arrays, 110 MB for the 108,400 training pairs.
+  """
+
+  def dist(start, size):
+    p = jax.lax.dynamic_slice_in_dim(pairs, start, size)
+    return euclidean_distance(embeddings[p[:, 0]], embeddings[p[:, 1]])
+
+  return chunked_rows(dist, pairs.shape[0], chunk, (), jnp.float32)
+
+
+@jax.jit
+def evaluate(
+  state, images: jax.Array, pairs: jax.Array, y: jax.Array
+) -> tuple[dict[str, jax.Array], jax.Array]:
+  """Loss and accuracy over a whole pair set, without dropout.
+
+  Each image is embedded once and the distances are taken between gathered
+  embeddings: the same numbers as `eval_step` over every pair, in a fraction
+  of the work (17,820 test pairs reference 10,000 images; without dropout an
+  image's embedding does not depend on the pair it is in).
+
+  Args:
+    state: the TrainState.
+    images: uint8[N, 28, 28] the split's images.
+    pairs: int32[P, 2] indices into `images`.
+    y: float32[P] labels, 1.0 = same digit.
+
+  Returns:
+    ({"loss": float32[], "accuracy": float32[]}, distances float32[P]).
+  """
+  d = pair_distances(embed_images(state, images), pairs)
+  metrics = {
+    "loss": contrastive_loss(d, y, state.margin),
+    "accuracy": pair_accuracy(d, y, state.threshold),
+  }
+  return metrics, d
+
+
+def to_host_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+  """Device or numpy scalars -> plain floats, for JSON."""
+  return {k: float(v) for k, v in parallel.to_host(metrics).items()}

@@ -1,7 +1,7 @@
 """What a finished run reports: pair metrics, retrieval metrics, seen vs unseen.
 
 `final_evaluation(state, config, run, workdir)` returns the measures that go
-into results.json:
+into results.json, computed on this process's first device:
 
 * pair metrics (the original's): loss and accuracy at the fixed threshold
   of the train and test pairs, the test ROC AUC, and a threshold chosen on
@@ -28,10 +28,11 @@ import numpy as np
 from siamese_jax import evaluation
 from siamese_jax import plots as plot_lib
 from siamese_jax.config import Config
+from siamese_jax.evaluation import embed_images, evaluate, pair_distances, to_host_scalars
 from siamese_jax.pairs import make_pairs_within
 from siamese_jax.retrieval import METRICS as RETRIEVAL_METRICS
 from siamese_jax.retrieval import retrieval_metrics
-from siamese_jax.train import embed_images, evaluate, pair_distances, to_host_scalars
+from siamese_jax.splits import RunData
 
 GROUP_METRICS = ("accuracy", "roc_auc", "accuracy_at_threshold", *RETRIEVAL_METRICS)
 
@@ -42,18 +43,19 @@ def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = 
   Args:
     state: the trained TrainState.
     config: the run's config.
-    run: the run's `siamese_jax.run.RunData`.
+    run: the model's checked data (`siamese_jax.splits.RunData`).
     workdir: where `distances.png` goes.
     plots: draw `distances.png` (skipped with a note without matplotlib).
 
   Returns:
     The results dict, ready for JSON.
   """
-  results, test_d, threshold = pair_results(state, config, run)
-  test_emb = embed_images(state, run.test[0])
+  splits = _on_device(run)
+  results, test_d, threshold = pair_results(state, config, run, splits)
+  test_emb = embed_images(state, splits["test"][0])
   results.update(_prefixed("test_", retrieval_metrics(test_emb, run.sets.test.labels)))
-  if run.val is not None:
-    val_emb = embed_images(state, run.val[0])
+  if "val" in splits:
+    val_emb = embed_images(state, splits["val"][0])
     results.update(_prefixed("val_", retrieval_metrics(val_emb, run.sets.val.labels)))
   if config.train_classes is not None:
     results.update(group_results(config, run, test_emb, threshold))
@@ -71,20 +73,33 @@ def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = 
   return results
 
 
+def _on_device(run: RunData) -> dict[str, tuple]:
+  """{split name: (images, pairs, y)} on this process's first device."""
+  device = jax.local_devices()[0]
+  names = {"train": run.sets.train, "test": run.sets.test, "val": run.sets.val}
+  return {
+    name: jax.device_put((s.images, s.pairs, s.y), device)
+    for name, s in names.items()
+    if s is not None
+  }
+
+
 def _prefixed(prefix: str, metrics: dict) -> dict:
   renamed = {"num_queries": "retrieval_queries", "skipped_queries": "retrieval_skipped_queries"}
   return {prefix + renamed.get(k, k): v for k, v in metrics.items()}
 
 
-def pair_results(state, config: Config, run) -> tuple[dict, np.ndarray, float]:
+def pair_results(state, config: Config, run: RunData, splits) -> tuple[dict, np.ndarray, float]:
   """The original's pair metrics and an honestly chosen threshold.
+
+  `splits` are the run's splits on the device, from `_on_device`.
 
   Returns:
     (results, test distances float[P], the chosen threshold).
   """
   sets = run.sets
-  train_m, train_d = evaluate(state, *run.train)
-  test_m, test_d = evaluate(state, *run.test)
+  train_m, train_d = evaluate(state, *splits["train"])
+  test_m, test_d = evaluate(state, *splits["test"])
   train_m, test_m = to_host_scalars(train_m), to_host_scalars(test_m)
   test_d = np.asarray(test_d)
   results = {
@@ -94,8 +109,8 @@ def pair_results(state, config: Config, run) -> tuple[dict, np.ndarray, float]:
     "test_loss": test_m["loss"],
     "test_roc_auc": evaluation.roc_auc(test_d, sets.test.y),
   }
-  if run.val is not None:
-    val_m, val_d = evaluate(state, *run.val)
+  if "val" in splits:
+    val_m, val_d = evaluate(state, *splits["val"])
     choose_d, choose_y, source = np.asarray(val_d), sets.val.y, "held-out validation pairs"
     results["val_accuracy"] = to_host_scalars(val_m)["accuracy"]
     results["val_roc_auc"] = evaluation.roc_auc(choose_d, choose_y)
@@ -117,7 +132,8 @@ def pair_results(state, config: Config, run) -> tuple[dict, np.ndarray, float]:
       "num_train_pairs": len(sets.train.pairs),
       "num_test_pairs": len(sets.test.pairs),
       "num_val_pairs": 0 if sets.val is None else len(sets.val.pairs),
-      "image_shape": list(run.test[0].shape[1:]),
+      "image_shape": list(sets.test.images.shape[1:]),
+      "num_classes": run.num_classes,
       "backend": jax.default_backend(),
       "num_devices": len(jax.devices()),
       "num_processes": jax.process_count(),
@@ -128,7 +144,7 @@ def pair_results(state, config: Config, run) -> tuple[dict, np.ndarray, float]:
   return results, test_d, threshold
 
 
-def group_results(config: Config, run, test_emb, threshold: float) -> dict:
+def group_results(config: Config, run: RunData, test_emb, threshold: float) -> dict:
   """Every test metric for the seen and the unseen classes' test images.
 
   A group with fewer than 2 classes has no negative pairs, so its pair

@@ -72,8 +72,7 @@ def patches_3x3_stride2(x: jax.Array) -> jax.Array:
   The windows of a 'SAME'-padded 3x3 convolution with stride 2, gathered by
   nine strided slices (im2col). A convolution is then one matmul: on CPU,
   XLA runs that at matmul speed, while its native convolution and the
-  convolution's gradients ran a small CNN's epoch about 50x slower (325 s
-  on MNIST on the 2-core development machine).
+  convolution's gradients were far slower (docs/performance.md).
   """
   b, h, w, c = x.shape
   ho, wo = -(-h // 2), -(-w // 2)
@@ -160,17 +159,6 @@ class Siamese(nn.Module):
   def embed(self, x: jax.Array) -> jax.Array:
     """float[B, ...] images -> float[B, D] embeddings, no dropout."""
     return self.encoder(x, train=False)
-
-
-def SiameseMLP(
-  hidden_sizes: Sequence[int] = (128, 128, 128),
-  dropout: float = 0.1,
-  final_relu: bool = True,
-  fuse_branches: bool = True,
-  dropout_rng: str = "hash",
-) -> Siamese:
-  """The original's network: `Siamese(MLP(...))`."""
-  return Siamese(MLP(tuple(hidden_sizes), dropout, final_relu, dropout_rng), fuse_branches)
 
 
 def builtin_encoder(config) -> nn.Module:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from siamese_jax.train import _chunked_rows
+from siamese_jax.evaluation import chunked_rows
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
 
@@ -71,7 +71,7 @@ def per_query_metrics(
     map_at_r = jnp.sum(jnp.where(rel_r, precision_at_i, 0.0), axis=1) / denom
     return jnp.stack([precision_at_1, r_precision, map_at_r], axis=1)
 
-  return _chunked_rows(one_block, n, min(block, n), (3,), jnp.float32)
+  return chunked_rows(one_block, n, min(block, n), (3,), jnp.float32)
 
 
 def retrieval_metrics(embeddings, labels, *, block: int = 256) -> dict[str, float | int | None]:

@@ -1,38 +1,47 @@
-"""One whole run: `train_and_evaluate(config, workdir, data)`.
+"""One run of K >= 1 models: `train_and_evaluate(config, workdir, data, seeds=, sweep=)`.
 
-What a run leaves in its workdir:
+A plain run trains one model; `seeds` and `sweep` make it K (every seed
+crossed with every swept value, `siamese_jax.ensemble`). Whatever K, and
+whatever the devices and processes (`siamese_jax.placement`), there is one
+loop: start or resume, the epochs, the checkpoint, Ctrl-C, the non-finite
+stop, progress, the final evaluation and the results.
 
-* `config.json`, written before training starts;
-* `metrics.jsonl`, one JSON object per finished epoch;
-* `checkpoint.msgpack`, replaced atomically after every epoch (and when the
-  run is interrupted with Ctrl-C), so `resume=True` continues it bit for bit;
-* `results.json`, written last: train and test pair accuracy and timings.
+What a run leaves (a plain run's model directory is the workdir itself;
+with seeds, `<workdir>/seed_<S>/`, see `siamese_jax.ensemble`):
 
-`train_and_evaluate` reads as its phases: the data on the devices
-(`place_data`), the workdir and the starting state, new or resumed
-(`start_or_resume`), the epoch loop (`train_epochs`, one `train_one_epoch`
-at a time), the final evaluation, and results.json.
+* `config.json` per model, written before training starts;
+* `metrics.jsonl` per model, one JSON object per finished epoch;
+  `epoch_seconds` is the epoch's training plus its validation;
+* `checkpoint.msgpack` in the workdir, every model's state, replaced
+  atomically after every epoch (and on Ctrl-C), so `resume=True` continues
+  the run bit for bit; with seeds, each model directory also gets its own
+  final checkpoint, so `load_trained` works on it;
+* `results.json` per model, written last; with seeds, `summary.json` in
+  the workdir: mean, spread, min and max over the models.
 
-Keys: see `siamese_jax.splits`. Nothing random depends on wall-clock,
-chunking, or whether the run was resumed.
+Model i of a K-model run is bitwise its own plain run: the same keys,
+pairs and shuffles (`siamese_jax.splits`), and the same step. Only
+process 0 writes, and it holds the workdir's lock for the run's life.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import jax
 import numpy as np
 
-from siamese_jax import checkpoint, distributed, parallel
+from siamese_jax import checkpoint, distributed
 from siamese_jax.config import Config
-from siamese_jax.dataset import MnistData
-from siamese_jax.errors import ConfigError, NonFiniteLossError, SiameseJaxError, WorkdirError
+from siamese_jax.dataset import Dataset
+from siamese_jax.ensemble import Plan, plan_models, stack, sweep_optimizer, to_sweep_state
+from siamese_jax.errors import NonFiniteLossError, SiameseJaxError, WorkdirError
 from siamese_jax.files import atomic_write_json
 from siamese_jax.final_evaluation import final_evaluation
 from siamese_jax.metric_writers import (
@@ -42,202 +51,52 @@ from siamese_jax.metric_writers import (
   MultiWriter,
   TensorBoardWriter,
 )
-from siamese_jax.pairs import class_index, sample_pairs
+from siamese_jax.placement import DataParallel, Stacked
 from siamese_jax.progress import ProgressBar
-from siamese_jax.splits import PairSet, PairSets, RunKeys, make_pair_sets, run_keys
-from siamese_jax.train import (
-  TrainState,
-  create_train_state,
-  epoch_batches,
-  evaluate,
-  to_host_scalars,
-  train_epoch,
+from siamese_jax.results import SUMMARY_NAME, console_line, headline, print_results, summarize
+from siamese_jax.splits import RunData, check_data
+from siamese_jax.train import create_train_state, train_epoch
+from siamese_jax.workdir import (
+  METRICS_NAME,
+  RESULTS_NAME,
+  locked,
+  prepare_workdir,
+  truncate_metrics,
 )
-from siamese_jax.workdir import METRICS_NAME, RESULTS_NAME, prepare_workdir, truncate_metrics
-
-# Re-exported: these names lived here before the split into modules.
-__all__ = [
-  "PairSet",
-  "PairSets",
-  "RunData",
-  "RunInterrupted",
-  "RunKeys",
-  "make_pair_sets",
-  "run_keys",
-  "train_and_evaluate",
-]
 
 
 class RunInterrupted(SiameseJaxError):
   """The run was stopped by Ctrl-C after saving a checkpoint."""
 
 
-DeviceSplit = tuple[jax.Array, jax.Array, jax.Array]  # images, pairs, y on the devices
-
-
-@dataclasses.dataclass(frozen=True)
-class RunData:
-  """Everything the epoch loop and the evaluation read, placed on the devices.
-
-  Attributes:
-    keys: the run's named keys.
-    sets: the splits and their fixed pairs, on the host.
-    mesh: the data-parallel mesh.
-    train, test, val: (images, pairs, y) of each split, replicated.
-    num_pairs: training pairs per epoch.
-    steps: optimizer steps per epoch (num_pairs // batch_size).
-    make_batches: epoch key -> int32[steps, B] batches, split over the mesh.
-    fresh: epoch key -> (pairs, y) of fresh pairs, or None for fixed pairs.
-  """
-
-  keys: RunKeys
-  sets: PairSets
-  mesh: jax.sharding.Mesh
-  train: DeviceSplit
-  test: DeviceSplit
-  val: DeviceSplit | None
-  num_pairs: int
-  steps: int
-  make_batches: Callable[[jax.Array], jax.Array]
-  fresh: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None
-
-  @property
-  def monitor(self) -> DeviceSplit:
-    """The per-epoch validation split: held-out images, else (as the original) test."""
-    return self.val if self.val is not None else self.test
-
-
-def check_data(config: Config, data: MnistData, devices=None):
-  """Makes the splits and checks the config against them and the devices.
-
-  Runs before anything is written, so a bad config leaves no workdir behind.
-
-  Returns:
-    (keys, sets, num_pairs, steps, mesh).
-
-  Raises:
-    ConfigError: a batch larger than the data, or one that does not split
-      over the devices; a holdout that leaves too few images.
-  """
-  keys = run_keys(config.seed)
-  sets = make_pair_sets(keys, data, config.holdout, config.train_classes)
-  # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
-  # makes of the whole training split (108,400 on MNIST, holdout or not).
-  if config.pairs == "fresh":
-    num_pairs = sets.fresh_pairs
-  else:
-    num_pairs = len(sets.train.pairs)
-  steps = num_pairs // config.batch_size
-  if steps == 0:
-    raise ConfigError(
-      f"batch_size={config.batch_size} is larger than the {num_pairs} training pairs; "
-      "use --batch-size of at most that."
-    )
-  mesh = parallel.data_mesh(devices)
-  parallel.check_batch_size(config.batch_size, mesh)
-  return keys, sets, num_pairs, steps, mesh
-
-
-def place_data(config: Config, keys, sets, num_pairs, steps, mesh) -> RunData:
-  """Puts the splits on the devices and builds the per-epoch samplers.
-
-  Everything lives on the devices, replicated; only batches are split.
-  """
-
-  def put(split: PairSet | None):
-    if split is None:
-      return None
-    return parallel.put_replicated((split.images, split.pairs, split.y), mesh)
-
-  make_batches = jax.jit(
-    lambda key: epoch_batches(key, num_pairs, config.batch_size),
-    out_shardings=parallel.batch_sharded(mesh),
-  )
-  fresh = None
-  if config.pairs == "fresh":
-    rep = parallel.replicated(mesh)
-    k = len(sets.train.classes)
-    index = parallel.put_replicated(class_index(sets.train.labels, k), mesh)
-    # The class index is an argument, not a closed-over constant, so XLA does
-    # not embed a 60,000-entry table in the program.
-    sample = jax.jit(
-      lambda key, index: sample_pairs(key, None, num_pairs, k, index=index),
-      out_shardings=(rep, rep),
-    )
-
-    def fresh(key):
-      return sample(key, index)
-
-  return RunData(
-    keys, sets, mesh, put(sets.train), put(sets.test), put(sets.val), num_pairs, steps,
-    make_batches, fresh,
-  )  # fmt: skip
-
-
 @dataclasses.dataclass
 class Position:
-  """Where training stands: the state, the next epoch and the step in it.
+  """Where training stands: the state(s), the next epoch and the step in it.
 
-  `partial` holds the per-step metrics of the steps of `epoch` already taken
-  (a run resumed mid-epoch reports the whole epoch's mean).
+  `partial` holds the per-step metrics, float[K, n], of the steps of `epoch`
+  already taken (a run resumed mid-epoch reports the whole epoch's mean).
   """
 
-  state: TrainState
+  state: Any
   epoch: int
   step: int
   partial: dict[str, np.ndarray]
 
 
-def start_or_resume(
-  config: Config, run: RunData, workdir: str, *, resume: bool, out, encoder=None
-) -> Position:
-  """The starting state: fresh from the init key, or the workdir's checkpoint.
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What the loop needs besides the position: the models, their data, the placement."""
 
-  `encoder` is a custom Flax encoder, or None for the config's built-in one.
+  config: Config  # as given: with seeds or a sweep, the shared one
+  plan: Plan
+  runs: tuple[RunData, ...]
+  placement: DataParallel | Stacked
+  workdir: str
+  out: TextIO
 
-  Raises:
-    WorkdirError: the checkpoint belongs to another config.
-  """
-  image_shape = run.train[0].shape[1:]
-  state = create_train_state(run.keys.init, config, encoder=encoder, image_shape=image_shape)
-  position = Position(state, 1, 0, {})
-  metrics_path = os.path.join(workdir, METRICS_NAME)
-  if resume and checkpoint.exists(workdir):
-    ckpt = checkpoint.load(workdir, state)
-    if not np.array_equal(ckpt.data_key, data_key_bits(run)):
-      raise WorkdirError(
-        f"The checkpoint in {workdir!r} was written with another data key; "
-        "it does not belong to this config. Start over with --overwrite."
-      )
-    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, ckpt.partial_metrics)
-    if distributed.is_writer():
-      truncate_metrics(metrics_path, ckpt.epoch)
-      print(
-        f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
-        file=out,
-        flush=True,
-      )
-  elif resume:
-    if distributed.is_writer():
-      truncate_metrics(metrics_path, 0)
-      print(f"No checkpoint in {workdir}; starting from epoch 1.", file=out, flush=True)
-  position.state = parallel.put_replicated(position.state, run.mesh)
-  return position
-
-
-def data_key_bits(run: RunData) -> np.ndarray:
-  """The data key's raw bits, stored in checkpoints (typed keys do not serialize)."""
-  return np.asarray(jax.random.key_data(run.keys.data))
-
-
-def save_checkpoint(config, run, workdir, state, epoch, step_in_epoch, metrics) -> str:
-  """Writes the run's checkpoint (process 0 only); returns its path."""
-  if not distributed.is_writer():
-    return os.path.join(workdir, checkpoint.CHECKPOINT_NAME)
-  return checkpoint.save(
-    workdir,
-    checkpoint.Checkpoint(state, epoch, step_in_epoch, metrics, data_key_bits(run), config),
-  )
+  @property
+  def steps(self) -> int:
+    return self.runs[0].steps
 
 
 class _SigintFlag:
@@ -262,129 +121,13 @@ class _SigintFlag:
       signal.signal(signal.SIGINT, self._old)
 
 
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-  """How the epoch loop runs and reports; none of it changes the results."""
-
-  chunk_steps: int = 200
-  progress: bool = True
-  on_epoch: Callable[[int, dict[str, float]], None] | None = None
-
-
-def train_epochs(
-  config: Config,
-  run: RunData,
-  workdir: str,
-  position: Position,
-  writer: MetricWriter,
-  options: LoopOptions,
-) -> TrainState:
-  """Trains from `position` to the last epoch, logging and checkpointing each."""
-  with _SigintFlag() as sigint:
-    for epoch in range(position.epoch, config.epochs + 1):
-      position = train_one_epoch(config, run, workdir, position, options, sigint)
-      state = position.state
-      t0, m = position.partial.pop("_t0"), position.partial
-      val_metrics, _ = evaluate(state, *run.monitor)
-      scalars = {
-        "train_loss": float(np.mean(m["loss"])),
-        "train_accuracy": float(np.mean(m["accuracy"])),
-        **{f"val_{k}": v for k, v in sorted(to_host_scalars(val_metrics).items(), reverse=True)},
-      }
-      scalars["epoch_seconds"] = time.perf_counter() - t0
-      writer.write_scalars(epoch, scalars)
-      save_checkpoint(config, run, workdir, state, epoch, 0, {})
-      position = Position(state, epoch + 1, 0, {})
-      if options.on_epoch is not None:
-        options.on_epoch(epoch, scalars)
-  return position.state
-
-
-def train_one_epoch(config, run, workdir, position, options, sigint) -> Position:
-  """Trains the rest of `position.epoch`.
-
-  Returns:
-    The position at the epoch's end; `partial` holds the whole epoch's
-    per-step metrics and, under "_t0", the time the epoch started.
-
-  Raises:
-    NonFiniteLossError: naming the step, the last good checkpoint kept.
-    RunInterrupted: after Ctrl-C, once the mid-epoch checkpoint is saved.
-  """
-  t0 = time.perf_counter()
-  epoch = position.epoch
-  epoch_key = jax.random.fold_in(run.keys.data, epoch)
-  images, pairs, y = run.train
-  if run.fresh is not None:
-    pairs, y = run.fresh(jax.random.fold_in(epoch_key, 1))
-  batches = run.make_batches(jax.random.fold_in(epoch_key, 0))
-  bar = ProgressBar(f"epoch {epoch}/{config.epochs}", run.steps, enabled=options.progress)
-  bad_step = []
-
-  def on_chunk(done, total, host):
-    bar.update(done)
-    finite = np.isfinite(host["loss"])
-    if not finite.all():
-      bad_step.append(done - len(finite) + int(np.argmin(finite)))
-      return True
-    return sigint.set
-
-  state, m, done = train_epoch(
-    position.state,
-    images,
-    pairs,
-    y,
-    batches,
-    run.keys.dropout,
-    start=position.step,
-    chunk_steps=options.chunk_steps,
-    on_chunk=on_chunk,
-  )
-  bar.close()
-  partial = position.partial
-  m = {k: np.concatenate([partial[k], m[k]]) if k in partial else m[k] for k in m}
-  if bad_step:
-    step = (epoch - 1) * run.steps + bad_step[0] + 1
-    kept = (
-      f"the last good checkpoint (after epoch {epoch - 1}) is kept in {workdir}"
-      if checkpoint.exists(workdir)
-      else "no checkpoint had been written yet"
-    )
-    raise NonFiniteLossError(
-      f"Training stopped: the loss became non-finite at step {step} (epoch "
-      f"{epoch}); {kept}. Lower --learning-rate (now {config.learning_rate}) "
-      "or check the data."
-    )
-  if done < run.steps:  # Ctrl-C: keep what this epoch has done so far.
-    path = save_checkpoint(config, run, workdir, state, epoch - 1, done, m)
-    raise RunInterrupted(
-      f"Interrupted at step {done}/{run.steps} of epoch {epoch}; checkpoint saved to "
-      f"{path}. Resume by running the same command with --workdir {workdir} --resume."
-    )
-  return Position(state, epoch, done, {**m, "_t0": t0})
-
-
-def make_writer(config: Config, workdir: str, out, *, tensorboard: bool) -> MetricWriter:
-  """Console line, metrics.jsonl and optionally TensorBoard, behind one interface.
-
-  Processes other than 0 get a writer that writes nothing.
-  """
-  if not distributed.is_writer():
-    return MultiWriter([])
-  writers = [
-    ConsoleWriter(total=config.epochs, stream=out),
-    JsonlWriter(os.path.join(workdir, METRICS_NAME)),
-  ]
-  if tensorboard:
-    writers.append(TensorBoardWriter(os.path.join(workdir, "tensorboard")))
-  return MultiWriter(writers)
-
-
 def train_and_evaluate(
   config: Config,
-  workdir: str,
-  data: MnistData,
+  workdir: str | os.PathLike,
+  data: Dataset,
   *,
+  seeds: Sequence[int] | None = None,
+  sweep: tuple[str, Sequence[float]] | None = None,
   resume: bool = False,
   overwrite: bool = False,
   chunk_steps: int = 200,
@@ -394,32 +137,36 @@ def train_and_evaluate(
   devices=None,
   encoder=None,
   stdout: TextIO | None = None,
-  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-  """Trains the Siamese network on a dataset's pairs and evaluates it.
+  """Trains the Siamese network (or K of them) on a dataset's pairs and evaluates it.
 
   Args:
-    config: the run's hyperparameters.
-    workdir: where config.json, metrics.jsonl, the checkpoint, results.json
-      and the pictures go.
+    config: the run's hyperparameters (with seeds or a sweep: the shared
+      ones; `seed` and the swept field are replaced for each model).
+    workdir: where the files go (see the module docstring).
     data: the dataset (see `siamese_jax.data.load_data`).
-    resume: continue the run in `workdir` from its checkpoint.
+    seeds: train one model per seed, in one program; files per seed.
+    sweep: None, or (field, values): "learning_rate" or "margin", crossed
+      with the seeds. The values are traced, so one compilation serves all.
+    resume: continue the run in `workdir` from its checkpoint; with more
+      epochs than it was started with, train longer.
     overwrite: replace a run already in `workdir`.
     chunk_steps: about how many steps run per device dispatch; the progress
       bar moves once per chunk. Results do not depend on it.
     progress: draw a progress bar on stderr when it is a terminal.
-    tensorboard: also write TensorBoard event files into the workdir.
+    tensorboard: also write TensorBoard event files into each model's dir.
     plots: write `distances.png` (needs matplotlib; skipped with a note if
       it is not installed).
-    devices: the devices to train on, data-parallel (all if None).
+    devices: the devices to train on (all of every process if None): one
+      model is data-parallel over them, K models are spread over them.
     encoder: a Flax module mapping float[N, H, W] images to float[N, D]
       embeddings, called as `encoder(x, train=...)`; None for the config's
       built-in one. A resumed run, and `load_trained`, need the same one.
     stdout: where the per-epoch lines go (sys.stdout if None).
-    on_epoch: called with (epoch, metrics) after each epoch is logged.
 
   Returns:
-    The contents of results.json.
+    The contents of results.json (a plain run) or summary.json (seeds or a
+    sweep); {} in processes other than 0.
 
   Raises:
     SiameseJaxError subclasses for expected failures: bad config, workdir
@@ -428,86 +175,255 @@ def train_and_evaluate(
   t_start = time.perf_counter()
   out = stdout or sys.stdout
   workdir = os.fspath(workdir)
-  # Data and devices: every config check happens before the workdir is touched.
-  checked = check_data(config, data, devices)
-  if distributed.is_writer():
-    prepare_workdir(workdir, config, resume=resume, overwrite=overwrite)
+  # Every check of the config and data happens before the workdir is touched.
+  plan = plan_models(config, workdir, seeds, sweep)
+  runs = tuple(check_data(c, data) for c in plan.configs)
+  templates = [
+    create_train_state(r.keys.init, c, encoder=encoder, image_shape=data.image_shape)
+    for c, r in zip(plan.configs, runs, strict=True)
+  ]
+  if plan.stacked:
+    placement = Stacked(plan.configs, runs, templates, devices)
+    initial = templates
+    if plan.sweep is not None:  # one optimizer; each model's lr is a leaf of its state
+      tx = sweep_optimizer(plan.configs[0])
+      initial = [to_sweep_state(s, c, tx) for s, c in zip(templates, plan.configs, strict=True)]
+    initial = stack(initial)
   else:
-    print(
-      f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
-      f"process 0 writes {workdir}",
-      file=sys.stderr,
-      flush=True,
-    )
-  run = place_data(config, *checked)
-  # Workdir: a new run, or the checkpoint of the one to resume.
-  position = start_or_resume(config, run, workdir, resume=resume, out=out, encoder=encoder)
-  # The epoch loop.
-  writer = make_writer(config, workdir, out, tensorboard=tensorboard)
-  try:
-    state = train_epochs(
-      config, run, workdir, position, writer, LoopOptions(chunk_steps, progress, on_epoch)
-    )
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() == 1:
-      raise  # one process: not a lost peer, a bug worth its traceback
-    raise distributed.lost_peer(e, workdir) from None
-  finally:
-    writer.close()
-  # Final evaluation and results, by process 0 alone.
-  if jax.process_count() > 1:
-    if not distributed.is_writer():
-      return {}
-    # Its own copy of the state and data on one local device: nothing here
-    # is a collective, so the other processes may finish.
-    run = place_data(config, *checked[:4], parallel.data_mesh(jax.local_devices()[:1]))
-    state = jax.device_put(parallel.to_host(state), jax.local_devices()[0])
-  results = final_evaluation(state, config, run, workdir, plots=plots)
-  if encoder is not None:  # load_trained needs to be told which one.
-    results["encoder"] = f"custom ({type(encoder).__name__})"
-  results["num_pairs_per_epoch"] = run.num_pairs
-  results["total_seconds"] = time.perf_counter() - t_start
-  print_results(results, out)
-  atomic_write_json(os.path.join(workdir, RESULTS_NAME), results)
-  return results
-
-
-def print_results(t: dict[str, Any], out) -> None:
-  """The console's summary of results.json."""
-  print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
-  print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
-  print(f"* Test ROC AUC: {t['test_roc_auc']:.4f}", file=out)
-  print(
-    f"* Threshold chosen on {t['threshold_source']}: {t['threshold']:.4f}; test accuracy "
-    f"at it: {100 * t['test_accuracy_at_threshold']:0.2f}%",
-    file=out,
-  )
-  for split in ("test", "val"):
-    if t.get(f"{split}_precision_at_1") is not None:
-      print(f"* {_retrieval_line(t, split + '_')} ({split} images)", file=out)
-  for group in ("seen", "unseen"):
-    if f"test_{group}_images" in t:
-      p = f"test_{group}_"
-      pair = (
-        f"accuracy {100 * t[p + 'accuracy']:0.2f}%, at threshold "
-        f"{100 * t[p + 'accuracy_at_threshold']:0.2f}%, ROC AUC {t[p + 'roc_auc']:.4f}; "
-        if t[p + "accuracy"] is not None
-        else "no pair metrics (fewer than 2 classes); "
-      )
+    placement = DataParallel(config, runs[0], devices)
+    initial = templates[0]
+  run = Run(config, plan, runs, placement, workdir, out)
+  writer = distributed.is_writer()
+  with locked(workdir) if writer else contextlib.nullcontext():
+    if writer:
+      _prepare(run, resume=resume, overwrite=overwrite)
+    else:
       print(
-        f"* {group} classes {','.join(map(str, t[p + 'classes']))}: {pair}{_retrieval_line(t, p)}",
-        file=out,
+        f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
+        f"process 0 writes {workdir}",
+        file=sys.stderr,
+        flush=True,
       )
+    position = _start_or_resume(run, initial, resume=resume)
+    if plan.stacked and writer:
+      print(
+        f"{plan.describe()} in one program on {placement.devices} device(s)", file=out, flush=True
+      )
+    writers = _make_writers(run, tensorboard=tensorboard)
+    try:
+      state = _train_epochs(run, position, writers, chunk_steps=chunk_steps, progress=progress)
+      host = placement.to_host(state)  # every model's final state, in process 0
+    except jax.errors.JaxRuntimeError as e:
+      if jax.process_count() == 1:
+        raise  # one process: not a lost peer, a bug worth its traceback
+      raise distributed.lost_peer(e, workdir) from None
+    finally:
+      for w in writers:
+        w.close()
+    if not writer:
+      return {}
+    return _finish(run, placement.singles(host), encoder=encoder, plots=plots, t_start=t_start)
+
+
+def _prepare(run: Run, *, resume: bool, overwrite: bool) -> None:
+  """Each model's directory: new, checked for resuming, or cleared (process 0)."""
+  for c, d in zip(run.plan.configs, run.plan.dirs, strict=True):
+    prepare_workdir(d, c, resume=resume, overwrite=overwrite)
+  if overwrite and run.plan.stacked:  # a plain run's workdir was cleared above
+    for name in (checkpoint.CHECKPOINT_NAME, SUMMARY_NAME):
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(run.workdir, name))
+
+
+def _start_or_resume(run: Run, initial, *, resume: bool) -> Position:
+  """The starting position: fresh from the init keys, or the workdir's checkpoint.
+
+  Raises:
+    WorkdirError: the checkpoint belongs to another config or other seeds.
+  """
+  placement, workdir = run.placement, run.workdir
+  position = Position(initial, 1, 0, {})
+  if resume and checkpoint.exists(workdir):
+    ckpt = checkpoint.load(workdir, jax.device_get(initial))
+    if not np.array_equal(ckpt.data_key, placement.key_bits()):
+      raise WorkdirError(
+        f"The checkpoint in {workdir!r} was written with other data keys; it belongs to "
+        "another config or other seeds. Start over with --overwrite."
+      )
+    partial = placement.loaded_metrics(ckpt.partial_metrics)
+    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, partial)
+    if distributed.is_writer():
+      print(
+        f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
+        file=run.out,
+        flush=True,
+      )
+  elif resume and distributed.is_writer():
+    print(f"No checkpoint in {workdir}; starting from epoch 1.", file=run.out, flush=True)
+  if resume and distributed.is_writer():
+    # Lines past the checkpoint were written before a kill; they come again.
+    for d in run.plan.dirs:
+      truncate_metrics(os.path.join(d, METRICS_NAME), position.epoch - 1)
+  position.state = placement.place(position.state)
+  return position
+
+
+def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
+  """Each model's metrics.jsonl (and TensorBoard); a plain run's console line too.
+
+  Processes other than 0 get writers that write nothing.
+  """
+  if not distributed.is_writer():
+    return [MultiWriter([]) for _ in run.plan.dirs]
+  writers = []
+  for d in run.plan.dirs:
+    sinks = [JsonlWriter(os.path.join(d, METRICS_NAME))]
+    if not run.plan.stacked:
+      sinks.insert(0, ConsoleWriter(total=run.config.epochs, stream=run.out))
+    if tensorboard:
+      sinks.append(TensorBoardWriter(os.path.join(d, "tensorboard")))
+    writers.append(MultiWriter(sinks))
+  return writers
+
+
+def _save(run: Run, host_state, epoch: int, step_in_epoch: int, metrics) -> str:
+  """Writes the run's checkpoint (process 0 only); returns its path."""
+  path = os.path.join(run.workdir, checkpoint.CHECKPOINT_NAME)
+  if distributed.is_writer():
+    metrics = run.placement.checkpoint_metrics(metrics)
+    bits = run.placement.key_bits()
+    checkpoint.save(
+      run.workdir,
+      checkpoint.Checkpoint(host_state, epoch, step_in_epoch, metrics, bits, run.config),
+    )
+  return path
+
+
+def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, progress: bool):
+  """Trains from `position` to the last epoch, logging and checkpointing each."""
+  with _SigintFlag() as sigint:
+    for epoch in range(position.epoch, run.config.epochs + 1):
+      t0 = time.perf_counter()
+      state, m = _train_one_epoch(run, position, sigint, chunk_steps, progress)
+      vals = run.placement.validate(state)
+      seconds = time.perf_counter() - t0  # training plus validation
+      lines = []
+      for i, (writer, val) in enumerate(zip(writers, vals, strict=True)):
+        scalars = {
+          "train_loss": float(np.mean(m["loss"][i])),
+          "train_accuracy": float(np.mean(m["accuracy"][i])),
+          **val,
+          "epoch_seconds": seconds,
+        }
+        writer.write_scalars(epoch, scalars)
+        lines.append(scalars)
+      _save(run, run.placement.to_host(state), epoch, 0, {})
+      if run.plan.stacked and distributed.is_writer():
+        print(console_line(epoch, run.config.epochs, lines), file=run.out, flush=True)
+      position = Position(state, epoch + 1, 0, {})
+  return position.state
+
+
+def _train_one_epoch(run: Run, position: Position, sigint, chunk_steps: int, progress: bool):
+  """Trains the rest of `position.epoch`.
+
+  Returns:
+    (state, the whole epoch's per-step metrics, float[K, steps]).
+
+  Raises:
+    NonFiniteLossError: naming the step (and the models), the last good
+      checkpoint kept.
+    RunInterrupted: after Ctrl-C, once the mid-epoch checkpoint is saved.
+  """
+  placement, epoch, steps = run.placement, position.epoch, run.steps
+  pairs, y, batches = placement.epoch_inputs(epoch)
+  label = f"epoch {epoch}/{run.config.epochs}"
+  if run.plan.stacked:
+    label += f", {run.plan.size} models"
+  bar = ProgressBar(label, steps, enabled=progress and distributed.is_writer())
+  bad_step = []
+
+  def on_chunk(done, total, host):
+    bar.update(done)
+    finite = np.isfinite(host["loss"]).reshape(placement.num_models, -1).all(axis=0)
+    if not finite.all():
+      bad_step.append(done - len(finite) + int(np.argmin(finite)))
+      return True
+    return placement.agree(sigint.set)
+
+  state, m, done = train_epoch(
+    position.state, placement.images, pairs, y, batches, placement.dropout_keys,
+    start=position.step, chunk_steps=chunk_steps, on_chunk=on_chunk,
+    chunk_fn=placement.chunk_fn, fetch=placement.fetch,
+  )  # fmt: skip
+  bar.close()
+  m = {k: np.reshape(v, (placement.num_models, -1)) for k, v in m.items()}
+  m = {k: np.concatenate([position.partial[k], v], axis=-1) if k in position.partial else v
+       for k, v in m.items()}  # fmt: skip
+  if bad_step:
+    step = (epoch - 1) * steps + bad_step[0] + 1
+    which = ""
+    if run.plan.stacked:
+      names = [os.path.relpath(d, run.workdir) for d, row in zip(run.plan.dirs, m["loss"],
+               strict=True) if not np.isfinite(row).all()]  # fmt: skip
+      which = f" of {', '.join(names)}"
+    kept = (
+      f"the last good checkpoint (after epoch {epoch - 1}) is kept in {run.workdir}"
+      if checkpoint.exists(run.workdir)
+      else "no checkpoint had been written yet"
+    )
+    raise NonFiniteLossError(
+      f"Training stopped: the loss{which} became non-finite at step {step} (epoch "
+      f"{epoch}); {kept}. Lower --learning-rate (now {run.config.learning_rate}) "
+      "or check the data."
+    )
+  if done < steps:  # Ctrl-C: keep what this epoch has done so far.
+    path = _save(run, placement.to_host(state), epoch - 1, done, m)
+    raise RunInterrupted(
+      f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
+      f"{path}. Resume by running the same command with --workdir {run.workdir} --resume."
+    )
+  return state, m
+
+
+def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[str, Any]:
+  """Each model's final evaluation and files; summary.json for several (process 0)."""
+  plan, out = run.plan, run.out
+  all_results = []
+  for c, d, r, state in zip(plan.configs, plan.dirs, run.runs, states, strict=True):
+    results = final_evaluation(state, c, r, d, plots=plots)
+    if encoder is not None:  # load_trained needs to be told which one.
+      results["encoder"] = f"custom ({type(encoder).__name__})"
+    results["num_pairs_per_epoch"] = r.num_pairs
+    if plan.stacked:
+      results["num_seeds_in_program"] = plan.size
+    results["total_seconds"] = time.perf_counter() - t_start
+    if plan.stacked:  # its own checkpoint, as its plain run leaves one
+      bits = np.asarray(jax.random.key_data(r.keys.data))
+      checkpoint.save(d, checkpoint.Checkpoint(state, c.epochs, 0, {}, bits, c))
+      print(f"{os.path.relpath(d, run.workdir)}:", file=out)
+    print_results(results, out)
+    atomic_write_json(os.path.join(d, RESULTS_NAME), results)
+    all_results.append(results)
+  if not plan.stacked:
+    return all_results[0]
+  if plan.sweep is None:
+    summary = summarize(all_results)
+    lines = headline(summary)
+  else:
+    field, values = plan.sweep
+    summary = {"sweep": {"field": field, "values": list(values)}, "by_value": {}}
+    lines = []
+    for v in values:
+      group = [
+        res for res, c in zip(all_results, plan.configs, strict=True) if getattr(c, field) == v
+      ]
+      summary["by_value"][f"{v:g}"] = summarize(group)
+      lines += [f"{field} {v:g}: {line}" for line in headline(summary["by_value"][f"{v:g}"])]
+  summary["seeds"] = sorted({c.seed for c in plan.configs})
+  summary["total_seconds"] = time.perf_counter() - t_start
+  atomic_write_json(os.path.join(run.workdir, SUMMARY_NAME), summary)
+  for line in lines:
+    print(line, file=out)
   out.flush()
-
-
-def _retrieval_line(t: dict[str, Any], p: str) -> str:
-  if t.get(p + "precision_at_1") is None:
-    return "no retrieval metrics (no class with 2 images)"
-  line = f"P@1 {100 * t[p + 'precision_at_1']:0.2f}%, MAP@R {100 * t[p + 'map_at_r']:0.2f}%"
-  if p + "r_precision" in t:
-    line += f", R-Precision {100 * t[p + 'r_precision']:0.2f}%"
-  skipped = t.get(p + "retrieval_skipped_queries")
-  if skipped:
-    line += f" ({skipped} queries skipped: no other image of their class)"
-  return line
+  return summary

@@ -2,9 +2,8 @@
 
 `jax.random.permutation` sorts random 32-bit keys carrying the indices as
 values, in two rounds for 108,400 training pairs. XLA's CPU sort of such
-key/value pairs took 19 ms a round on the development machine, so shuffling
-the batches cost 39 ms of a 0.56 s epoch; a single uint32 array of the same
-length sorts in 4 ms.
+key/value pairs is several times slower than a sort of a single uint32
+array of the same length (docs/performance.md).
 
 So each round here packs both into one uint32: the high 32 - b bits are
 random, the low b bits hold the element's current position (b bits count

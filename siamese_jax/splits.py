@@ -4,6 +4,9 @@ Keys: one root key from the config's seed, split once into named keys (init,
 pairs, data, dropout). The pairs key fixes the holdout and every split's
 pairs; the data key shuffles each epoch (`fold_in(data_key, epoch)`); the
 dropout key is folded with the step inside `train_step`.
+
+`check_data(config, data)` makes all of this for one model and checks the
+config against it, before anything is written.
 """
 
 import dataclasses
@@ -11,7 +14,8 @@ import dataclasses
 import jax
 import numpy as np
 
-from siamese_jax.dataset import MnistData
+from siamese_jax.config import Config
+from siamese_jax.dataset import Dataset
 from siamese_jax.errors import ConfigError, DataError
 from siamese_jax.pairs import count_pairs, dense_labels, make_pairs, make_pairs_within
 
@@ -59,7 +63,7 @@ class PairSets:
   fresh_pairs: int
 
 
-def training_classes(data: MnistData, train_classes) -> np.ndarray:
+def training_classes(data: Dataset, train_classes) -> np.ndarray:
   """The classes to train on, checked against those the training split holds.
 
   Raises:
@@ -79,9 +83,7 @@ def training_classes(data: MnistData, train_classes) -> np.ndarray:
   return classes
 
 
-def make_pair_sets(
-  keys: RunKeys, data: MnistData, holdout: int = 0, train_classes=None
-) -> PairSets:
+def make_pair_sets(keys: RunKeys, data: Dataset, holdout: int = 0, train_classes=None) -> PairSets:
   """The original's pairs of each split, after holding out validation images.
 
   With `train_classes`, the training split keeps only those classes' images
@@ -127,3 +129,50 @@ def make_pair_sets(
     data.test_images, dense_labels(data.test_labels, test_classes), ep, ey, test_classes
   )
   return PairSets(PairSet(images, labels, tp, ty, classes), test, val, fresh_pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """One model's data, checked: its keys, splits and pair counts, on the host.
+
+  Attributes:
+    keys: the model's named keys.
+    sets: its splits and their fixed pairs.
+    num_pairs: training pairs per epoch.
+    steps: optimizer steps per epoch (num_pairs // batch_size).
+    num_classes: the dataset's class count (`Dataset.num_classes`).
+  """
+
+  keys: RunKeys
+  sets: PairSets
+  num_pairs: int
+  steps: int
+  num_classes: int
+
+  @property
+  def monitor(self) -> PairSet:
+    """The per-epoch validation split: held-out images, else (as the original) test."""
+    return self.sets.val if self.sets.val is not None else self.sets.test
+
+
+def check_data(config: Config, data: Dataset) -> RunData:
+  """Makes one model's keys and splits and checks the config against them.
+
+  Runs before anything is written, so a bad config leaves no workdir behind.
+
+  Raises:
+    ConfigError: a batch larger than the data; a holdout that leaves too
+      few images; training classes the data lacks.
+  """
+  keys = run_keys(config.seed)
+  sets = make_pair_sets(keys, data, config.holdout, config.train_classes)
+  # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
+  # makes of the whole training split (108,400 on MNIST, holdout or not).
+  num_pairs = sets.fresh_pairs if config.pairs == "fresh" else len(sets.train.pairs)
+  steps = num_pairs // config.batch_size
+  if steps == 0:
+    raise ConfigError(
+      f"batch_size={config.batch_size} is larger than the {num_pairs} training pairs; "
+      "use --batch-size of at most that."
+    )
+  return RunData(keys, sets, num_pairs, steps, data.num_classes)

@@ -1,4 +1,4 @@
-"""Training and evaluation: the step, the scanned epoch, the whole run.
+"""Training: the state, the step, the scanned epoch.
 
 The step contract (as in flax's examples and big_vision):
 
@@ -12,13 +12,12 @@ no key lives in the state.
 For speed the run does not call `train_step` once per batch. The data sit on
 the device (uint8 images, int32 pair indices), and `train_chunk` runs many
 steps in one `lax.scan`, gathering each batch on the device. It calls the
-same `_train_step` function, and a test checks that it gives bitwise the same
+same `train_step_body` function, and a test checks that it gives bitwise the same
 parameters and metrics as looping the public `train_step`.
 """
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import flax.linen as nn
 import flax.struct
@@ -31,7 +30,7 @@ from flax.training import train_state
 from siamese_jax import parallel
 from siamese_jax.config import Config
 from siamese_jax.errors import ConfigError
-from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
+from siamese_jax.losses import contrastive_loss, pair_accuracy
 from siamese_jax.models import Siamese, builtin_encoder
 from siamese_jax.shuffle import permutation
 
@@ -104,8 +103,9 @@ def create_train_state(
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def _train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
-  """One RMSProp step on one batch (unjitted; see `train_step`)."""
+def train_step_body(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+  """One RMSProp step on one batch, unjitted: the body that `train_step`,
+  `train_chunk` and the stacked models' chunk (`siamese_jax.placement`) share."""
   dropout_key = jax.random.fold_in(key, state.step)
 
   def loss_fn(params):
@@ -134,7 +134,7 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainSt
     (new state, {"loss": float32[], "accuracy": float32[]}), where accuracy
     is mean((d < threshold) == y) under this step's dropout.
   """
-  return _train_step(state, batch, key)
+  return train_step_body(state, batch, key)
 
 
 @jax.jit
@@ -169,15 +169,12 @@ def gather_batch(images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Arr
     pixels scaled to [0, 1] as the original does (x / 255).
   """
   p = pairs[idx]
-  # One gather for both images of every pair: on CPU, XLA turned two
-  # [B, 28, 28] gathers joined by a concatenate (which `Siamese` then undoes)
-  # into a loop about 2x slower, ~0.03 s of a 0.55 s epoch.
+  # One gather for both images of every pair: on CPU, XLA turns two gathers
+  # joined by a concatenate (which `Siamese` then undoes) into a slower loop
+  # (docs/performance.md).
   x = images[jnp.concatenate([p[:, 0], p[:, 1]])].astype(jnp.float32) / 255.0
   b = idx.shape[0]
   return {"x1": x[:b], "x2": x[b:], "y": y[idx]}
-
-
-gather_batch_jit = jax.jit(gather_batch)
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames="length")
@@ -208,7 +205,7 @@ def train_chunk(
   rows = jax.lax.dynamic_slice_in_dim(batches, start, length)
 
   def body(state, idx):
-    return _train_step(state, gather_batch(images, pairs, y, idx), key)
+    return train_step_body(state, gather_batch(images, pairs, y, idx), key)
 
   return jax.lax.scan(body, state, rows)
 
@@ -229,14 +226,14 @@ def epoch_batches(key: jax.Array, num_pairs: int, batch_size: int) -> jax.Array:
       f"batch_size={batch_size} is larger than the {num_pairs} training pairs; "
       "use a batch size of at most the number of pairs."
     )
-  perm = permutation(key, num_pairs)  # 3x cheaper than jax.random.permutation on CPU
+  perm = permutation(key, num_pairs)  # cheaper than jax.random.permutation on CPU
   return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 
 def chunk_lengths(steps: int, target: int) -> list[int]:
   """Splits `steps` into chunks of about `target` steps, preferring one length.
 
-  Each distinct length compiles `train_chunk` once (about 0.3 s on CPU), so
+  Each distinct length compiles `train_chunk` once, so
   equal chunks are used when a divisor of `steps` lies within a factor of 2
   of `target` (846 steps -> 6 x 141). Otherwise the split is near-equal,
   with two lengths (k and k + 1).
@@ -265,6 +262,7 @@ def train_epoch(
   chunk_steps: int = 200,
   on_chunk: Callable[[int, int, dict[str, np.ndarray]], bool | None] | None = None,
   chunk_fn: Callable[..., tuple[TrainState, Metrics]] | None = None,
+  fetch: Callable[[Metrics], dict[str, np.ndarray]] = parallel.to_host,
 ) -> tuple[TrainState, dict[str, np.ndarray], int]:
   """Trains over `batches[start:]`, a chunk of steps per dispatch.
 
@@ -276,7 +274,7 @@ def train_epoch(
     state: donated TrainState.
     images, pairs, y: the training split on the device.
     batches: int32[S, B] from `epoch_batches` (int32[K, S, B] with a
-      `chunk_fn` that runs K models at once, as `siamese_jax.multi_seed`).
+      `chunk_fn` that runs K models at once, as `siamese_jax.placement`).
     key: dropout key.
     start: first step to take (a resumed epoch starts part-way).
     chunk_steps: about how many steps to run per dispatch.
@@ -285,6 +283,8 @@ def train_epoch(
       returns True the epoch stops early (after the chunk already in flight).
     chunk_fn: the jitted chunk runner, `train_chunk` if None (the benchmark
       passes an undonated copy to measure what donation buys).
+    fetch: device metrics -> host arrays (models spread over several
+      processes gather theirs).
 
   Returns:
     (state, per-step metrics {"loss": float32[n], "accuracy": float32[n]} of
@@ -299,7 +299,7 @@ def train_epoch(
   def finish(item):
     nonlocal done, stop
     length, metrics = item
-    host = parallel.to_host(metrics)
+    host = fetch(metrics)
     collected.append(host)
     done += length
     if on_chunk is not None and on_chunk(done, total, host):
@@ -325,96 +325,3 @@ def train_epoch(
     return state, {"loss": empty, "accuracy": empty}, done
   metrics = {k: np.concatenate([m[k] for m in collected], axis=-1) for k in collected[0]}
   return state, metrics, done
-
-
-def _chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype) -> jax.Array:
-  """out[i] = fn(rows)[i - start] over row windows [start, start + chunk).
-
-  Windows start at 0, chunk, 2 * chunk, ...; the last one is clamped to end
-  at n (dynamic_slice clamps), so it overlaps the one before and rewrites a
-  few rows with the same values. Nothing of size n is padded or copied, so
-  the working set stays one window.
-  """
-  chunk = min(chunk, n)
-  steps = -(-n // chunk)
-
-  def body(i, out):
-    start = jnp.minimum(i * chunk, n - chunk)
-    return jax.lax.dynamic_update_slice_in_dim(out, fn(start, chunk), start, axis=0)
-
-  return jax.lax.fori_loop(0, steps, body, jnp.zeros((n, *out_shape), out_dtype))
-
-
-@functools.partial(jax.jit, static_argnames="chunk")
-def embed_images(state: TrainState, images: jax.Array, *, chunk: int = 2048) -> jax.Array:
-  """Embeds every image once, `chunk` at a time, without dropout.
-
-  Args:
-    state: the TrainState.
-    images: uint8[N, H, W] (or float32 in [0, 1]; only uint8 is divided by 255).
-    chunk: images per matmul; bounds the float32 working set.
-
-  Returns:
-    float32[N, D] embeddings.
-  """
-  n = images.shape[0]
-  dim = jax.eval_shape(
-    lambda x: state.apply_fn({"params": state.params}, x, method="embed"),
-    jax.ShapeDtypeStruct((1, *images.shape[1:]), jnp.float32),
-  ).shape[-1]
-
-  def embed(start, size):
-    x = jax.lax.dynamic_slice_in_dim(images, start, size).astype(jnp.float32)
-    if images.dtype == jnp.uint8:
-      x = x / 255.0
-    return state.apply_fn({"params": state.params}, x, method="embed")
-
-  return _chunked_rows(embed, n, chunk, (dim,), jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnames="chunk")
-def pair_distances(embeddings: jax.Array, pairs: jax.Array, *, chunk: int = 8192) -> jax.Array:
-  """float32[N, D] embeddings, int32[P, 2] pairs -> float32[P] distances.
-
-  Gathers `chunk` pairs at a time: gathering all at once would materialize
-  two (P, D) arrays, 110 MB for the 108,400 training pairs.
-  """
-
-  def dist(start, size):
-    p = jax.lax.dynamic_slice_in_dim(pairs, start, size)
-    return euclidean_distance(embeddings[p[:, 0]], embeddings[p[:, 1]])
-
-  return _chunked_rows(dist, pairs.shape[0], chunk, (), jnp.float32)
-
-
-@jax.jit
-def evaluate(
-  state: TrainState, images: jax.Array, pairs: jax.Array, y: jax.Array
-) -> tuple[Metrics, jax.Array]:
-  """Loss and accuracy over a whole pair set, without dropout.
-
-  Each image is embedded once and the distances are taken between gathered
-  embeddings: the same numbers as `eval_step` over every pair, in a fraction
-  of the work (17,820 test pairs reference 10,000 images; without dropout an
-  image's embedding does not depend on the pair it is in).
-
-  Args:
-    state: the TrainState.
-    images: uint8[N, 28, 28] the split's images.
-    pairs: int32[P, 2] indices into `images`.
-    y: float32[P] labels, 1.0 = same digit.
-
-  Returns:
-    ({"loss": float32[], "accuracy": float32[]}, distances float32[P]).
-  """
-  d = pair_distances(embed_images(state, images), pairs)
-  metrics = {
-    "loss": contrastive_loss(d, y, state.margin),
-    "accuracy": pair_accuracy(d, y, state.threshold),
-  }
-  return metrics, d
-
-
-def to_host_scalars(metrics: dict[str, Any]) -> dict[str, float]:
-  """Device or numpy scalars -> plain floats, for JSON."""
-  return {k: float(v) for k, v in parallel.to_host(metrics).items()}

@@ -24,7 +24,9 @@ import numpy as np
 
 from siamese_jax import checkpoint
 from siamese_jax.config import Config
-from siamese_jax.errors import WorkdirError
+from siamese_jax.data import load_data, load_recorded
+from siamese_jax.dataset import Dataset
+from siamese_jax.errors import DataError, WorkdirError
 from siamese_jax.train import create_train_state, make_model
 from siamese_jax.workdir import CONFIG_NAME, RESULTS_NAME, read_config
 
@@ -41,6 +43,8 @@ class TrainedModel:
     threshold: distances below it mean "same class".
     image_shape: (H, W) of the images the network was trained on.
     model: the Flax `Siamese` module.
+    num_classes: the class count of the training data (None for runs
+      written before runs recorded it).
   """
 
   config: Config
@@ -48,6 +52,7 @@ class TrainedModel:
   threshold: float
   image_shape: tuple[int, int]
   model: Any
+  num_classes: int | None = None
 
   def __post_init__(self):
     model = self.model
@@ -85,6 +90,43 @@ class TrainedModel:
   def same(self, x1, x2) -> np.ndarray:
     """bool[N]: whether each pair is closer than the run's threshold."""
     return self.distance(x1, x2) < self.threshold
+
+  def load_data(self, data_dir=None, *, tfds_name: str | None = None) -> Dataset:
+    """The run's own data (`config.data`), or the data named here instead.
+
+    Raises:
+      DataError: the run recorded no data and none is named, the data
+        cannot be loaded, or it does not match the run (`check_data`).
+    """
+    if data_dir is not None or tfds_name is not None:
+      data = load_data(data_dir, tfds_name=tfds_name or "mnist")
+    elif self.config.data is not None:
+      data = load_recorded(self.config.data)
+    else:
+      raise DataError(
+        "This run did not record its data (it was trained from arrays in code, or before runs "
+        "recorded their data); name it with --data-dir (or --tfds-name)."
+      )
+    self.check_data(data)
+    return data
+
+  def check_data(self, data: Dataset) -> None:
+    """Refuses data whose image shape or class count differs from the run's.
+
+    Raises:
+      DataError: naming both shapes, or both class counts.
+    """
+    if data.image_shape != self.image_shape:
+      h, w = self.image_shape
+      raise DataError(
+        f"{data.source}: {data.image_shape[0]}x{data.image_shape[1]} images, but the run was "
+        f"trained on {h}x{w} images; use the run's own dataset ({self.config.data})."
+      )
+    if self.num_classes is not None and data.num_classes != self.num_classes:
+      raise DataError(
+        f"{data.source}: {data.num_classes} classes, but the run was trained on data of "
+        f"{self.num_classes}; use the run's own dataset ({self.config.data})."
+      )
 
   def _dim(self) -> int:
     shape = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
@@ -151,5 +193,5 @@ def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
   state = checkpoint.load(workdir, target).state
   return TrainedModel(
     config, state.params, float(results["threshold"]), image_shape,
-    make_model(config, encoder=encoder),
+    make_model(config, encoder=encoder), results.get("num_classes"),
   )  # fmt: skip

@@ -1,10 +1,17 @@
-"""The run's directory: what it holds, and when it may be reused.
+"""The run's directory: what it holds, who may use it, and when it may be reused.
 
 A new run refuses a workdir that holds another run unless told to overwrite
 it; a resumed run refuses a config that differs from the one it was started
 with, naming the fields. `config.json` is written before training starts.
+
+One process per workdir: a run holds an exclusive `flock` on `<workdir>/.lock`
+for its whole life (`locked`). The OS releases it when the process ends in
+any way, SIGKILL included, so nothing stale is ever left to clean up; the
+file itself only records the holder's PID for the refusal message.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 
@@ -16,7 +23,51 @@ from siamese_jax.files import atomic_write_bytes, atomic_write_json
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 RESULTS_NAME = "results.json"
+LOCK_NAME = ".lock"
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME, "distances.png")
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Holds the workdir's lock while the block runs (see the module docstring).
+
+  A workdir this call created is removed again if the block fails before
+  anything but the lock was written in it.
+
+  Raises:
+    WorkdirError: another process holds the lock (naming its PID), or the
+      workdir cannot be created.
+  """
+  created = not os.path.isdir(workdir)
+  path = os.path.join(workdir, LOCK_NAME)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise WorkdirError(
+      f"Workdir {workdir!r} is not writable ({e.strerror}). Choose another "
+      "--workdir, or fix its permissions."
+    ) from None
+  ok = False
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+      raise WorkdirError(
+        f"Workdir {workdir!r} is in use: process {holder} is running in it, and a workdir "
+        "holds one run at a time. Wait for that process to finish (or stop it; its "
+        "checkpoint lets --resume continue), or choose another --workdir."
+      ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+    ok = True
+  finally:
+    if not ok and created and os.listdir(workdir) == [LOCK_NAME]:
+      os.unlink(path)
+      os.rmdir(workdir)
+    os.close(fd)
 
 
 def _check_writable(workdir: str) -> None:
@@ -63,6 +114,8 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
     # Training longer is allowed: every epoch's randomness is keyed by the
     # epoch number, so a run resumed with more epochs is the run started with them.
     diff = {k: v for k, v in config.diff(old).items() if k != "epochs"}
+    if old.data is None:  # written before runs recorded their data
+      diff.pop("data", None)
     if diff:
       fields = ", ".join(f"{k} (run: {b!r}, now: {a!r})" for k, (a, b) in diff.items())
       raise WorkdirError(

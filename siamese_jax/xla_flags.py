@@ -2,21 +2,15 @@
 
 XLA's CPU backend (jaxlib 0.10) hands this step's forward matmuls and input
 gradients to YNNPACK by default, and its weight gradients to Eigen. Sending
-them all to Eigen was faster on the development machine (2 cores of an AMD
-EPYC with AVX-512). Measured in one process, interleaved, five repeats each:
-
-  * the step's 8 matmuls alone (the benchmark's floor): 0.37-0.38 s per
-    epoch all through Eigen, 0.43-0.44 s under the default;
-  * a training epoch: 0.44-0.45 s against 0.50-0.53 s.
-
-Not per matmul: alone, in a scan of 1,000, each of them is as fast or
-faster through YNNPACK (256 x 784 x 128: 166 us against 198 us). The gain
-is in the step as a whole; that it comes from not handing work between two
-thread pools (YNNPACK's and Eigen's) every step is a guess, not measured.
+them all to Eigen made both the step's matmul floor and a training epoch
+faster on the development machine (2 cores of an AMD EPYC with AVX-512),
+though each matmul alone is as fast or faster through YNNPACK: the gain is
+in the step as a whole. The figures, and the guess at why, are in
+docs/performance.md.
 
 So the `python -m experiments...` programs keep YNNPACK for reductions only:
 `--xla_cpu_experimental_ynn_fusion_type=reduce`. Sending elementwise work to
-YNNPACK as well made the epoch slower (0.60 s). Which library computes a
+YNNPACK as well made the epoch slower. Which library computes a
 matmul decides its rounding, so runs are deterministic either way but not
 bitwise equal between the two settings; results.json records XLA_FLAGS.
 

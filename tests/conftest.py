@@ -1,6 +1,7 @@
 """Shared fixtures: strict JAX numerics, synthetic MNIST, the real data dir."""
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax.dataset import DATA_DIR_ENV, MnistData
+from siamese_jax.dataset import DATA_DIR_ENV, Dataset
 
 # Silent broadcasting, e.g. (B, 1) * (B,) -> (B, B), becomes an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -34,7 +35,7 @@ def write_idx(path, arr: np.ndarray, gz: bool = True) -> str:
   return path
 
 
-def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0) -> MnistData:
+def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0) -> Dataset:
   """Learnable fake MNIST: each digit is a fixed random template plus noise."""
   rng = np.random.default_rng(seed)
   templates = rng.integers(0, 256, (10, 28, 28))
@@ -48,10 +49,10 @@ def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0) -> Mni
 
   tri, trl = split(n_train)
   tei, tel = split(n_test)
-  return MnistData(tri, trl, tei, tel)
+  return Dataset(tri, trl, tei, tel)
 
 
-def write_mnist_dir(directory, data: MnistData, gz: bool = True) -> str:
+def write_mnist_dir(directory, data: Dataset, gz: bool = True) -> str:
   directory = os.fspath(directory)
   os.makedirs(directory, exist_ok=True)
   suffix = ".gz" if gz else ""
@@ -63,7 +64,7 @@ def write_mnist_dir(directory, data: MnistData, gz: bool = True) -> str:
 
 
 @pytest.fixture
-def small_mnist() -> MnistData:
+def small_mnist() -> Dataset:
   return synthetic_mnist()
 
 
@@ -84,10 +85,10 @@ def mnist_dir() -> str:
 
 
 @pytest.fixture(scope="session")
-def real_mnist(mnist_dir) -> MnistData:
-  from siamese_jax.idx import load_idx_dir as load_mnist_idx
+def real_mnist(mnist_dir) -> Dataset:
+  from siamese_jax.idx import load_idx_dir
 
-  return load_mnist_idx(mnist_dir)
+  return load_idx_dir(mnist_dir)
 
 
 @pytest.fixture
@@ -142,3 +143,29 @@ def run_module(
     text=True,
     timeout=timeout,
   )
+
+
+# Timing, and what describes the machine rather than the run.
+TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices", "xla_flags"}
+
+
+def jsonl(path):
+  with open(path) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+def results(path):
+  with open(path) as f:
+    return {k: v for k, v in json.load(f).items() if k not in TIMING}
+
+
+def same_files(a, b, names=("config.json", "metrics.jsonl", "results.json", "checkpoint.msgpack")):
+  for name in names:
+    pa, pb = os.path.join(a, name), os.path.join(b, name)
+    if name.endswith(".jsonl"):
+      assert jsonl(pa) == jsonl(pb), name
+    elif name.endswith(".json"):
+      assert results(pa) == results(pb), name
+    else:
+      with open(pa, "rb") as fa, open(pb, "rb") as fb:
+        assert fa.read() == fb.read(), name

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from siamese_jax import Config
-from siamese_jax.benchmark import (
+from benchmarks.speed import (
   FLOP_PER_TRAIN_PAIR,
   format_report,
   machine_peak_gflops,
   run_benchmark,
 )
+from siamese_jax import Config
 
 from conftest import run_module, synthetic_mnist, write_mnist_dir
 

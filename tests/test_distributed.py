@@ -35,6 +35,7 @@ def strip(path):
 
 
 def start_group(data_dir, workdir, n=2, extra=()):
+  """n processes of one run on localhost (each sees its one CPU device)."""
   port = free_port()
   return [
     start_module(
@@ -90,6 +91,38 @@ def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_train_four_seeds_as_one_process_on_two_devices(data_dir, tmp_path):
+  seeds = ("--seeds", "0,1,2,3")
+  procs = start_group(data_dir, tmp_path / "multi", extra=seeds)
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs, strict=True):
+    assert p.returncode == 0, err
+  assert "4 seeds in one program on 2 device(s)" in outs[0][0]
+  assert "over 4 seeds" in outs[0][0] and "epoch" not in outs[1][0]
+  r = run_module(
+    "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, *seeds,
+    "--workdir", str(tmp_path / "one"),
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )  # fmt: skip
+  assert r.returncode == 0, r.stderr
+  multi, one = tmp_path / "multi", tmp_path / "one"
+  # Process 0 wrote every file, and exactly the one-process run's.
+  assert sorted(os.listdir(multi)) == sorted(os.listdir(one))
+  for s in range(4):
+    d = f"seed_{s}"
+    assert sorted(os.listdir(multi / d)) == sorted(os.listdir(one / d))
+    for name in ("metrics.jsonl", "results.json", "config.json"):
+      assert strip(str(multi / d / name)) == strip(str(one / d / name)), (d, name)
+    assert (multi / d / "checkpoint.msgpack").read_bytes() == (
+      one / d / "checkpoint.msgpack"
+    ).read_bytes()
+  assert (multi / "checkpoint.msgpack").read_bytes() == (one / "checkpoint.msgpack").read_bytes()
+  a, b = (json.loads((w / "summary.json").read_text())["results"] for w in (multi, one))
+  for key in ("test_accuracy", "test_roc_auc", "threshold", "test_map_at_r"):
+    assert a[key] == b[key], key
+
+
+@pytest.mark.slow
 def test_an_unreachable_coordinator_fails_in_bounded_time(data_dir, tmp_path):
   port = free_port()  # nobody listens there
   t = time.time()
@@ -111,7 +144,6 @@ def test_an_unreachable_coordinator_fails_in_bounded_time(data_dir, tmp_path):
     (["--num-processes", "2", "--process-id", "2"], "--process-id 2 is out of range"),
     (["--num-processes", "2"], "needs all of --coordinator"),
     (["--distributed", "auto", "--process-id", "0"], "drop --coordinator, --num-processes"),
-    (["--num-processes", "2", "--process-id", "0", "--seeds", "0,1"], "--seeds and --sweep"),
   ],
 )
 def test_bad_multi_process_flags_are_usage_errors(data_dir, tmp_path, flags, message):

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_jax import Config
-from siamese_jax.floor import (
+from benchmarks.floor import (
   DROPOUT,
   GATHER,
   STAGES,
@@ -14,6 +13,7 @@ from siamese_jax.floor import (
   stage_epoch_fn,
   step_breakdown,
 )
+from siamese_jax import Config
 from siamese_jax.train import create_train_state, epoch_batches, train_chunk
 
 from conftest import synthetic_mnist

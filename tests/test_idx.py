@@ -6,10 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from siamese_jax import DataError, MnistData, load_mnist
+from siamese_jax import DataError, Dataset, load_data
 from siamese_jax.dataset import DATA_DIR_ENV
-from siamese_jax.idx import load_idx_dir as load_mnist_idx
-from siamese_jax.idx import read_idx
+from siamese_jax.idx import load_idx_dir, read_idx
 
 from conftest import idx_bytes, write_idx, write_mnist_dir
 
@@ -65,33 +64,33 @@ def test_missing_file_named(tmp_path):
 def test_loads_a_dir_gz_or_raw(tmp_path, small_mnist):
   for gz in (True, False):
     d = write_mnist_dir(tmp_path / str(gz), small_mnist, gz=gz)
-    data = load_mnist_idx(d)
+    data = load_idx_dir(d)
     np.testing.assert_array_equal(data.train_images, small_mnist.train_images)
     np.testing.assert_array_equal(data.test_labels, small_mnist.test_labels)
 
 
 def test_env_var_chooses_the_dir(monkeypatch, small_mnist_dir, small_mnist):
   monkeypatch.setenv(DATA_DIR_ENV, small_mnist_dir)
-  np.testing.assert_array_equal(load_mnist().train_labels, small_mnist.train_labels)
+  np.testing.assert_array_equal(load_data().train_labels, small_mnist.train_labels)
 
 
 def test_missing_files_listed(tmp_path, small_mnist):
   d = write_mnist_dir(tmp_path / "m", small_mnist)
   os.unlink(os.path.join(d, "t10k-labels-idx1-ubyte.gz"))
   with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte\[\.gz\]"):
-    load_mnist_idx(d)
+    load_idx_dir(d)
 
 
 def test_missing_dir(tmp_path):
   with pytest.raises(DataError, match="does not exist.*--data-dir"):
-    load_mnist_idx(tmp_path / "absent")
+    load_idx_dir(tmp_path / "absent")
 
 
 def test_count_mismatch_names_both_files(tmp_path, small_mnist):
   d = write_mnist_dir(tmp_path / "m", small_mnist)
   write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), small_mnist.train_labels[:-1])
   with pytest.raises(DataError, match=r"train-images.*600 images.*train-labels.*599 labels"):
-    load_mnist_idx(d)
+    load_idx_dir(d)
 
 
 def test_a_class_with_one_training_image_names_the_file(tmp_path, small_mnist):
@@ -100,7 +99,7 @@ def test_a_class_with_one_training_image_names_the_file(tmp_path, small_mnist):
   bad[3] = 11
   write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), bad)
   with pytest.raises(DataError, match=r"train-labels.*class\(es\) \[11\].*single training image"):
-    load_mnist_idx(d)
+    load_idx_dir(d)
 
 
 def test_classes_and_image_size_are_read_from_the_files(tmp_path):
@@ -108,13 +107,13 @@ def test_classes_and_image_size_are_read_from_the_files(tmp_path):
   # class (3) that never occurs in training, as an unseen-class split has.
   rng = np.random.default_rng(0)
   tr_y, te_y = np.arange(30) % 3, np.arange(8) % 4
-  data = MnistData(
+  data = Dataset(
     rng.integers(0, 256, (30, 5, 7), dtype=np.uint8),
     tr_y.astype(np.uint8),
     rng.integers(0, 256, (8, 5, 7), dtype=np.uint8),
     te_y.astype(np.uint8),
   )
-  loaded = load_mnist_idx(write_mnist_dir(tmp_path / "m", data))
+  loaded = load_idx_dir(write_mnist_dir(tmp_path / "m", data))
   assert loaded.image_shape == (5, 7) and loaded.num_classes == 4
   assert loaded.train_labels.dtype == np.int32
   np.testing.assert_array_equal(loaded.test_labels, te_y)
@@ -124,7 +123,7 @@ def test_swapped_files(tmp_path, small_mnist):
   d = write_mnist_dir(tmp_path / "m", small_mnist)
   write_idx(os.path.join(d, "train-images-idx3-ubyte.gz"), small_mnist.train_labels)
   with pytest.raises(DataError, match="1-D array, expected 3-D"):
-    load_mnist_idx(d)
+    load_idx_dir(d)
 
 
 def test_gzip_detected_by_content_not_name(tmp_path):

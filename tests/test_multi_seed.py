@@ -1,7 +1,6 @@
-"""--seeds: several models in one program, equal to their single-seed runs."""
+"""--seeds and --sweep: several models in one program, each equal to its plain run."""
 
 import json
-import os
 import signal
 import time
 
@@ -9,35 +8,18 @@ import jax
 import pytest
 
 from siamese_jax import Config, ConfigError, WorkdirError, train_and_evaluate
-from siamese_jax.multi_seed import seed_mesh, summarize, train_and_evaluate_seeds
+from siamese_jax.placement import model_mesh
+from siamese_jax.results import summarize
 
-from conftest import run_module, start_module, synthetic_mnist, write_mnist_dir
-
-# Timing, and what describes the machine rather than the run.
-TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices", "xla_flags"}
-
-
-def jsonl(path):
-  with open(path) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
-
-
-def results(path):
-  with open(path) as f:
-    return {k: v for k, v in json.load(f).items() if k not in TIMING}
-
-
-def same_files(a, b, names=("config.json", "metrics.jsonl", "results.json", "checkpoint.msgpack")):
-  for name in names:
-    pa, pb = os.path.join(a, name), os.path.join(b, name)
-    if name.endswith(".jsonl"):
-      assert jsonl(pa) == jsonl(pb), name
-    elif name.endswith(".json"):
-      assert results(pa) == results(pb), name
-    else:
-      with open(pa, "rb") as fa, open(pb, "rb") as fb:
-        assert fa.read() == fb.read(), name
-
+from conftest import (
+  TIMING,
+  results,
+  run_module,
+  same_files,
+  start_module,
+  synthetic_mnist,
+  write_mnist_dir,
+)
 
 CONFIG = Config(epochs=2, batch_size=32)
 
@@ -46,7 +28,7 @@ CONFIG = Config(epochs=2, batch_size=32)
 def two_seeds(tmp_path_factory):
   data = synthetic_mnist()
   root = tmp_path_factory.mktemp("seeds")
-  summary = train_and_evaluate_seeds(CONFIG, [0, 3], root / "multi", data, plots=False)
+  summary = train_and_evaluate(CONFIG, root / "multi", data, seeds=[0, 3], plots=False)
   return data, root, summary
 
 
@@ -75,7 +57,7 @@ def test_summary_holds_mean_std_min_max_over_seeds(two_seeds, capsys):
 
 def test_same_seeds_twice_same_files(two_seeds, tmp_path):
   data, root, _ = two_seeds
-  train_and_evaluate_seeds(CONFIG, [0, 3], tmp_path / "again", data, plots=False)
+  train_and_evaluate(CONFIG, tmp_path / "again", data, seeds=[0, 3], plots=False)
   for seed in (0, 3):
     same_files(root / "multi" / f"seed_{seed}", tmp_path / "again" / f"seed_{seed}")
   a = json.loads((root / "multi/summary.json").read_text())["results"]
@@ -90,7 +72,7 @@ def test_training_longer_equals_a_longer_run(tmp_path, small_mnist, seeds):
   def train(config, workdir, **kw):
     if seeds is None:
       return train_and_evaluate(config, workdir, small_mnist, plots=False, **kw)
-    return train_and_evaluate_seeds(config, seeds, workdir, small_mnist, plots=False, **kw)
+    return train_and_evaluate(config, workdir, small_mnist, seeds=seeds, plots=False, **kw)
 
   train(Config(epochs=3, batch_size=32), tmp_path / "three")
   train(Config(epochs=1, batch_size=32), tmp_path / "grown")
@@ -106,11 +88,11 @@ def test_training_longer_equals_a_longer_run(tmp_path, small_mnist, seeds):
 
 def test_fixed_pairs_with_a_holdout_do_not_stack_but_fresh_pairs_do(tmp_path, small_mnist):
   with pytest.raises(ConfigError, match="--pairs fresh"):
-    train_and_evaluate_seeds(
-      Config(epochs=1, batch_size=32, holdout=150), [0, 1], tmp_path / "a", small_mnist
+    train_and_evaluate(
+      Config(epochs=1, batch_size=32, holdout=150), tmp_path / "a", small_mnist, seeds=[0, 1]
     )
   config = Config(epochs=1, batch_size=32, holdout=150, pairs="fresh")
-  train_and_evaluate_seeds(config, [0, 1], tmp_path / "b", small_mnist, plots=False)
+  train_and_evaluate(config, tmp_path / "b", small_mnist, seeds=[0, 1], plots=False)
   train_and_evaluate(
     Config(**{**config.to_dict(), "seed": 1}), tmp_path / "c", small_mnist, plots=False
   )
@@ -121,7 +103,7 @@ def test_seed_mesh_uses_the_largest_dividing_device_count():
   import jax
 
   dev = jax.devices()[:1] * 4  # the rule only; any list of devices
-  assert [seed_mesh(k, dev).devices.size for k in (1, 2, 3, 4, 6, 7)] == [1, 2, 3, 4, 3, 1]
+  assert [model_mesh(k, dev).devices.size for k in (1, 2, 3, 4, 6, 7)] == [1, 2, 3, 4, 3, 1]
 
 
 @pytest.mark.slow
@@ -175,8 +157,8 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_files(tmp_path):
 @pytest.mark.parametrize("field, values", [("margin", (0.5, 2.0)), ("learning_rate", (3e-4, 3e-3))])
 def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, values):
   config = Config(epochs=1, batch_size=32)
-  summary = train_and_evaluate_seeds(
-    config, [0, 1], tmp_path / "sweep", small_mnist, sweep=(field, values), plots=False
+  summary = train_and_evaluate(
+    config, tmp_path / "sweep", small_mnist, seeds=[0, 1], sweep=(field, values), plots=False
   )
   assert summary["sweep"] == {"field": field, "values": list(values)}
   assert set(summary["by_value"]) == {f"{v:g}" for v in values}
@@ -191,24 +173,31 @@ def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, 
 
 
 def test_one_compilation_serves_every_swept_value(tmp_path, small_mnist, monkeypatch):
-  from siamese_jax import multi_seed
-  from siamese_jax.benchmark import _CompileTimer
+  from siamese_jax import placement
 
   compiles = []
-  real = multi_seed.train_chunk_seeds
+  real = placement.train_chunk_stacked
 
   def counting(*args, **kwargs):
-    with _CompileTimer() as timer:
-      out = real(*args, **kwargs)
-      jax.block_until_ready(out)
-    compiles.append(timer.count)
+    count = []
+
+    def listen(event, duration, **kw):
+      if event == "/jax/core/compile/backend_compile_duration":
+        count.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+      out = jax.block_until_ready(real(*args, **kwargs))
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listen)
+    compiles.append(len(count))
     return out
 
-  monkeypatch.setattr(multi_seed, "train_chunk_seeds", counting)
+  monkeypatch.setattr(placement, "train_chunk_stacked", counting)
   # 6 models with 3 margins, 2 epochs of one chunk each: at most the first
   # call compiles (none if an earlier test compiled these shapes).
-  train_and_evaluate_seeds(
-    Config(epochs=2, batch_size=32, seed=7), [0, 1], tmp_path / "a", small_mnist,
+  train_and_evaluate(
+    Config(epochs=2, batch_size=32, seed=7), tmp_path / "a", small_mnist, seeds=[0, 1],
     sweep=("margin", (0.5, 1.0, 2.0)), plots=False,
   )  # fmt: skip
   assert len(compiles) == 2 and compiles[0] <= 1 and compiles[1] == 0, compiles

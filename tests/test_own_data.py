@@ -1,10 +1,13 @@
 """Your own data: Keras-style .npz files, any IDX dataset, tfds names."""
 
+import json
+
 import numpy as np
 import pytest
 
 from siamese_jax import Config, DataError, load_data, tfds_data, train_and_evaluate
 
+from conftest import results as read_results
 from conftest import run_module, write_npz
 
 
@@ -50,9 +53,8 @@ def test_not_an_npz_and_a_missing_one(tmp_path):
     load_data(tmp_path / "gone.npz")
 
 
-def test_other_image_sizes_and_class_counts_train(tmp_path):
-  # 3 classes of 12x10 images: nothing assumes MNIST's 28x28 and 10 classes.
-  rng = np.random.default_rng(0)
+def small_12x10(rng):
+  """3 classes of 12x10 images: (train, test) as (images, labels)."""
   templates = rng.integers(0, 256, (3, 12, 10))
 
   def split(n):
@@ -60,10 +62,18 @@ def test_other_image_sizes_and_class_counts_train(tmp_path):
     x = np.clip(templates[y] + rng.integers(-40, 41, (n, 12, 10)), 0, 255).astype(np.uint8)
     return x, y.astype(np.int64)
 
-  (xt, yt), (xe, ye) = split(300), split(90)
-  path = tmp_path / "own.npz"
+  return split(300), split(90)
+
+
+def write_12x10(path):
+  (xt, yt), (xe, ye) = small_12x10(np.random.default_rng(0))
   np.savez(path, x_train=xt, y_train=yt, x_test=xe, y_test=ye)
-  data = load_data(path)
+  return str(path)
+
+
+def test_other_image_sizes_and_class_counts_train(tmp_path):
+  # Nothing assumes MNIST's 28x28 and 10 classes.
+  data = load_data(write_12x10(tmp_path / "own.npz"))
   assert data.num_classes == 3 and data.image_shape == (12, 10)
   for encoder in ("mlp", "cnn"):
     results = train_and_evaluate(
@@ -71,6 +81,23 @@ def test_other_image_sizes_and_class_counts_train(tmp_path):
     )
     assert results["image_shape"] == [12, 10]
     assert results["test_accuracy"] > 0.8, encoder
+  # What trains alone trains under seeds and sweeps too, each model its own
+  # run. Here the two seeds share one device, so they train vmapped, and
+  # XLA's batched matmuls round these 120-wide rows differently from the
+  # single run's: equal to float32 rounding, not bit for bit (on MNIST, and
+  # with one model per device, they are bitwise: test_multi_seed.py).
+  for encoder in ("mlp", "cnn"):
+    config = Config(epochs=3, batch_size=30, encoder=encoder)
+    summary = train_and_evaluate(
+      config, tmp_path / f"{encoder}-seeds", data, seeds=[0, 1], sweep=("margin", (1.0, 2.0)),
+      plots=False,
+    )  # fmt: skip
+    assert summary["by_value"]["1"]["num_seeds"] == 2
+    one = read_results(tmp_path / encoder / "results.json")
+    many = read_results(tmp_path / f"{encoder}-seeds/margin_1/seed_0/results.json")
+    assert many["image_shape"] == [12, 10] and many["num_classes"] == 3
+    for key in ("train_loss", "test_loss", "test_accuracy", "test_roc_auc"):
+      assert many[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
 
 
 def test_the_cli_takes_an_npz(tmp_path, small_mnist):
@@ -98,3 +125,27 @@ def test_tfds_names_choose_their_own_builder_files_and_checksums():
 def test_an_unknown_tfds_name_is_refused(no_data_env):
   with pytest.raises(DataError, match="Unknown tfds dataset 'cifar10'"):
     load_data(tfds_name="cifar10")
+
+
+def test_a_finished_run_reads_its_own_data_and_refuses_other_data(tmp_path, small_mnist):
+  path = write_npz(tmp_path / "mnist.npz", small_mnist)
+  workdir = tmp_path / "run"
+  r = run_module(
+    "experiments.mnist_siamese", "--data-dir", path, "--epochs", "1", "--batch-size", "32",
+    "--workdir", str(workdir), "--no-progress",
+  )  # fmt: skip
+  assert r.returncode == 0, r.stderr
+  assert json.loads((workdir / "config.json").read_text())["data"] == path
+  # No --data-dir: embed reads what config.json names (the variable is unset here).
+  r = run_module("experiments.embed", "--workdir", str(workdir), "--out", str(tmp_path / "e"))
+  assert r.returncode == 0, r.stderr
+  assert len((tmp_path / "e/labels.tsv").read_text().splitlines()) == len(small_mnist.test_labels)
+  # Other data: its image shape and the run's are both named.
+  other = write_12x10(tmp_path / "other.npz")
+  r = run_module(
+    "experiments.embed", "--workdir", str(workdir), "--out", str(tmp_path / "f"),
+    "--data-dir", other,
+  )  # fmt: skip
+  assert r.returncode == 1, r.stderr
+  assert "12x10 images" in r.stderr and "trained on 28x28" in r.stderr
+  assert "Traceback" not in r.stderr and not (tmp_path / "f").exists()

@@ -11,6 +11,7 @@ import pytest
 
 from siamese_jax import Config, NonFiniteLossError, WorkdirError, train_and_evaluate
 from siamese_jax import run as run_lib
+from siamese_jax.splits import check_data
 
 from conftest import start_module, synthetic_mnist, write_idx, write_mnist_dir
 
@@ -204,7 +205,7 @@ def test_non_finite_loss_stops_in_the_epoch_and_keeps_the_last_good_checkpoint(
     return real_epoch(state, *args, **kwargs)
 
   monkeypatch.setattr(run_lib, "train_epoch", poison_second_epoch)
-  steps = len(run_lib.make_pair_sets(run_lib.run_keys(0), small_mnist).train.pairs) // 16
+  steps = check_data(config, small_mnist).steps
   with pytest.raises(NonFiniteLossError) as e:
     train_and_evaluate(config, tmp_path / "w", small_mnist, chunk_steps=4)
   assert f"non-finite at step {steps + 1} (epoch 2)" in str(e.value)
@@ -314,3 +315,48 @@ def test_resume_and_overwrite_together_is_a_usage_error(tmp_path, small_mnist_di
     "--data-dir", small_mnist_dir, "--workdir", str(tmp_path / "w"), "--resume", "--overwrite"
   )
   assert rc == 2 and "contradict" in err
+
+
+def test_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
+  from siamese_jax.workdir import locked
+
+  with locked(str(tmp_path / "w")):
+    with pytest.raises(WorkdirError, match=rf"in use: process {os.getpid()} is running in it"):
+      with locked(str(tmp_path / "w")):
+        pass
+  with locked(str(tmp_path / "w")):  # released at the end of the block
+    pass
+  # A refused run that created nothing else leaves no workdir behind.
+  with pytest.raises(RuntimeError):
+    with locked(str(tmp_path / "new")):
+      raise RuntimeError
+  assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_two_concurrent_resumes_one_is_refused_and_each_epoch_is_logged_once(
+  tmp_path, small_mnist_dir
+):
+  args = ["--data-dir", small_mnist_dir, "--batch-size", "32", "--no-progress"]
+  workdir = tmp_path / "w"
+  rc, _, err = run_cli(*args, "--epochs", "1", "--workdir", str(workdir))
+  assert rc == 0, err
+  more = [*args, "--epochs", "3", "--workdir", str(workdir)]
+  first = start_module("experiments.mnist_siamese", *more, "--resume")
+  t = time.time()
+  # Once the first holds the lock, freeze it there: the second meets it for sure.
+  while (workdir / ".lock").read_text().strip() != str(first.pid):
+    assert first.poll() is None, first.communicate()
+    assert time.time() - t < 120
+    time.sleep(0.01)
+  first.send_signal(signal.SIGSTOP)
+  try:
+    for extra in ("--resume", "--overwrite"):
+      rc, _, err = run_cli(*more, extra)
+      assert rc == 1, err
+      assert f"{str(workdir)!r} is in use: process {first.pid}" in err and "Traceback" not in err
+  finally:
+    first.send_signal(signal.SIGCONT)
+  out, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err
+  assert [line["epoch"] for line in read_jsonl(workdir / "metrics.jsonl")] == [1, 2, 3]

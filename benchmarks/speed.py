@@ -7,7 +7,7 @@
   dispatch loop (`train_step` called once per batch), side by side;
 * validation seconds per epoch (`evaluate` on the 17,820 test pairs);
 * the floor, an epoch of the step's matmuls alone, and optionally the step
-  built up from it one piece at a time (both in `siamese_jax.floor`);
+  built up from it one piece at a time (both in `benchmarks.floor`);
 * pairs per second, achieved GFLOP/s, and the fraction of the machine's FP32
   peak (counted as below) and of a measured large-matmul ceiling;
 * optionally, a whole default 20-epoch run in a subprocess: wall time from
@@ -32,7 +32,6 @@ rate, and turbo clocks exceed the nominal one. The measured ceiling, a
 bound and is reported beside it.
 """
 
-import functools
 import json
 import os
 import resource
@@ -46,21 +45,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from benchmarks.floor import floor_epoch_seconds, format_breakdown, step_breakdown
 from siamese_jax import parallel
 from siamese_jax.config import Config
-from siamese_jax.dataset import MnistData
-from siamese_jax.floor import floor_epoch_seconds, format_breakdown, step_breakdown
-from siamese_jax.run import check_data
-from siamese_jax.splits import make_pair_sets, run_keys
+from siamese_jax.dataset import Dataset
+from siamese_jax.ensemble import plan_models, stack
+from siamese_jax.evaluation import evaluate
+from siamese_jax.placement import Stacked
+from siamese_jax.splits import check_data, make_pair_sets, run_keys
 from siamese_jax.train import (
   create_train_state,
   epoch_batches,
-  evaluate,
-  gather_batch_jit,
+  gather_batch,
   train_chunk,
   train_epoch,
   train_step,
 )
+
+gather_batch_jit = jax.jit(gather_batch)
 
 MACS_PER_IMAGE = 784 * 128 + 128 * 128 + 128 * 128
 FLOP_PER_IMAGE_FORWARD = 2 * MACS_PER_IMAGE
@@ -105,7 +107,7 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n**3 / best / 1e9
 
 
-class _CompileTimer:
+class CompileTimer:
   """Sums XLA backend compile durations while active."""
 
   def __init__(self):
@@ -195,7 +197,7 @@ def _xla_flop_per_pair(state, split, idx, key, batch_size: int) -> float:
 
 
 def run_benchmark(
-  data: MnistData,
+  data: Dataset,
   config: Config = Config(),  # noqa: B008 (frozen, so a shared default is safe)
   *,
   epochs: int = 5,
@@ -214,11 +216,11 @@ def run_benchmark(
     epochs: scanned epochs to time (the first is reported apart: it compiles).
     loop_epochs: epochs of the per-step dispatch loop to time.
     chunk_steps: steps per dispatch of the scanned epoch.
-    fuse_branches: embed both images in one pass (see `SiameseMLP`).
+    fuse_branches: embed both images in one pass (see `Siamese`).
     donate: donate the state to the scanned chunk (False: an undonated copy
       of the same function, for comparison).
     breakdown: also time the step built up from its floor
-      (`siamese_jax.floor.step_breakdown`; the MLP only).
+      (`benchmarks.floor.step_breakdown`; the MLP only).
     log: progress printer.
 
   Returns:
@@ -264,7 +266,7 @@ def run_benchmark(
     return time.perf_counter() - t
 
   state = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
-  with _CompileTimer() as compiles:
+  with CompileTimer() as compiles:
     state, first_train = scanned_epoch(state, 0)
     first_val = validate(state)
   log(f"first epoch (compiles included): train {first_train:.2f} s, validation {first_val:.3f} s")
@@ -397,7 +399,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def run_seeds_benchmark(
-  data: MnistData,
+  data: Dataset,
   config: Config,
   num_seeds: int,
   *,
@@ -408,8 +410,8 @@ def run_seeds_benchmark(
   """One seed on one device against `num_seeds` seeds in one program, same run.
 
   The one-seed figure is the production path (`train_chunk`) on the first
-  device; the K-seed figure is `multi_seed.train_chunk_seeds` over the
-  seeds mesh (as many devices as divide K). Both are medians of epochs 2..
+  device; the K-seed figure is `placement.Stacked`'s chunk over the
+  models mesh (as many devices as divide K). Both are medians of epochs 2..
   `epochs` of training (the first compiles).
 
   Returns:
@@ -417,7 +419,6 @@ def run_seeds_benchmark(
     "model_epochs_per_second" for both, "ratio"}: ratio is the K-seed epoch
     time over the one-seed epoch time.
   """
-  from siamese_jax import multi_seed
 
   def time_epochs(run_epoch, state):
     times = []
@@ -429,36 +430,39 @@ def run_seeds_benchmark(
 
   # One seed, one device: what a single run does.
   one = jax.devices()[:1]
-  keys, sets, num_pairs, _, mesh = check_data(config, data, one)
+  run = check_data(config, data)
+  keys, sets = run.keys, run.sets
   images, pairs, y = jax.device_put((sets.train.images, sets.train.pairs, sets.train.y), one[0])
 
   def one_epoch(state, e):
-    batches = epoch_batches(jax.random.fold_in(keys.data, e), num_pairs, config.batch_size)
+    batches = epoch_batches(jax.random.fold_in(keys.data, e), run.num_pairs, config.batch_size)
     return train_epoch(state, images, pairs, y, batches, keys.dropout, chunk_steps=chunk_steps)[0]
 
-  single = time_epochs(one_epoch, jax.device_put(create_train_state(keys.init, config), one[0]))
+  init = create_train_state(keys.init, config, image_shape=data.image_shape)
+  single = time_epochs(one_epoch, jax.device_put(init, one[0]))
   log(f"one seed on one device: {single:.3f} s/epoch")
 
-  configs = multi_seed.model_configs(config, list(range(num_seeds)))
-  sd = multi_seed.place_seeds(configs, data)
-  sharding = jax.sharding.NamedSharding(sd.mesh, jax.sharding.PartitionSpec(multi_seed.AXIS))
-  chunk = functools.partial(
-    multi_seed.train_chunk_seeds, shared_images=sd.shared_images, mesh=sd.mesh
-  )
+  # K seeds: the run's own placement of stacked models.
+  plan = plan_models(config, "", seeds=list(range(num_seeds)))
+  runs = [check_data(c, data) for c in plan.configs]
+  templates = [
+    create_train_state(r.keys.init, c, image_shape=data.image_shape)
+    for c, r in zip(plan.configs, runs, strict=True)
+  ]
+  placement = Stacked(plan.configs, runs, templates)
 
   def seeds_epoch(states, e):
-    ks = jax.vmap(lambda k: jax.random.fold_in(k, e))(sd.data_keys)
-    batches = jax.vmap(lambda k: epoch_batches(k, sd.num_pairs, config.batch_size))(ks)
+    pairs, y, batches = placement.epoch_inputs(e + 1)
     return train_epoch(
-      states, sd.images, sd.pairs, sd.y, batches, sd.dropout_keys,
-      chunk_steps=chunk_steps, chunk_fn=chunk,
+      states, placement.images, pairs, y, batches, placement.dropout_keys,
+      chunk_steps=chunk_steps, chunk_fn=placement.chunk_fn, fetch=placement.fetch,
     )[0]  # fmt: skip
 
-  many = time_epochs(seeds_epoch, jax.device_put(multi_seed.stack(sd.templates), sharding))
-  log(f"{num_seeds} seeds in one program on {sd.mesh.devices.size} device(s): {many:.3f} s/epoch")
+  many = time_epochs(seeds_epoch, placement.place(stack(templates)))
+  log(f"{num_seeds} seeds in one program on {placement.devices} device(s): {many:.3f} s/epoch")
   return {
     "num_seeds": num_seeds,
-    "devices": int(sd.mesh.devices.size),
+    "devices": int(placement.devices),
     "device_count": len(jax.devices()),
     "one_seed_seconds": single,
     "seeds_seconds": many,

@@ -1,0 +1,115 @@
+"""What a run reports: the console summary of results.json, and summary.json.
+
+* `print_results`: the closing lines of a model's run, from its results;
+* `summarize`: mean, std (ddof=1), min and max over models of every numeric
+  result, as `summary.json` holds them;
+* `headline`: lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`;
+* `console_line`: the per-epoch line of a run of several models.
+"""
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+SUMMARY_NAME = "summary.json"
+
+
+def print_results(t: dict[str, Any], out) -> None:
+  """The console's summary of results.json."""
+  print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
+  print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
+  print(f"* Test ROC AUC: {t['test_roc_auc']:.4f}", file=out)
+  print(
+    f"* Threshold chosen on {t['threshold_source']}: {t['threshold']:.4f}; test accuracy "
+    f"at it: {100 * t['test_accuracy_at_threshold']:0.2f}%",
+    file=out,
+  )
+  for split in ("test", "val"):
+    if t.get(f"{split}_precision_at_1") is not None:
+      print(f"* {_retrieval_line(t, split + '_')} ({split} images)", file=out)
+  for group in ("seen", "unseen"):
+    if f"test_{group}_images" in t:
+      p = f"test_{group}_"
+      pair = (
+        f"accuracy {100 * t[p + 'accuracy']:0.2f}%, at threshold "
+        f"{100 * t[p + 'accuracy_at_threshold']:0.2f}%, ROC AUC {t[p + 'roc_auc']:.4f}; "
+        if t[p + "accuracy"] is not None
+        else "no pair metrics (fewer than 2 classes); "
+      )
+      print(
+        f"* {group} classes {','.join(map(str, t[p + 'classes']))}: {pair}{_retrieval_line(t, p)}",
+        file=out,
+      )
+  out.flush()
+
+
+def _retrieval_line(t: dict[str, Any], p: str) -> str:
+  if t.get(p + "precision_at_1") is None:
+    return "no retrieval metrics (no class with 2 images)"
+  line = f"P@1 {100 * t[p + 'precision_at_1']:0.2f}%, MAP@R {100 * t[p + 'map_at_r']:0.2f}%"
+  if p + "r_precision" in t:
+    line += f", R-Precision {100 * t[p + 'r_precision']:0.2f}%"
+  skipped = t.get(p + "retrieval_skipped_queries")
+  if skipped:
+    line += f" ({skipped} queries skipped: no other image of their class)"
+  return line
+
+
+def console_line(epoch: int, total: int, lines: list[dict]) -> str:
+  """One line per epoch for K models: each model's loss and validation accuracy."""
+
+  def col(k, fmt):
+    return " ".join(format(line[k], fmt) for line in lines)
+
+  width = len(str(total))
+  return (
+    f"epoch {epoch:>{width}}/{total}  train_loss {col('train_loss', '.4f')}  "
+    f"val_accuracy {col('val_accuracy', '.4f')}  {lines[0]['epoch_seconds']:6.2f} s"
+  )
+
+
+def summarize(results: Sequence[dict]) -> dict:
+  """{"results": {key: {mean, std, min, max}}} over the numeric keys all results share.
+
+  std is the sample standard deviation (ddof=1); 0 for one seed.
+  """
+  keys = [
+    k for k, v in results[0].items()
+    if isinstance(v, int | float) and not isinstance(v, bool)
+    and all(isinstance(r.get(k), int | float) for r in results)
+  ]  # fmt: skip
+  out = {}
+  for k in keys:
+    xs = [float(r[k]) for r in results]
+    out[k] = {
+      "mean": statistics.fmean(xs),
+      "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+      "min": min(xs),
+      "max": max(xs),
+    }
+  return {"results": out, "num_seeds": len(results)}
+
+
+HEADLINE = (
+  ("test_accuracy", "test accuracy", 100, "%"),
+  ("test_accuracy_at_threshold", "test accuracy at the chosen threshold", 100, "%"),
+  ("test_roc_auc", "test ROC AUC", 1, ""),
+  ("test_precision_at_1", "test P@1", 100, "%"),
+  ("test_map_at_r", "test MAP@R", 100, "%"),
+  ("test_unseen_accuracy", "unseen-class test accuracy", 100, "%"),
+)
+
+
+def headline(summary: dict) -> list[str]:
+  """Lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`."""
+  n, r = summary["num_seeds"], summary["results"]
+  lines = []
+  for key, name, scale, unit in HEADLINE:
+    if key in r:
+      s = r[key]
+      digits = 2 if scale == 100 else 4
+      lines.append(
+        f"{name} {scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+        f"{' ' + unit if unit else ''} over {n} seeds"
+      )
+  return lines
