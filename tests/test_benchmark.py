@@ -30,6 +30,7 @@ def test_machine_peak_is_counted_from_cpuinfo():
     )
 
 
+@pytest.mark.slow
 def test_run_benchmark_reports_every_figure():
   r = run_benchmark(
     synthetic_mnist(), Config(batch_size=32), epochs=2, loop_epochs=1, log=lambda s: None

@@ -35,6 +35,7 @@ def test_holdout_is_disjoint_from_training_images(small_mnist):
   np.testing.assert_array_equal(same, sets.val.y == 1)
 
 
+@pytest.mark.slow
 def test_threshold_is_chosen_on_validation_never_test(tmp_path, small_mnist):
   config = Config(epochs=2, batch_size=16, holdout=150)
   r = train_and_evaluate(config, tmp_path / "w", small_mnist)
@@ -54,12 +55,14 @@ def test_threshold_is_chosen_on_validation_never_test(tmp_path, small_mnist):
   assert any("roc_auc" in k for k in saved) and any("threshold" in k for k in saved)
 
 
+@pytest.mark.slow
 def test_without_holdout_threshold_comes_from_training_pairs(tmp_path, small_mnist):
   r = train_and_evaluate(Config(epochs=1, batch_size=16), tmp_path / "w", small_mnist)
   assert r["threshold_source"] == "training pairs" and r["num_val_pairs"] == 0
   assert 0.5 <= r["test_roc_auc"] <= 1
 
 
+@pytest.mark.slow
 def test_fresh_pairs_mode_trains_on_new_pairs(tmp_path, small_mnist):
   fixed = train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "a", small_mnist)
   fresh = train_and_evaluate(
@@ -191,6 +194,7 @@ def test_four_host_devices_match_one_device(tmp_path):
   assert abs(a["test_roc_auc"] - b["test_roc_auc"]) < 0.01
 
 
+@pytest.mark.slow
 def test_fresh_pairs_per_epoch_are_the_originals_count_even_with_a_holdout(tmp_path, small_mnist):
   r = train_and_evaluate(
     Config(epochs=1, batch_size=16, pairs="fresh", holdout=150), tmp_path / "w", small_mnist

@@ -87,6 +87,7 @@ def test_threefry_is_flaxs_own_dropout_and_unknown_names_are_refused():
     dropout_layer(0.1, "philox")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rng", ["hash", "threefry"])
 def test_train_step_masks_are_a_function_of_key_and_step(rng):
   config = Config(batch_size=16, dropout_rng=rng)

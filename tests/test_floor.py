@@ -53,6 +53,7 @@ def test_whole_step_stage_computes_the_library_step():
   _leaves_close(metrics, lib_metrics, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_each_stage_trains_every_kernel_and_stages_differ():
   config = Config(batch_size=8)
   split, batches = _split(8, 3)
@@ -95,6 +96,7 @@ def test_bad_stage_and_encoder_are_refused():
     stage_epoch_fn(Config(encoder="cnn"), 0)
 
 
+@pytest.mark.slow
 def test_step_breakdown_times_every_stage_and_the_library():
   config = Config(batch_size=8)
   split, batches = _split(8, 3)

@@ -110,6 +110,7 @@ def test_ctrl_c_checkpoints_and_says_how_to_resume(big_data_dir, reference_run, 
   assert_same_run(reference_run, workdir)
 
 
+@pytest.mark.slow
 def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, monkeypatch):
   """Stop after a chunk (as Ctrl-C does), resume, and match an uninterrupted run."""
   config = Config(epochs=2, batch_size=16)
@@ -145,6 +146,7 @@ def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, mo
   assert_same_run(str(tmp_path / "ref"), str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_workdir_with_another_config_is_refused(tmp_path, small_mnist):
   train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "w", small_mnist)
   before = (tmp_path / "w/metrics.jsonl").read_text()
@@ -159,6 +161,7 @@ def test_workdir_with_another_config_is_refused(tmp_path, small_mnist):
   assert json.loads((tmp_path / "w/config.json").read_text())["margin"] == 2.0
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_lists_the_fields(tmp_path, small_mnist):
   train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "w", small_mnist)
   changed = Config(epochs=1, batch_size=16, dropout=0.2)
@@ -173,6 +176,7 @@ def test_resume_of_nothing_is_refused(tmp_path, small_mnist):
     train_and_evaluate(Config(epochs=1), tmp_path / "empty", small_mnist, resume=True)
 
 
+@pytest.mark.slow
 def test_truncated_metrics_line_is_dropped_on_resume(tmp_path, small_mnist):
   config = Config(epochs=2, batch_size=32)
   train_and_evaluate(config, tmp_path / "ref", small_mnist)
@@ -191,6 +195,7 @@ def test_truncated_metrics_line_is_dropped_on_resume(tmp_path, small_mnist):
   assert read_jsonl(tmp_path / "w/metrics.jsonl") == read_jsonl(tmp_path / "ref/metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_in_the_epoch_and_keeps_the_last_good_checkpoint(
   tmp_path, small_mnist, monkeypatch
 ):
@@ -339,8 +344,8 @@ def test_two_concurrent_resumes_one_is_refused_and_each_epoch_is_logged_once(
 ):
   args = ["--data-dir", small_mnist_dir, "--batch-size", "32", "--no-progress"]
   workdir = tmp_path / "w"
-  rc, _, err = run_cli(*args, "--epochs", "1", "--workdir", str(workdir))
-  assert rc == 0, err
+  data = synthetic_mnist()  # small_mnist_dir's data: a 1-epoch run to resume
+  train_and_evaluate(Config(epochs=1, batch_size=32), workdir, data, plots=False)
   more = [*args, "--epochs", "3", "--workdir", str(workdir)]
   first = start_module("experiments.mnist_siamese", *more, "--resume")
   t = time.time()
@@ -351,10 +356,9 @@ def test_two_concurrent_resumes_one_is_refused_and_each_epoch_is_logged_once(
     time.sleep(0.01)
   first.send_signal(signal.SIGSTOP)
   try:
-    for extra in ("--resume", "--overwrite"):
-      rc, _, err = run_cli(*more, extra)
-      assert rc == 1, err
-      assert f"{str(workdir)!r} is in use: process {first.pid}" in err and "Traceback" not in err
+    rc, _, err = run_cli(*more, "--resume")
+    assert rc == 1, err
+    assert f"{str(workdir)!r} is in use: process {first.pid}" in err and "Traceback" not in err
   finally:
     first.send_signal(signal.SIGCONT)
   out, err = first.communicate(timeout=300)

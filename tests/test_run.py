@@ -22,6 +22,7 @@ def without_timing(d):
   return {k: v for k, v in d.items() if k not in TIMING}
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_config_metrics_results(tmp_path, small_mnist, capsys):
   config = Config(epochs=1, batch_size=32)
   results = train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=10)
@@ -39,6 +40,7 @@ def test_one_epoch_writes_config_metrics_results(tmp_path, small_mnist, capsys):
   assert "epoch 1/1" in out and "* Accuracy on test set:" in out
 
 
+@pytest.mark.slow
 def test_same_seed_same_files(tmp_path, small_mnist):
   config = Config(epochs=2, batch_size=32, seed=3)
   for name in ("a", "b"):
@@ -54,6 +56,7 @@ def test_same_seed_same_files(tmp_path, small_mnist):
   assert [without_timing(x) for x in a] != [without_timing(x) for x in c]
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunking(tmp_path, small_mnist):
   config = Config(epochs=1, batch_size=32)
   train_and_evaluate(config, tmp_path / "a", small_mnist, chunk_steps=1)
@@ -121,6 +124,7 @@ class FakeTty:
     pass
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_how_far_the_epoch_got(tmp_path, small_mnist, monkeypatch):
   tty = FakeTty()
   monkeypatch.setattr(sys, "stderr", tty)
@@ -131,6 +135,7 @@ def test_progress_bar_shows_how_far_the_epoch_got(tmp_path, small_mnist, monkeyp
   assert tty.text.count("\r") >= 7  # redrawn in place, chunk by chunk
 
 
+@pytest.mark.slow
 def test_no_progress_bar_off_a_terminal(tmp_path, small_mnist, capsys):
   train_and_evaluate(Config(epochs=1, batch_size=16), tmp_path / "w", small_mnist)
   assert "steps" not in capsys.readouterr().err

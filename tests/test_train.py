@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from siamese_jax import (
   Config,
@@ -41,6 +42,7 @@ def tree_equal(a, b):
   )
 
 
+@pytest.mark.slow
 def test_train_step_traces_once():
   images, pairs, y, batches = setup()
   state = create_train_state(jax.random.key(0), Config(batch_size=32))
@@ -50,6 +52,7 @@ def test_train_step_traces_once():
   assert train_step._cache_size() - before == 1
 
 
+@pytest.mark.slow
 def test_loss_falls_on_learnable_problem():
   images, pairs, y, batches = setup()
   state = create_train_state(jax.random.key(0), Config(batch_size=32))
@@ -65,6 +68,7 @@ def test_loss_falls_on_learnable_problem():
   assert float(metrics["accuracy"]) > 0.9
 
 
+@pytest.mark.slow
 def test_same_keys_give_bitwise_identical_results():
   images, pairs, y, batches = setup()
   results = []
@@ -114,6 +118,7 @@ def test_scanned_epoch_is_bitwise_equal_to_looping_train_step():
   np.testing.assert_array_equal(m_loop["accuracy"], m_scan["accuracy"])
 
 
+@pytest.mark.slow
 def test_epoch_split_and_resumed_is_bitwise_equal():
   """Stopping after a chunk and continuing from `start` changes nothing."""
   images, pairs, y, batches = setup()
@@ -141,6 +146,7 @@ def test_epoch_split_and_resumed_is_bitwise_equal():
   np.testing.assert_array_equal(m_full["loss"], np.concatenate([m_a["loss"], m_b["loss"]]))
 
 
+@pytest.mark.slow
 def test_evaluate_matches_eval_step():
   images, pairs, y, batches = setup()
   state = create_train_state(jax.random.key(0), Config(batch_size=32))

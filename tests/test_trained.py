@@ -81,6 +81,7 @@ def save_png(path, pixels, mode="L"):
   return str(path)
 
 
+@pytest.mark.slow
 def test_compare_prints_distance_threshold_and_verdict(tmp_path, finished):
   workdir, data, _ = finished
   model = sj.load_trained(workdir)
@@ -95,6 +96,7 @@ def test_compare_prints_distance_threshold_and_verdict(tmp_path, finished):
   assert lines[2] == ("same" if d < model.threshold else "different")
 
 
+@pytest.mark.slow
 def test_compare_refuses_other_images(tmp_path, finished):
   img = finished[1].test_images[0]
   ok = save_png(tmp_path / "ok.png", img)
@@ -108,6 +110,7 @@ def test_compare_refuses_other_images(tmp_path, finished):
     assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_embed_writes_embeddings_and_projector_labels(tmp_path, finished):
   workdir, data, _ = finished
   d = write_mnist_dir(tmp_path / "data", data)
@@ -133,6 +136,7 @@ class TinyConvEncoder(nn.Module):
     return nn.Dense(16)(x.reshape(x.shape[0], -1))
 
 
+@pytest.mark.slow
 def test_a_custom_encoder_trains_evaluates_checkpoints_and_loads(tmp_path, small_mnist):
   encoder = TinyConvEncoder()
   config = sj.Config(epochs=2, batch_size=32)
@@ -160,6 +164,7 @@ def test_a_custom_encoder_trains_evaluates_checkpoints_and_loads(tmp_path, small
   assert again["test_accuracy"] == results["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_the_cnn_is_a_config_choice_that_load_trained_rebuilds(tmp_path, small_mnist):
   config = sj.Config(epochs=2, batch_size=32, encoder="cnn")
   results = sj.train_and_evaluate(config, tmp_path / "cnn", small_mnist, plots=False)

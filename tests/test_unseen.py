@@ -43,6 +43,7 @@ def test_training_split_and_holdout_keep_only_the_training_classes(small_mnist, 
   assert len(sets.test.images) == len(small_mnist.test_images)
 
 
+@pytest.mark.slow
 def test_fresh_pairs_come_from_the_training_classes_only(tmp_path, small_mnist):
   config = Config(epochs=1, batch_size=32, pairs="fresh", train_classes=(0, 3))
   sets = make_pair_sets(run_keys(0), small_mnist, 0, config.train_classes)
@@ -52,6 +53,7 @@ def test_fresh_pairs_come_from_the_training_classes_only(tmp_path, small_mnist):
   assert sets.fresh_pairs < 600 // 10 * 2 * 2
 
 
+@pytest.mark.slow
 def test_seen_and_unseen_metrics_are_reported(tmp_path, small_mnist):
   config = Config(epochs=2, batch_size=32, train_classes=(0, 1, 2, 3, 4))
   r = train_and_evaluate(config, tmp_path / "run", small_mnist, plots=False)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from siamese_jax import xla_flags
 
 from conftest import run_module, write_npz
@@ -24,6 +26,7 @@ def test_the_flag_is_added_unless_the_option_is_already_set():
   assert env["XLA_FLAGS"] == mine
 
 
+@pytest.mark.slow
 def test_a_program_run_records_the_flags_it_ran_under(tmp_path, small_mnist):
   path = write_npz(tmp_path / "mnist.npz", small_mnist)
   args = ["--data-dir", path, "--epochs", "1", "--batch-size", "32", "--no-progress"]
