@@ -17,6 +17,7 @@ from siamese_jax.errors import (
   WorkdirError,
 )
 from siamese_jax.evaluation import embed_images, evaluate
+from siamese_jax.index import Index, calibrate, load_index
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
 from siamese_jax.models import CNN, MLP, Siamese
 from siamese_jax.pairs import make_pairs, sample_pairs
@@ -42,6 +43,7 @@ __all__ = [
   "ConfigError",
   "DataError",
   "Dataset",
+  "Index",
   "CNN",
   "MLP",
   "NonFiniteLossError",
@@ -50,6 +52,7 @@ __all__ = [
   "TrainState",
   "TrainedModel",
   "WorkdirError",
+  "calibrate",
   "contrastive_loss",
   "create_train_state",
   "embed_images",
@@ -58,6 +61,7 @@ __all__ = [
   "evaluate",
   "gather_batch",
   "load_data",
+  "load_index",
   "load_trained",
   "make_pairs",
   "pair_accuracy",

@@ -96,22 +96,33 @@ def best_threshold(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
   return float(t), float(correct[k] / len(d))
 
 
-def chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype) -> jax.Array:
+def chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype=None):
   """out[i] = fn(rows)[i - start] over row windows [start, start + chunk).
 
   Windows start at 0, chunk, 2 * chunk, ...; the last one is clamped to end
   at n (dynamic_slice clamps), so it overlaps the one before and rewrites a
   few rows with the same values. Nothing of size n is padded or copied, so
   the working set stays one window.
+
+  Args:
+    fn: (start, size) -> one window's rows (an array, or a tree of them).
+    n: rows in all.
+    chunk: rows per window.
+    out_shape, out_dtype: one row's shape and dtype; or, with out_dtype
+      None, a tree of `jax.ShapeDtypeStruct`, one row of each output.
   """
   chunk = min(chunk, n)
   steps = -(-n // chunk)
+  rows = out_shape if out_dtype is None else jax.ShapeDtypeStruct(tuple(out_shape), out_dtype)
+  init = jax.tree.map(lambda r: jnp.zeros((n, *r.shape), r.dtype), rows)
 
   def body(i, out):
     start = jnp.minimum(i * chunk, n - chunk)
-    return jax.lax.dynamic_update_slice_in_dim(out, fn(start, chunk), start, axis=0)
+    return jax.tree.map(
+      lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, axis=0), out, fn(start, chunk)
+    )
 
-  return jax.lax.fori_loop(0, steps, body, jnp.zeros((n, *out_shape), out_dtype))
+  return jax.lax.fori_loop(0, steps, body, init)
 
 
 @functools.partial(jax.jit, static_argnames="chunk")

@@ -1,4 +1,4 @@
-"""Pictures: distance histograms, the 2-D embedding, learning curves.
+"""Pictures: distance histograms, the 2-D embedding, learning curves, calibration.
 
 matplotlib is an optional dependency (`pip install -e ".[plots]"`); it is
 imported only when a picture is drawn, with the Agg backend (no display).
@@ -136,4 +136,23 @@ def learning_curves(metrics_path: str, path: str, val_label: str = "validation")
   ax_acc.set_ylabel("pair accuracy (d < threshold)")
   ax_acc.legend()
   fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(metrics_path))))
+  return _save(fig, path)
+
+
+def calibration_curve(cal, path: str, title: str = "") -> str:
+  """Precision, recall and F1 against the distance threshold, the chosen one marked.
+
+  Args:
+    cal: a `siamese_jax.index.Calibration`.
+    path: the PNG to write.
+  """
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for values, name in ((cal.precisions, "precision"), (cal.recalls, "recall"), (cal.f1s, "F1")):
+    ax.plot(cal.thresholds, values, label=name)
+  ax.axvline(cal.threshold, color="k", linestyle="--", label=f"chosen {cal.threshold:.3f}")
+  ax.set_xlabel("threshold on the nearest distance")
+  ax.set_ylim(0, 1.02)
+  ax.legend(loc="lower right")
+  ax.set_title(title or f"calibration (target {cal.target})")
   return _save(fig, path)

@@ -14,6 +14,7 @@ and each chunk size compiles once.
 """
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -90,6 +91,25 @@ class TrainedModel:
   def same(self, x1, x2) -> np.ndarray:
     """bool[N]: whether each pair is closer than the run's threshold."""
     return self.distance(x1, x2) < self.threshold
+
+  @functools.cached_property
+  def fingerprint(self) -> str:
+    """Which model this is, for the indexes built with it (`siamese_jax.index`)."""
+    from siamese_jax.index import fingerprint
+
+    return fingerprint(self.params)
+
+  def index(self, images, labels, **kwargs):
+    """An `Index` of these gallery images (see `siamese_jax.index`).
+
+    Args:
+      images: uint8[N, H, W] or floats in [0, 1], as `embed` takes them.
+      labels: int or str [N].
+      **kwargs: `backend`, `threshold`, `budget_bytes` of the `Index`.
+    """
+    from siamese_jax.index import Index
+
+    return Index(self.embed(images), labels, model=self, fingerprint=self.fingerprint, **kwargs)
 
   def load_data(self, data_dir=None, *, tfds_name: str | None = None) -> Dataset:
     """The run's own data (`config.data`), or the data named here instead.
