@@ -62,7 +62,7 @@ def main(argv=None) -> int:
   parser.add_argument("--queries", type=int, default=10_000)
   parser.add_argument("--dim", type=int, default=128)
   parser.add_argument("--k", type=int, default=10)
-  parser.add_argument("--budget-mib", type=int, default=256)
+  parser.add_argument("--budget-mib", type=int, default=128)
   parser.add_argument("--backends", default="exact,faiss-flat,faiss-hnsw,faiss-ivf")
   parser.add_argument("--json", default=None)
   parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)  # the subprocess's

@@ -49,21 +49,26 @@ UNKNOWN = "unknown"
 BACKENDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 FORMAT = "siamese_jax.index"
 VERSION = 1
-DEFAULT_BUDGET_BYTES = 256 * 2**20
+DEFAULT_BUDGET_BYTES = 128 * 2**20
 
 
 class SearchIndexError(SiameseJaxError):
   """An index that cannot be built, searched, read or used with this model."""
 
 
-def block_sizes(num_queries: int, gallery_size: int, budget_bytes: int) -> tuple[int, int]:
-  """(query block, gallery block) whose float32 distance block fits the budget.
+def block_sizes(
+  num_queries: int, gallery_size: int, dim: int, budget_bytes: int
+) -> tuple[int, int]:
+  """(query block, gallery block) whose working set fits the budget.
 
-  The budget covers the matmul's output and the distances made from it, two
-  [query block, gallery block] float32 arrays.
+  The budget covers, per gallery row of a block, the matmul's output and the
+  distances made from it (two float32 per query of the block) and the
+  block's slice of the gallery (float32[dim], with room for one copy).
   """
   qb = max(1, min(num_queries, 256))
-  gb = max(1, min(gallery_size, budget_bytes // (2 * 4 * qb)))
+  gb = max(1, min(gallery_size, budget_bytes // (4 * (2 * qb + 2 * dim))))
+  if GROUP <= gb < gallery_size:
+    gb -= gb % GROUP  # whole groups: `_smallest`'s fast path
   return qb, gb
 
 
@@ -95,7 +100,7 @@ def nearest(
     raise ValueError(f"k={k} must lie in 1..{n - exclude_self} for a gallery of {n}.")
   if q.shape[0] == 0:
     return jnp.zeros((0, k), jnp.float32), jnp.zeros((0, k), jnp.int32)
-  qb, gb = block_sizes(q.shape[0], n, budget_bytes)
+  qb, gb = block_sizes(q.shape[0], n, q.shape[1], budget_bytes)
   return _nearest(q, g, k=k, query_block=qb, gallery_block=gb, exclude_self=exclude_self)
 
 
@@ -116,7 +121,9 @@ def _nearest(queries, gallery, *, k, query_block, gallery_block, exclude_self):
       # are masked, so none is counted twice.
       first = jnp.minimum(i * gb, n - gb)
       g = jax.lax.dynamic_slice_in_dim(gallery, first, gb)
-      dots = jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)
+      dots = jax.lax.dot_general(  # q @ g.T, without a transposed copy of g
+        q, g, (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST
+      )
       d2 = sq_q[:, None] + jax.lax.dynamic_slice_in_dim(sq_g, first, gb)[None, :] - 2.0 * dots
       ids = first + jnp.arange(gb)
       masked = (ids < i * gb)[None, :]
@@ -245,7 +252,11 @@ class Index:
       )
     if not np.isfinite(emb).all():
       raise SearchIndexError("The embeddings hold NaN or infinite values; embed the gallery again.")
-    self.embeddings, self.labels = jnp.asarray(emb), labels
+    # An array of its own on the device, copied once and at once: one aliasing the
+    # caller's numpy memory is copied again by every jitted call that takes it, and
+    # jnp.array(copy=True) passed through a second transient copy (docs/recognition.md).
+    self.embeddings = jax.device_put(emb, may_alias=False).block_until_ready()
+    self.labels = labels
     self._faiss = None
 
   @classmethod

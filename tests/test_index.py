@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 import siamese_jax as sj
-from siamese_jax.index import Index, SearchIndexError, calibrate, load_index, nearest
+from siamese_jax.index import (
+  Index,
+  SearchIndexError,
+  block_sizes,
+  calibrate,
+  load_index,
+  nearest,
+)
 
 
 def brute_force(q, g, k, exclude_self=False):
@@ -19,11 +26,17 @@ def brute_force(q, g, k, exclude_self=False):
   return np.take_along_axis(d, ids, axis=1), ids
 
 
-@pytest.mark.parametrize("budget", [2**30, 4 * 8 * 7])  # one gallery block; blocks of 7 rows
-def test_search_is_exact_and_blocked_search_equals_one_block(budget):
+def budget_for(rows: int, queries: int, dim: int) -> int:
+  """The memory budget that makes `nearest` take gallery blocks of `rows` rows."""
+  return 4 * (2 * min(queries, 256) + 2 * dim) * rows
+
+
+@pytest.mark.parametrize("rows", [None, 7])  # one gallery block; blocks of 7 rows
+def test_search_is_exact_and_blocked_search_equals_one_block(rows):
   rng = np.random.default_rng(0)
   g = rng.normal(size=(50, 8)).astype(np.float32)
   q = rng.normal(size=(13, 8)).astype(np.float32)
+  budget = 2**30 if rows is None else budget_for(rows, len(q), 8)
   d, ids = nearest(q, g, 5, budget_bytes=budget)
   want_d, want_ids = brute_force(q, g, 5)
   np.testing.assert_array_equal(np.asarray(ids), want_ids)
@@ -36,9 +49,11 @@ def test_ties_go_to_the_lower_id_across_blocks_and_self_is_excluded():
   # Integer embeddings, each vector four times: every distance ties.
   base = np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
   g = np.concatenate([base] * 4)  # ids i, i + 6, i + 12, i + 18 are equal
-  for budget in (2**30, 4 * 2 * 5):  # blocks of 5 rows, the last one clamped
+  for rows in (None, 5):  # one block; blocks of 5 rows, the last one clamped
+    budget = 2**30 if rows is None else budget_for(rows, 6, 3)
     _, ids = nearest(g[:6], g, 4, budget_bytes=budget)
     np.testing.assert_array_equal(np.asarray(ids)[:, :4], np.arange(6)[:, None] + [0, 6, 12, 18])
+    budget = 2**30 if rows is None else budget_for(rows, 24, 3)
     _, ids = nearest(g, g, 3, exclude_self=True, budget_bytes=budget)
     assert (np.asarray(ids) != np.arange(24)[:, None]).all()
     np.testing.assert_array_equal(np.asarray(ids)[0], [6, 12, 18])
@@ -214,10 +229,19 @@ def test_recognize_prints_labels_or_unknown_and_saves_its_index(gallery_run, tmp
   assert [row[0] for row in rows] == queries
   for row, y in zip(rows, data.test_labels[:4], strict=True):
     assert row[1] in {f"digit{y}", "unknown"} or y >= 5, (row, y)
+  threshold = float(next(ln for ln in r.stdout.splitlines() if ln.startswith("threshold "))[10:])
+  for row in rows:  # unknown exactly where the nearest is farther than the threshold
+    assert (row[1] == "unknown") == (float(row[2]) > threshold), (row, threshold)
   # The saved index answers the same, with its calibrated threshold.
   again = run_module("experiments.recognize", *args, "--index", str(tmp_path / "g.index"))
   assert again.returncode == 0, again.stderr
   assert again.stdout.splitlines()[-4:] == r.stdout.splitlines()[-4:]
+  # A threshold below every distance refuses every query.
+  none = run_module(
+    "experiments.recognize", *args, "--index", str(tmp_path / "g.index"), "--threshold", "1e-9"
+  )
+  assert none.returncode == 0, none.stderr
+  assert [ln.split("\t")[1] for ln in none.stdout.splitlines()[-4:]] == ["unknown"] * 4
 
 
 @pytest.mark.slow
@@ -253,8 +277,8 @@ def test_bad_galleries_get_one_paragraph_each(gallery_run, tmp_path):
   assert r.returncode == 2 and "one of --gallery DIR" in r.stderr
 
 
-@pytest.mark.parametrize("budget", [2**30, 4 * 2 * 640])  # one gallery block; blocks of 640
-def test_the_two_pass_selection_is_exact_with_ties(budget):
+@pytest.mark.parametrize("rows", [None, 640])  # one gallery block; blocks of 640 rows
+def test_the_two_pass_selection_is_exact_with_ties(rows):
   # Long rows take the grouped path (index.GROUP columns a group); small
   # integer embeddings make many exact ties, which must go to the lower id.
   from siamese_jax import index as index_lib
@@ -263,11 +287,20 @@ def test_the_two_pass_selection_is_exact_with_ties(budget):
   n = index_lib.GROUP * 40
   g = rng.integers(0, 3, size=(n, 4)).astype(np.float32)
   q = rng.integers(0, 3, size=(30, 4)).astype(np.float32)
+  budget = 2**30 if rows is None else budget_for(rows, 30, 4)
   for k in (1, 7):
     d, ids = nearest(q, g, k, budget_bytes=budget)
     want_d, want_ids = brute_force(q, g, k)
     np.testing.assert_array_equal(np.asarray(ids), want_ids)
     np.testing.assert_allclose(np.asarray(d), want_d, rtol=1e-6)
+
+
+def test_block_sizes_follow_the_budget():
+  assert block_sizes(10_000, 1_000_000, 128, budget_for(1024, 10_000, 128)) == (256, 1024)
+  # Whole groups of index.GROUP columns, for the two-pass selection.
+  assert block_sizes(10_000, 1_000_000, 128, budget_for(1000, 10_000, 128)) == (256, 960)
+  assert block_sizes(3, 50, 8, 2**30) == (3, 50)  # never more than the gallery
+  assert block_sizes(3, 50, 8, 1) == (3, 1)  # at least one row
 
 
 def test_constructed_ties_and_block_overlaps():
@@ -284,5 +317,5 @@ def test_constructed_ties_and_block_overlaps():
   # Blocks of 4 rows over 10: the last block is clamped to rows 6-9 and
   # overlaps the one before; rows 6 and 7 must not be found twice.
   g = np.arange(10, dtype=np.float32)[:, None]
-  _, ids = nearest(np.array([[6.2]], np.float32), g, 3, budget_bytes=2 * 4 * 4)
+  _, ids = nearest(np.array([[6.2]], np.float32), g, 3, budget_bytes=budget_for(4, 1, 1))
   assert list(np.asarray(ids)[0]) == [6, 7, 5]
