@@ -43,7 +43,7 @@ import numpy as np
 from siamese_jax.errors import SiameseJaxError
 from siamese_jax.evaluation import chunked_rows
 from siamese_jax.files import atomic_write_bytes
-from siamese_jax.losses import DISTANCE_EPS
+from siamese_jax.losses import euclidean_distance
 
 UNKNOWN = "unknown"
 BACKENDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
@@ -149,11 +149,17 @@ def _nearest(queries, gallery, *, k, query_block, gallery_block, exclude_self):
         return -neg, jnp.take_along_axis(ci, pos, axis=1)
 
       d2, ids = jax.lax.fori_loop(1, blocks, merge, (d2, ids))
-    diff = q[:, None, :] - gallery[ids]
-    return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(diff), axis=-1), DISTANCE_EPS)), ids
+    return _distances(q, gallery, ids), ids
 
   rows = (jax.ShapeDtypeStruct((k,), jnp.float32), jax.ShapeDtypeStruct((k,), jnp.int32))
   return chunked_rows(one, queries.shape[0], query_block, rows)
+
+
+def _distances(queries: jax.Array, gallery: jax.Array, ids: jax.Array) -> jax.Array:
+  """float32[Q, k]: the model's distance from each query to its found gallery rows."""
+  q, k = queries.shape[0], ids.shape[1]
+  found = gallery[ids.reshape(-1)]
+  return euclidean_distance(jnp.repeat(queries, k, axis=0), found).reshape(q, k)
 
 
 GROUP = 64  # columns per group in `_smallest`'s first pass
@@ -304,9 +310,7 @@ class Index:
     if (ids < 0).any():
       raise SearchIndexError(f"{self.backend} found fewer than k={k} neighbours; lower k.")
     # The distances as the model's, whichever backend ranked them.
-    g = np.asarray(self.embeddings)[ids]
-    d = np.sqrt(np.maximum(np.sum(np.square(q[:, None, :] - g), axis=-1), DISTANCE_EPS))
-    return d.astype(np.float32), ids
+    return np.asarray(_distances(jnp.asarray(q), self.embeddings, jnp.asarray(ids))), ids
 
   def search_images(self, images, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """`search` of images, embedded by the index's model first."""
