@@ -60,13 +60,14 @@ def main(argv):
   held = rng.permutation(rest)[: args.calibrate_n]
   index = model.index(data.train_images[enrol], data.train_labels[enrol])
   cal = calibrate(index, data.train_images[held], data.train_labels[held])
-  predicted = index.classify(data.test_images)
+  test = model.embed(data.test_images)  # once, for the verdicts and the distances
+  predicted = index.classify(test)
   y = data.test_labels
   seen = np.isin(y, known)  # of an enrolled class
   refused = predicted == UNKNOWN
   right = np.array([p == t for p, t in zip(predicted, y, strict=True)])
   # The F1 of "known and right", as calibrate counts it, on the test set.
-  d, ids = index.search_images(data.test_images, 1)
+  _, ids = index.search(test, 1)
   would_be_right = index.labels[ids[:, 0]] == y
   tp = int((right & ~refused).sum())
   fp = int((~refused & ~right).sum())
