@@ -19,7 +19,8 @@ from siamese_jax.errors import (
 from siamese_jax.evaluation import embed_images, evaluate
 from siamese_jax.index import Index, calibrate, load_index
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
-from siamese_jax.models import CNN, MLP, Siamese
+from siamese_jax.models import CNN, MLP, Conv4, Siamese
+from siamese_jax.omniglot import load_omniglot
 from siamese_jax.pairs import make_pairs, sample_pairs
 from siamese_jax.retrieval import retrieval_metrics
 from siamese_jax.run import train_and_evaluate
@@ -45,6 +46,7 @@ __all__ = [
   "Dataset",
   "Index",
   "CNN",
+  "Conv4",
   "MLP",
   "NonFiniteLossError",
   "SiameseJaxError",
@@ -61,6 +63,7 @@ __all__ = [
   "evaluate",
   "gather_batch",
   "load_data",
+  "load_omniglot",
   "load_index",
   "load_trained",
   "make_pairs",

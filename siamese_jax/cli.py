@@ -19,7 +19,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from siamese_jax.config import DROPOUT_RNGS, ENCODERS, PAIR_MODES, Config
+from siamese_jax.config import (
+  AUGMENTS,
+  DROPOUT_RNGS,
+  ENCODERS,
+  NEGATIVES,
+  OPTIMIZERS,
+  PAIR_MODES,
+  RESIZE_FILTERS,
+  Config,
+)
 from siamese_jax.data import TFDS_NAMES
 from siamese_jax.dataset import DATA_DIR_ENV
 from siamese_jax.errors import ConfigError, SiameseJaxError
@@ -51,7 +60,7 @@ _CONFIG_FLAGS = {
   "seed": (int, "root PRNG seed"),
   "epochs": (int, "passes over the training pairs"),
   "batch_size": (int, "pairs per step"),
-  "learning_rate": (float, "RMSProp learning rate"),
+  "learning_rate": (float, "the optimizer's learning rate"),
   "rmsprop_decay": (float, "RMSProp decay (Keras' rho)"),
   "rmsprop_eps": (float, "RMSProp epsilon"),
   "margin": (float, "contrastive-loss margin"),
@@ -59,7 +68,41 @@ _CONFIG_FLAGS = {
   "hidden_sizes": (_int_list, "comma-separated layer widths"),
   "threshold": (float, "distance below which a pair counts as same digit"),
   "holdout": (int, "training images held out for validation and the threshold"),
+  "holdout_groups": (int, "whole groups (Omniglot alphabets) held out for validation instead"),
+  "augment_strength": (float, "scales the affine distortion's ranges (1: Koch et al.'s)"),
 }
+
+
+# Config field -> (its choices, help) and (help) of the true/false fields.
+_CHOICE_FLAGS = {
+  "pairs": (
+    PAIR_MODES,
+    "fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
+  ),
+  "encoder": (ENCODERS, "the built-in encoder: mlp (the original's), cnn, or conv4 (for Omniglot)"),
+  "dropout_rng": (DROPOUT_RNGS, "dropout masks from a fast counter-based hash, or JAX's threefry"),
+  "optimizer": (OPTIMIZERS, "rmsprop (the original's) or adam, at --learning-rate"),
+  "negatives": (
+    NEGATIVES,
+    "fresh pairs' negatives: from any other class, from the anchor's group (Omniglot: its "
+    "alphabet), or mixed, half each",
+  ),
+  "augment": (AUGMENTS, "random affine distortion of every training image, on the device"),
+  "resize_filter": (RESIZE_FILTERS, "the resampling filter for --image-size"),
+}
+_SWITCHES = {
+  "invert": "use 255 - x, so dark-on-light drawings have bright ink",
+  "final_relu": "ReLU on the embedding's last layer",
+}
+
+
+def _optional_int(text: str) -> int | None:
+  if text.lower() == "none":
+    return None
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
 def make_parser(
@@ -78,25 +121,13 @@ def make_parser(
       default=default,
       help=f"{help_text} (default {shown})",
     )
-  group.add_argument(
-    "--pairs",
-    choices=PAIR_MODES,
-    default=defaults.pairs,
-    help="fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
-  )
-  group.add_argument(
-    "--encoder",
-    choices=ENCODERS,
-    default=defaults.encoder,
-    help="the built-in encoder: mlp (the original's) or cnn (default %(default)s)",
-  )
-  group.add_argument(
-    "--dropout-rng",
-    choices=DROPOUT_RNGS,
-    default=defaults.dropout_rng,
-    help="dropout masks from a fast counter-based hash, or from JAX's threefry "
-    "(default %(default)s)",
-  )
+  for name, (choices, help_text) in _CHOICE_FLAGS.items():
+    group.add_argument(
+      "--" + name.replace("_", "-"),
+      choices=choices,
+      default=getattr(defaults, name),
+      help=f"{help_text} (default %(default)s)",
+    )
   group.add_argument(
     "--train-classes",
     type=_int_list,
@@ -105,11 +136,18 @@ def make_parser(
     "reported for seen and unseen classes (default: all)",
   )
   group.add_argument(
-    "--final-relu",
-    action=argparse.BooleanOptionalAction,
-    default=defaults.final_relu,
-    help="ReLU on the embedding's last layer",
+    "--image-size",
+    type=_optional_int,
+    default=defaults.image_size,
+    help="resize images to this square size first, or none (default %(default)s)",
   )
+  for name, help_text in _SWITCHES.items():
+    group.add_argument(
+      "--" + name.replace("_", "-"),
+      action=argparse.BooleanOptionalAction,
+      default=getattr(defaults, name),
+      help=help_text,
+    )
   _add_run_flags(parser)
   _add_distributed_flags(parser)
   return parser
@@ -129,7 +167,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     "--data-dir",
     default=None,
     help=(
-      "directory of the four IDX files of MNIST (or Fashion-MNIST, KMNIST, ...), or a "
+      "directory of the four IDX files of MNIST (or Fashion-MNIST, KMNIST, ...), a folder "
+      "holding Omniglot's images_background and images_evaluation (folders or zips), or a "
       f"Keras-style .npz file (default ${DATA_DIR_ENV}, else tfds)"
     ),
   )

@@ -20,8 +20,12 @@ from typing import Any
 from siamese_jax.errors import ConfigError
 
 PAIR_MODES = ("fixed", "fresh")
-ENCODERS = ("mlp", "cnn")
+ENCODERS = ("mlp", "cnn", "conv4")
 DROPOUT_RNGS = ("hash", "threefry")  # see siamese_jax.dropout
+NEGATIVES = ("any", "within-group", "mixed")  # see siamese_jax.pairs.sample_pairs
+AUGMENTS = ("none", "affine")  # see siamese_jax.augment
+RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.preprocess
+OPTIMIZERS = ("rmsprop", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,22 @@ class Config:
       `.npz` path, or `tfds:<name>`; None for arrays handed over in code.
       Programs that read a finished run (`experiments.embed`, ...) load it
       unless told otherwise. It names the data; it changes no numbers.
+    image_size: resize every image to this square size first (None: keep
+      the data's size); see `siamese_jax.preprocess`.
+    resize_filter: "box", "bilinear" or "lanczos", for image_size.
+    invert: use 255 - x, so that dark-on-light drawings become bright ink.
+    negatives: where fresh pairs' negatives come from: "any" other class;
+      "within-group", another class of the anchor's group (Omniglot: the
+      same alphabet, as the one-shot test asks); "mixed", half of each.
+    holdout_groups: whole groups (alphabets) of the training split held out
+      as the validation split, for model selection on classes never trained
+      on (0: none). Exclusive with `holdout`.
+    augment: "none", or "affine": random affine distortions of every
+      training image inside the step (`siamese_jax.augment`).
+    augment_strength: scales the affine ranges (1: Koch et al.'s; 0: none).
+    optimizer: "rmsprop" (the original's) or "adam" (optax's defaults
+      b1 0.9, b2 0.999, eps 1e-8, at `learning_rate`; the rmsprop_* fields
+      are then unused).
   """
 
   seed: int = 0
@@ -78,6 +98,14 @@ class Config:
   train_classes: tuple[int, ...] | None = None
   dropout_rng: str = "hash"
   data: str | None = None
+  image_size: int | None = None
+  resize_filter: str = "box"
+  invert: bool = False
+  negatives: str = "any"
+  holdout_groups: int = 0
+  augment: str = "none"
+  augment_strength: float = 1.0
+  optimizer: str = "rmsprop"
 
   def __post_init__(self):
     def need(ok: bool, field: str, rule: str):
@@ -137,6 +165,40 @@ class Config:
     )
     need(self.data is None or isinstance(self.data, str), "data", "it must be a path or None")
     need(self.encoder in ENCODERS, "encoder", f"it must be one of {', '.join(ENCODERS)}")
+    need(
+      self.image_size is None or (is_int(self.image_size) and self.image_size >= 8),
+      "image_size",
+      "it must be an integer >= 8, or None to keep the data's size",
+    )
+    need(
+      self.resize_filter in RESIZE_FILTERS,
+      "resize_filter",
+      f"it must be one of {', '.join(RESIZE_FILTERS)}",
+    )
+    need(isinstance(self.invert, bool), "invert", "it must be true or false")
+    need(self.negatives in NEGATIVES, "negatives", f"it must be one of {', '.join(NEGATIVES)}")
+    need(
+      self.negatives == "any" or self.pairs == "fresh",
+      "negatives",
+      "negatives from within a group are drawn with fresh pairs; add --pairs fresh",
+    )
+    need(
+      is_int(self.holdout_groups) and self.holdout_groups >= 0,
+      "holdout_groups",
+      "it must be an integer >= 0",
+    )
+    need(
+      not (self.holdout and self.holdout_groups),
+      "holdout_groups",
+      "hold out either images (--holdout) or whole groups (--holdout-groups), not both",
+    )
+    need(self.optimizer in OPTIMIZERS, "optimizer", f"it must be one of {', '.join(OPTIMIZERS)}")
+    need(self.augment in AUGMENTS, "augment", f"it must be one of {', '.join(AUGMENTS)}")
+    need(
+      is_real(self.augment_strength) and self.augment_strength >= 0,
+      "augment_strength",
+      "it must be a finite number >= 0",
+    )
     if self.train_classes is not None:
       need(
         isinstance(self.train_classes, tuple | list)

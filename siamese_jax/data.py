@@ -1,9 +1,12 @@
 """Where a run's data comes from: `load_data(data_dir, tfds_name=...)`.
 
-One result, a `siamese_jax.dataset.Dataset`, from one of three sources:
+One result, a `siamese_jax.dataset.Dataset`, from one of four sources:
 
 * a directory of the four IDX files of a dataset in MNIST's format (MNIST,
   Fashion-MNIST, KMNIST), gzipped or not (`siamese_jax.idx`). Works offline;
+* a folder holding Omniglot's images_background and images_evaluation, as
+  the official folders or zips (`siamese_jax.omniglot`): background
+  alphabets to train, evaluation alphabets to test;
 * a Keras-style `.npz` file with x_train, y_train, x_test, y_test
   (`siamese_jax.npz`), such as the `mnist.npz` Keras caches;
 * otherwise tensorflow-datasets, without TensorFlow (`siamese_jax.tfds_data`),
@@ -21,6 +24,7 @@ from siamese_jax.dataset import DATA_DIR_ENV, Dataset
 from siamese_jax.errors import DataError
 from siamese_jax.idx import load_idx_dir
 from siamese_jax.npz import load_npz
+from siamese_jax.omniglot import is_omniglot_dir, load_omniglot
 
 __all__ = ["DATA_DIR_ENV", "Dataset", "TFDS_NAMES", "data_source", "load_data", "load_recorded"]
 
@@ -36,7 +40,8 @@ def load_data(
   """Loads a dataset from `data_dir`, `$SIAMESE_JAX_DATA_DIR`, or tfds.
 
   Args:
-    data_dir: a directory of the four IDX files, or a Keras-style .npz file.
+    data_dir: a directory of the four IDX files, an Omniglot folder, or a
+      Keras-style .npz file.
       If None, the environment variable `SIAMESE_JAX_DATA_DIR` is used; if
       that is unset too, `tfds_name` comes from tensorflow-datasets.
     tfds_name: one of `TFDS_NAMES`; used only on the tfds route.
@@ -68,6 +73,8 @@ def load_recorded(source: str, *, tfds_data_dir: str | os.PathLike | None = None
 
 
 def _load_path(data_dir: str) -> Dataset:
+  if is_omniglot_dir(data_dir):
+    return load_omniglot(data_dir)
   if data_dir.endswith(".npz") or os.path.isfile(data_dir):
     if not os.path.isfile(data_dir):
       raise DataError(

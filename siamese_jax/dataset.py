@@ -31,6 +31,13 @@ class Dataset:
     test_images: uint8[N_test, H, W].
     test_labels: int32[N_test].
     source: where the data came from, for messages.
+    train_groups, test_groups: int32[N] or None: a group of classes per
+      image (Omniglot: the alphabet); within-group negatives and one-shot
+      episodes need them.
+    train_drawers, test_drawers: int32[N] or None: who drew each image
+      (Omniglot's 20 drawers); one-shot episodes take the support and the
+      queries from different drawers.
+    group_names: the name of each group id, or None.
   """
 
   train_images: np.ndarray
@@ -38,12 +45,29 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   source: str = "arrays"
+  train_groups: np.ndarray | None = None
+  test_groups: np.ndarray | None = None
+  train_drawers: np.ndarray | None = None
+  test_drawers: np.ndarray | None = None
+  group_names: tuple[str, ...] | None = None
 
   def __post_init__(self):
     for split in ("train", "test"):
       labels = getattr(self, f"{split}_labels")
       validate_split(getattr(self, f"{split}_images"), labels, split, self.source)
       object.__setattr__(self, f"{split}_labels", np.asarray(labels, np.int32))
+      for kind in ("groups", "drawers"):
+        name = f"{split}_{kind}"
+        values = getattr(self, name)
+        if values is None:
+          continue
+        values = np.asarray(values)
+        if values.shape != labels.shape or not np.issubdtype(values.dtype, np.integer):
+          raise DataError(
+            f"{self.source}: {name} must be integers, one per {split} image "
+            f"({len(labels)}), got {values.dtype}{values.shape}."
+          )
+        object.__setattr__(self, name, values.astype(np.int32))
     if self.train_images.shape[1:] != self.test_images.shape[1:]:
       raise DataError(
         f"{self.source}: train images are {self.train_images.shape[1:]} but test images "

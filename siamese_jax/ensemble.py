@@ -111,6 +111,11 @@ class SweepTrainState(TrainState):
 def sweep_optimizer(config: Config) -> optax.GradientTransformation:
   # Only the learning rate is injected: injecting decay and eps as well
   # changes RMSProp's rounding, and a model would no longer equal its run.
+  if config.optimizer == "adam":
+    static = ("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov")
+    return optax.inject_hyperparams(optax.adam, static_args=static)(
+      learning_rate=config.learning_rate
+    )
   static = ("decay", "eps", "initial_scale", "centered", "momentum", "nesterov", "bias_correction")
   return optax.inject_hyperparams(optax.rmsprop, static_args=static)(
     learning_rate=config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps
@@ -126,7 +131,7 @@ def to_sweep_state(state: TrainState, config: Config, tx) -> SweepTrainState:
   return SweepTrainState(
     step=state.step, apply_fn=state.apply_fn, params=state.params, tx=tx,
     opt_state=opt_state, margin=jnp.asarray(config.margin, jnp.float32),
-    threshold=state.threshold,
+    threshold=state.threshold, augment_strength=state.augment_strength,
   )  # fmt: skip
 
 

@@ -125,18 +125,62 @@ def chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype=None):
   return jax.lax.fori_loop(0, steps, body, init)
 
 
-@functools.partial(jax.jit, static_argnames="chunk")
-def embed_images(state, images: jax.Array, *, chunk: int = 2048) -> jax.Array:
+EMBED_BUDGET_BYTES = 256 * 2**20
+
+
+def embed_chunk_size(apply_fn, params, image_shape, budget_bytes: int = EMBED_BUDGET_BYTES) -> int:
+  """Images per embedding chunk: a power of two in [16, 2048] whose working set fits the budget.
+
+  XLA reports the scratch memory of embedding a probe chunk of 64 images;
+  it grows in proportion to the images. The MLP needs almost none (2,048 at
+  a time); a convolutional encoder needs most of a megabyte per 28x28
+  image (Conv4's 3x3 windows of 64 channels), and a chunk of 2,048 would
+  take 1.8 GB.
+  """
+  probe = 64
+  fn = jax.jit(lambda p, x: apply_fn({"params": p}, x, method="embed"))
+  x = jax.ShapeDtypeStruct((probe, *image_shape), jnp.float32)
+  try:
+    stats = fn.lower(params, x).compile().memory_analysis()
+    per_image = stats.temp_size_in_bytes / probe
+  except Exception:  # a backend without memory statistics: the old default
+    return 2048
+  chunk = 2048
+  while chunk > 16 and chunk * per_image > budget_bytes:
+    chunk //= 2
+  return chunk
+
+
+def embed_images(state, images: jax.Array, *, chunk: int | None = None) -> jax.Array:
   """Embeds every image once, `chunk` at a time, without dropout.
 
   Args:
     state: the TrainState.
     images: uint8[N, H, W] (or float32 in [0, 1]; only uint8 is divided by 255).
-    chunk: images per matmul; bounds the float32 working set.
+    chunk: images per call; by default as many as fit `EMBED_BUDGET_BYTES`
+      of working memory (`embed_chunk_size`).
 
   Returns:
     float32[N, D] embeddings.
   """
+  if chunk is None:
+    chunk = _chunk_for(state.apply_fn, state.params, tuple(images.shape[1:]))
+  return _embed_images(state, images, chunk=chunk)
+
+
+_CHUNKS: dict = {}
+
+
+def _chunk_for(apply_fn, params, image_shape) -> int:
+  shapes = tuple((x.shape, x.dtype) for x in jax.tree.leaves(params))
+  key = (apply_fn, shapes, image_shape)
+  if key not in _CHUNKS:  # one probe compilation per model and image size
+    _CHUNKS[key] = embed_chunk_size(apply_fn, params, image_shape)
+  return _CHUNKS[key]
+
+
+@functools.partial(jax.jit, static_argnames="chunk")
+def _embed_images(state, images: jax.Array, *, chunk: int) -> jax.Array:
   n = images.shape[0]
   dim = jax.eval_shape(
     lambda x: state.apply_fn({"params": state.params}, x, method="embed"),
@@ -167,7 +211,6 @@ def pair_distances(embeddings: jax.Array, pairs: jax.Array, *, chunk: int = 8192
   return chunked_rows(dist, pairs.shape[0], chunk, (), jnp.float32)
 
 
-@jax.jit
 def evaluate(
   state, images: jax.Array, pairs: jax.Array, y: jax.Array
 ) -> tuple[dict[str, jax.Array], jax.Array]:
@@ -187,7 +230,15 @@ def evaluate(
   Returns:
     ({"loss": float32[], "accuracy": float32[]}, distances float32[P]).
   """
-  d = pair_distances(embed_images(state, images), pairs)
+  return evaluate_embedded(state, embed_images(state, images), pairs, y)
+
+
+@jax.jit
+def evaluate_embedded(
+  state, embeddings: jax.Array, pairs: jax.Array, y: jax.Array
+) -> tuple[dict[str, jax.Array], jax.Array]:
+  """`evaluate` from the split's embeddings float[N, D], already computed."""
+  d = pair_distances(embeddings, pairs)
   metrics = {
     "loss": contrastive_loss(d, y, state.margin),
     "accuracy": pair_accuracy(d, y, state.threshold),

@@ -13,7 +13,11 @@ into results.json, computed on this process's first device:
 * with `config.train_classes`, every test metric again for the test images
   of the training classes (`test_seen_*`) and of the others
   (`test_unseen_*`); a group's pairs are the original's pairing among that
-  group's classes.
+  group's classes;
+* for a split whose images have groups (Omniglot's alphabets), one-shot
+  accuracy over episodes within a group (`siamese_jax.oneshot`):
+  `test_oneshot_20way_1shot`, `_5way_1shot`, `_20way_5shot`, each with
+  its `_ci95`, and the same `val_oneshot_*` for held-out groups.
 
 Every image is embedded once (no dropout); pair distances are gathered from
 those embeddings.
@@ -25,7 +29,7 @@ import sys
 import jax
 import numpy as np
 
-from siamese_jax import evaluation
+from siamese_jax import evaluation, oneshot
 from siamese_jax import plots as plot_lib
 from siamese_jax.config import Config
 from siamese_jax.evaluation import embed_images, evaluate, pair_distances, to_host_scalars
@@ -54,11 +58,20 @@ def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = 
   results, test_d, threshold = pair_results(state, config, run, splits)
   test_emb = embed_images(state, splits["test"][0])
   results.update(_prefixed("test_", retrieval_metrics(test_emb, run.sets.test.labels)))
+  val_emb = None
   if "val" in splits:
     val_emb = embed_images(state, splits["val"][0])
     results.update(_prefixed("val_", retrieval_metrics(val_emb, run.sets.val.labels)))
   if config.train_classes is not None:
     results.update(group_results(config, run, test_emb, threshold))
+  for prefix, split, emb in (("test_", run.sets.test, test_emb), ("val_", run.sets.val, val_emb)):
+    if split is not None and split.groups is not None:
+      key = jax.random.fold_in(run.keys.pairs, 7 if prefix == "test_" else 8)
+      results.update(
+        oneshot.oneshot_metrics(
+          np.asarray(emb), split.labels, split.groups, split.drawers, key, prefix=prefix
+        )
+      )
   if plots:
     if plot_lib.have_matplotlib():
       plot_lib.distance_histograms(

@@ -9,6 +9,8 @@ with the library:
   parameters on 28x28 images). Kernels start Glorot-uniform and biases at
   zero, as Keras' Dense does.
 * `CNN`, a small convolutional encoder (`--encoder cnn`).
+* `Conv4`, four convolution blocks for characters (`--encoder conv4`,
+  Omniglot's default).
 
 `Siamese` holds one encoder, so one parameter tree serves both inputs. It
 embeds the two images of every pair in a single pass over a (2B, ...)
@@ -66,6 +68,18 @@ class MLP(nn.Module):
     return x
 
 
+def embedding_head(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+  """A conv encoder's last part: flatten, dropout, Dense to `embed_dim`, ReLU if `final_relu`.
+
+  Called from inside `module`'s compact `__call__`, so the Dense layer is
+  one of its parameters (`Dense_0`).
+  """
+  x = x.reshape(x.shape[0], -1)
+  x = dropout_layer(module.dropout, module.dropout_rng)(x, deterministic=not train)
+  x = nn.Dense(module.embed_dim, kernel_init=nn.initializers.glorot_uniform())(x)
+  return nn.relu(x) if module.final_relu else x
+
+
 def patches_3x3_stride2(x: jax.Array) -> jax.Array:
   """float[B, H, W, C] -> float[B, ceil(H/2), ceil(W/2), 9 * C]: 3x3 windows, stride 2.
 
@@ -118,10 +132,63 @@ class CNN(nn.Module):
       x = x[..., None]  # One channel: (B, H, W, 1), NHWC.
     for width in self.features:
       x = nn.relu(nn.Dense(width, name=f"conv_{width}")(patches_3x3_stride2(x)))
-    x = x.reshape(x.shape[0], -1)
-    x = dropout_layer(self.dropout, self.dropout_rng)(x, deterministic=not train)
-    x = nn.Dense(self.embed_dim, kernel_init=nn.initializers.glorot_uniform())(x)
-    return nn.relu(x) if self.final_relu else x
+    return embedding_head(self, x, train)
+
+
+def patches_3x3(x: jax.Array) -> jax.Array:
+  """float[B, H, W, C] -> float[B, H, W, 9 * C]: the 3x3 windows of a 'SAME' convolution."""
+  h, w = x.shape[1:3]
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return jnp.concatenate([x[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], -1)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """float[B, H, W, C] -> float[B, H // 2, W // 2, C]: max over 2x2 blocks (an odd edge is dropped).
+
+  A reshape and a max rather than `nn.max_pool`'s reduce-window, whose
+  gradient XLA's CPU backend runs several times slower.
+  """
+  b, h, w, c = x.shape
+  x = x[:, : h - h % 2, : w - w % 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class Conv4(nn.Module):
+  """Four blocks of 3x3 convolution, LayerNorm, ReLU and 2x2 max-pooling, then Dense.
+
+  The few-shot literature's standard backbone (Vinyals et al. 2016; Snell et
+  al. 2017) for Omniglot's characters: 28x28 -> 14 -> 7 -> 3 -> 1, a
+  1x1x64 map on 28x28 images (larger images keep a larger map). LayerNorm
+  over the channels of each position stands in for the usual BatchNorm: it
+  needs no running statistics, so the step stays a pure function of
+  (params, batch, key) and training and embedding compute the same thing.
+  Each convolution is `patches_3x3` then one Dense layer (im2col), as `CNN`
+  does, for the same reason (see `patches_3x3_stride2`).
+
+  Attributes:
+    channels: width of every block.
+    embed_dim: width of the final Dense layer (the embedding).
+    dropout: rate of the dropout before the final Dense layer.
+    final_relu: whether the embedding has a ReLU, as for `MLP`.
+    dropout_rng: "hash" or "threefry", as for `MLP`.
+  """
+
+  channels: int = 64
+  embed_dim: int = 128
+  dropout: float = 0.0
+  final_relu: bool = False
+  dropout_rng: str = "hash"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """float[B, H, W] images in [0, 1] -> float[B, embed_dim] embeddings."""
+    if x.ndim == 3:
+      x = x[..., None]
+    for i in range(4):
+      x = nn.Dense(self.channels, name=f"conv_{i}")(patches_3x3(x))
+      x = nn.relu(nn.LayerNorm(name=f"norm_{i}")(x))
+      x = max_pool_2x2(x)
+    return embedding_head(self, x, train)
 
 
 class Siamese(nn.Module):
@@ -162,12 +229,21 @@ class Siamese(nn.Module):
 
 
 def builtin_encoder(config) -> nn.Module:
-  """The encoder a `Config` names: "mlp" (the original's) or "cnn"."""
+  """The encoder a `Config` names: "mlp" (the original's), "cnn" or "conv4"."""
   rng = config.dropout_rng
   if config.encoder == "mlp":
     return MLP(tuple(config.hidden_sizes), config.dropout, config.final_relu, rng)
   if config.encoder == "cnn":
     return CNN(
+      embed_dim=config.hidden_sizes[-1],
+      dropout=config.dropout,
+      final_relu=config.final_relu,
+      dropout_rng=rng,
+    )
+  if config.encoder == "conv4":
+    # hidden_sizes: (embedding,) or (channels, embedding).
+    return Conv4(
+      channels=config.hidden_sizes[0] if len(config.hidden_sizes) > 1 else 64,
       embed_dim=config.hidden_sizes[-1],
       dropout=config.dropout,
       final_relu=config.final_relu,

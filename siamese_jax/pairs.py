@@ -87,25 +87,69 @@ def count_pairs(labels: np.ndarray, num_classes: int = 10) -> int:
   return 2 * num_classes * (int(counts.min()) - 1)
 
 
-def class_index(labels: np.ndarray, num_classes: int = 10) -> dict[str, np.ndarray]:
+def class_index(labels: np.ndarray, num_classes: int = 10, groups=None) -> dict[str, np.ndarray]:
   """Host-side tables `sample_pairs` needs, validated once.
+
+  Args:
+    labels: int[N] classes in [0, num_classes).
+    num_classes: C.
+    groups: int[N] the group of each example (Omniglot: its alphabet), or
+      None; every class must lie in one group.
 
   Returns:
     order: int32[N] example indices sorted by class (stable).
     starts: int32[C] position in `order` where each class begins.
     counts: int32[C] examples per class.
+    With groups, also: group_order int32[C] (classes sorted by group),
+    group_starts and group_counts int32[G] (where each group's classes
+    begin in group_order, and how many), class_group int32[C] and
+    class_rank int32[C] (each class's group, and its position there).
+
+  Raises:
+    DataError: malformed labels, or a class found in two groups.
   """
   labels = _check_labels(labels, num_classes)
   counts = np.bincount(labels, minlength=num_classes)
-  return {
-    "order": np.argsort(labels, kind="stable").astype(np.int32),
-    "starts": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32),
+  order = np.argsort(labels, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  index = {
+    "order": order.astype(np.int32),
+    "starts": starts.astype(np.int32),
     "counts": counts.astype(np.int32),
   }
+  if groups is not None:
+    groups = np.asarray(groups)
+    class_group = groups[order[starts]]
+    if not np.array_equal(groups, class_group[labels]):
+      bad = int(labels[np.flatnonzero(groups != class_group[labels])[0]])
+      raise DataError(
+        f"Class {bad} has examples in several groups; a class must belong to one group "
+        "(Omniglot: a character to one alphabet)."
+      )
+    _, dense = np.unique(class_group, return_inverse=True)
+    group_order = np.argsort(dense, kind="stable")
+    group_counts = np.bincount(dense)
+    group_starts = np.concatenate([[0], np.cumsum(group_counts)[:-1]])
+    class_rank = np.empty(num_classes, np.int64)
+    class_rank[group_order] = np.arange(num_classes) - group_starts[dense[group_order]]
+    index.update(
+      group_order=group_order.astype(np.int32),
+      group_starts=group_starts.astype(np.int32),
+      group_counts=group_counts.astype(np.int32),
+      class_group=dense.astype(np.int32),
+      class_rank=class_rank.astype(np.int32),
+    )
+  return index
 
 
 def sample_pairs(
-  key: jax.Array, labels, num_pairs: int, num_classes: int = 10, *, index=None
+  key: jax.Array,
+  labels,
+  num_pairs: int,
+  num_classes: int = 10,
+  *,
+  index=None,
+  negatives: str = "any",
 ) -> tuple[jax.Array, jax.Array]:
   """Draws fresh balanced pairs: even positions same digit, odd different.
 
@@ -120,7 +164,12 @@ def sample_pairs(
     num_pairs: P, the number of pairs (any P >= 1; y alternates 1, 0).
     num_classes: number of classes.
     index: precomputed `class_index(labels, num_classes)`; computed (and
-      validated) from `labels` when None.
+      validated) from `labels` when None. Must hold the group tables for
+      `negatives` other than "any".
+    negatives: "any": a negative's class is uniform over the other classes;
+      "within-group": uniform over the other classes of the anchor's group
+      (any other class where the group has one class); "mixed": every
+      second negative (rows 1, 5, 9, ...) within the group, the others any.
 
   Returns:
     pairs: int32[P, 2] indices into the split.
@@ -138,12 +187,33 @@ def sample_pairs(
   p = jax.random.randint(k_pos, (num_pairs,), 0, counts[cls] - 1)
   p = p + (p >= a)
   other = (cls + jax.random.randint(k_inc, (num_pairs,), 1, num_classes)) % num_classes
+  if negatives != "any":
+    # A key of its own, so that "any" draws exactly what it always drew.
+    other = _within_group(jax.random.fold_in(key, 6), cls, other, index, negatives)
   n = jax.random.randint(k_neg, (num_pairs,), 0, counts[other])
   is_pos = jnp.arange(num_pairs) % 2 == 0
   first = order[starts[cls] + a]
   second = jnp.where(is_pos, order[starts[cls] + p], order[starts[other] + n])
   pairs = jnp.stack([first, second], axis=1).astype(jnp.int32)
   return pairs, is_pos.astype(jnp.float32)
+
+
+def _within_group(key, cls, other, index, negatives: str):
+  """Replaces `other` by another class of `cls`'s group where `negatives` asks."""
+  if "group_order" not in index:
+    raise DataError(
+      f"negatives={negatives!r} needs each example's group (Omniglot's alphabets); this "
+      "data has none. Use --negatives any."
+    )
+  group = jnp.asarray(index["class_group"])[cls]
+  size = jnp.asarray(index["group_counts"])[group]
+  j = jax.random.randint(key, cls.shape, 0, jnp.maximum(size - 1, 1))
+  j = j + (j >= jnp.asarray(index["class_rank"])[cls])  # skip the anchor's own class
+  within = jnp.asarray(index["group_order"])[jnp.asarray(index["group_starts"])[group] + j]
+  use = size >= 2
+  if negatives == "mixed":
+    use &= jnp.arange(cls.shape[0]) % 4 == 1
+  return jnp.where(use, within, other)
 
 
 def dense_labels(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

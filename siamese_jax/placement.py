@@ -30,16 +30,17 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from siamese_jax import parallel
+from siamese_jax import oneshot, parallel
 from siamese_jax.config import Config
 from siamese_jax.ensemble import stack, to_single_state, unstack
 from siamese_jax.errors import ConfigError
-from siamese_jax.evaluation import evaluate, to_host_scalars
+from siamese_jax.evaluation import embed_images, evaluate_embedded, to_host_scalars
 from siamese_jax.pairs import class_index, sample_pairs
 from siamese_jax.splits import RunData
 from siamese_jax.train import TrainState, epoch_batches, gather_batch, train_chunk, train_step_body
 
 MODELS = "models"
+VAL_EPISODES = 300
 
 
 def model_mesh(num_models: int, devices=None) -> Mesh:
@@ -63,10 +64,34 @@ def _local_device():
   return jax.local_devices()[0]
 
 
-def _validate_one(state, monitor) -> dict[str, float]:
-  """One model's per-epoch validation scalars, sorted as metrics.jsonl lists them."""
-  val = to_host_scalars(evaluate(state, *monitor)[0])
-  return {f"val_{k}": v for k, v in sorted(val.items(), reverse=True)}
+class _Monitor:
+  """One model's per-epoch validation: its split on the device, and its one-shot episodes.
+
+  With groups (Omniglot's held-out background alphabets), the validation
+  also scores `VAL_EPISODES` 20-way 1-shot episodes, drawn once per run:
+  the figure to select models by, on classes never trained on.
+  """
+
+  def __init__(self, run: RunData):
+    m = run.monitor
+    self.arrays = jax.device_put((m.images, m.pairs, m.y), _local_device())
+    self.episodes = None
+    if m.groups is not None:
+      key = jax.random.fold_in(run.keys.pairs, 8)
+      self.episodes = oneshot.episodes(
+        key, m.labels, m.groups, m.drawers, ways=20, shots=1, count=VAL_EPISODES
+      )
+
+  def __call__(self, state) -> dict[str, float]:
+    """Scalars sorted as metrics.jsonl lists them."""
+    images, pairs, y = self.arrays
+    emb = embed_images(state, images)
+    val = to_host_scalars(evaluate_embedded(state, emb, pairs, y)[0])
+    if self.episodes is not None:
+      val["oneshot_20way_1shot"] = float(
+        oneshot.episode_accuracy(np.asarray(emb), *self.episodes).mean()
+      )
+    return {f"val_{k}": v for k, v in sorted(val.items(), reverse=True)}
 
 
 def _epoch_keys(data_key, epoch):
@@ -96,11 +121,12 @@ class DataParallel:
     if config.pairs == "fresh":
       rep = parallel.replicated(self.mesh)
       k = len(train.classes)
-      index = parallel.put_replicated(class_index(train.labels, k), self.mesh)
+      index = parallel.put_replicated(class_index(train.labels, k, train.groups), self.mesh)
+      neg = config.negatives
       # The class index is an argument, not a closed-over constant, so XLA
       # does not embed a table of every training image in the program.
       sample = jax.jit(
-        lambda key, index: sample_pairs(key, None, run.num_pairs, k, index=index),
+        lambda key, index: sample_pairs(key, None, run.num_pairs, k, index=index, negatives=neg),
         out_shardings=(rep, rep),
       )
       self._fresh = functools.partial(lambda key, index: sample(key, index), index=index)
@@ -130,9 +156,8 @@ class DataParallel:
 
   def validate(self, state) -> list[dict[str, float]]:
     if self._monitor is None:  # on the device once per run
-      m = self._run.monitor
-      self._monitor = jax.device_put((m.images, m.pairs, m.y), _local_device())
-    return [_validate_one(self.to_host(state), self._monitor)]
+      self._monitor = _Monitor(self._run)
+    return [self._monitor(self.to_host(state))]
 
   def singles(self, host_state) -> list[TrainState]:
     return [host_state]
@@ -187,10 +212,13 @@ class Stacked:
       self._y = _global(stack([s.train.y for s in sets]), self._split)
     self._index = None
     if config.pairs == "fresh":
-      index = stack([class_index(s.train.labels, len(s.train.classes)) for s in sets])
+      index = stack(
+        [class_index(s.train.labels, len(s.train.classes), s.train.groups) for s in sets]
+      )
       self._index = jax.tree.map(lambda x: _global(x, self._split), index)
     self._num_classes = len(sets[0].train.classes)
     self._num_pairs, self._batch_size = runs[0].num_pairs, config.batch_size
+    self._negatives = config.negatives
 
     def bits(name):  # each model's named key, stacked: uint32[K, 2]
       return np.stack([jax.random.key_data(getattr(r.keys, name)) for r in runs])
@@ -208,7 +236,10 @@ class Stacked:
     keys = jax.vmap(lambda k: _epoch_keys(k, epoch))(data_keys)
     if index is not None:
       n, c = self._num_pairs, self._num_classes
-      pairs, y = jax.vmap(lambda key, idx: sample_pairs(key, None, n, c, index=idx))(keys[1], index)
+      neg = self._negatives
+      pairs, y = jax.vmap(lambda key, idx: sample_pairs(key, None, n, c, index=idx, negatives=neg))(
+        keys[1], index
+      )
     batches = jax.vmap(lambda k: epoch_batches(k, self._num_pairs, self._batch_size))(keys[0])
     return pairs, y, batches
 
@@ -237,9 +268,8 @@ class Stacked:
     local = {}
     for i, state in self._local_models(states):
       if i not in self._monitors:  # on the device once per run
-        m = self._runs[i].monitor
-        self._monitors[i] = jax.device_put((m.images, m.pairs, m.y), _local_device())
-      local[i] = _validate_one(to_single_state(state, self._templates[i]), self._monitors[i])
+        self._monitors[i] = _Monitor(self._runs[i])
+      local[i] = self._monitors[i](to_single_state(state, self._templates[i]))
     if jax.process_count() == 1:
       return [local[i] for i in range(self.num_models)]
     names = list(next(iter(local.values())))

@@ -156,3 +156,72 @@ def calibration_curve(cal, path: str, title: str = "") -> str:
   ax.legend(loc="lower right")
   ax.set_title(title or f"calibration (target {cal.target})")
   return _save(fig, path)
+
+
+def oneshot_episodes(
+  images: np.ndarray, support: np.ndarray, query: np.ndarray, guess: np.ndarray, path: str,
+  title: str = "",
+) -> str:  # fmt: skip
+  """Rows of 20-way 1-shot episodes: the query, then the 20 candidates.
+
+  The true class's candidate is framed green; the model's choice, where
+  wrong, red.
+
+  Args:
+    images: uint8[N, H, W] as the network sees them (ink bright).
+    support: int[E, ways, 1]; query: int[E, ways]; one query is drawn per
+      episode (its class 0 of the episode).
+    guess: int[E]: the class the model chose for that query.
+  """
+  plt = _pyplot()
+  e, ways = support.shape[:2]
+  fig, axes = plt.subplots(e, ways + 1, figsize=(0.75 * (ways + 1), 0.85 * e), squeeze=False)
+  for r in range(e):
+    cells = [images[query[r, 0]], *(images[support[r, k, 0]] for k in range(ways))]
+    for c, img in enumerate(cells):
+      ax = axes[r, c]
+      ax.imshow(img, cmap="gray_r" if c else "Blues", vmin=0, vmax=255)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      colour = None
+      if c == 1:
+        colour = "tab:green"
+      elif c - 1 == guess[r] and guess[r] != 0:
+        colour = "tab:red"
+      for side in ax.spines.values():
+        side.set_edgecolor(colour or "lightgray")
+        side.set_linewidth(3 if colour else 0.5)
+    axes[r, 0].set_ylabel("right" if guess[r] == 0 else "wrong", rotation=0, labelpad=18)
+  axes[0, 0].set_title("query", fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return _save(fig, path)
+
+
+def alphabet_map(
+  points: np.ndarray, labels: np.ndarray, images: np.ndarray, path: str, title: str = ""
+) -> str:
+  """A 2-D map of one alphabet's drawings: a point per drawing, one colour per
+  character, and each character's first drawing at the mean of its points.
+
+  Args:
+    points: float[N, 2]; labels: int[N] characters; images: uint8[N, H, W].
+  """
+  plt = _pyplot()
+  from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+  fig, ax = plt.subplots(figsize=(7, 7))
+  classes = np.unique(labels)
+  cmap = plt.get_cmap("tab20")
+  for i, c in enumerate(classes):
+    m = labels == c
+    ax.scatter(points[m, 0], points[m, 1], s=10, color=cmap(i % 20), alpha=0.7)
+    first = np.flatnonzero(m)[0]
+    box = OffsetImage(images[first], cmap="gray_r", zoom=0.9)
+    ax.add_artist(AnnotationBbox(box, points[m].mean(0), frameon=True, pad=0.1,
+                                 bboxprops={"edgecolor": cmap(i % 20)}))  # fmt: skip
+  ax.set_xticks([])
+  ax.set_yticks([])
+  if title:
+    ax.set_title(title, fontsize=10)
+  return _save(fig, path)

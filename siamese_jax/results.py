@@ -40,7 +40,23 @@ def print_results(t: dict[str, Any], out) -> None:
         f"* {group} classes {','.join(map(str, t[p + 'classes']))}: {pair}{_retrieval_line(t, p)}",
         file=out,
       )
+  for split in ("test", "val"):
+    line = _oneshot_line(t, split + "_")
+    if line:
+      print(f"* One-shot ({split} classes, never trained on): {line}", file=out)
   out.flush()
+
+
+def _oneshot_line(t: dict[str, Any], p: str) -> str:
+  """`20-way 1-shot 91.20 ± 0.84%, ...` over the episodes, or "" without them."""
+  parts = []
+  for ways, shots in ((20, 1), (5, 1), (20, 5)):
+    key = f"{p}oneshot_{ways}way_{shots}shot"
+    if t.get(key) is not None:
+      parts.append(f"{ways}-way {shots}-shot {100 * t[key]:0.2f} ± {100 * t[key + '_ci95']:0.2f}%")
+  if not parts:
+    return ""
+  return ", ".join(parts) + f" (95% intervals, {t[p + 'oneshot_episodes']} episodes each)"
 
 
 def _retrieval_line(t: dict[str, Any], p: str) -> str:
@@ -97,6 +113,9 @@ HEADLINE = (
   ("test_precision_at_1", "test P@1", 100, "%"),
   ("test_map_at_r", "test MAP@R", 100, "%"),
   ("test_unseen_accuracy", "unseen-class test accuracy", 100, "%"),
+  ("test_oneshot_20way_1shot", "test 20-way 1-shot accuracy", 100, "%"),
+  ("test_oneshot_5way_1shot", "test 5-way 1-shot accuracy", 100, "%"),
+  ("test_oneshot_20way_5shot", "test 20-way 5-shot accuracy", 100, "%"),
 )
 
 

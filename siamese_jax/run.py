@@ -52,6 +52,7 @@ from siamese_jax.metric_writers import (
   TensorBoardWriter,
 )
 from siamese_jax.placement import DataParallel, Stacked
+from siamese_jax.preprocess import preprocess_dataset
 from siamese_jax.progress import ProgressBar
 from siamese_jax.results import SUMMARY_NAME, console_line, headline, print_results, summarize
 from siamese_jax.splits import RunData, check_data
@@ -144,7 +145,8 @@ def train_and_evaluate(
     config: the run's hyperparameters (with seeds or a sweep: the shared
       ones; `seed` and the swept field are replaced for each model).
     workdir: where the files go (see the module docstring).
-    data: the dataset (see `siamese_jax.data.load_data`).
+    data: the dataset as it ships (see `siamese_jax.data.load_data`); the
+      run resizes and inverts it as its config says (`siamese_jax.preprocess`).
     seeds: train one model per seed, in one program; files per seed.
     sweep: None, or (field, values): "learning_rate" or "margin", crossed
       with the seeds. The values are traced, so one compilation serves all.
@@ -177,6 +179,7 @@ def train_and_evaluate(
   workdir = os.fspath(workdir)
   # Every check of the config and data happens before the workdir is touched.
   plan = plan_models(config, workdir, seeds, sweep)
+  data = preprocess_dataset(data, config)  # the run's input size and polarity
   runs = tuple(check_data(c, data) for c in plan.configs)
   templates = [
     create_train_state(r.keys.init, c, encoder=encoder, image_shape=data.image_shape)

@@ -47,6 +47,8 @@ class PairSet:
   pairs: np.ndarray  # int32[P, 2] indices into `images`
   y: np.ndarray  # float32[P], 1.0 = same class
   classes: np.ndarray  # int32[k] the class ids behind labels 0..k-1
+  groups: np.ndarray | None = None  # int32[N] each image's group (Omniglot: alphabet)
+  drawers: np.ndarray | None = None  # int32[N] who drew each image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,14 +85,48 @@ def training_classes(data: Dataset, train_classes) -> np.ndarray:
   return classes
 
 
-def make_pair_sets(keys: RunKeys, data: Dataset, holdout: int = 0, train_classes=None) -> PairSets:
+def _take(values, idx):
+  return None if values is None else values[idx]
+
+
+def heldout_groups(groups: np.ndarray, count: int) -> np.ndarray:
+  """The `count` groups of the training split held out for validation.
+
+  Chosen by a fixed key, not the run's seed: every seed of a `--seeds` run
+  validates on the same alphabets, so their figures compare, and their
+  splits stack into one program.
+
+  Raises:
+    ConfigError: no groups, or not enough of them to leave two for training.
+  """
+  if groups is None:
+    raise ConfigError(
+      f"holdout_groups={count} needs each training image's group (Omniglot's alphabets); "
+      "this data has none. Use --holdout to hold out images instead."
+    )
+  present = np.unique(groups)
+  if count > len(present) - 2:
+    raise ConfigError(
+      f"holdout_groups={count}: the training split has {len(present)} groups, and at least "
+      f"2 must stay for training. Use --holdout-groups {max(len(present) - 2, 0)} or fewer."
+    )
+  perm = np.asarray(jax.random.permutation(jax.random.key(0), len(present)))
+  return np.sort(present[perm[:count]])
+
+
+def make_pair_sets(
+  keys: RunKeys, data: Dataset, holdout: int = 0, train_classes=None, holdout_groups: int = 0
+) -> PairSets:
   """The original's pairs of each split, after holding out validation images.
 
   With `train_classes`, the training split keeps only those classes' images
   first. With `holdout` > 0, that many of the training images (chosen by
   the pairs key) form the validation split; both parts keep the split's
   order, which the original's pairing (i-th with (i+1)-th image of a class)
-  depends on. The test split keeps every class.
+  depends on. With `holdout_groups` > 0, whole groups form it instead
+  (`heldout_groups`), so validation classes are never trained on. The test
+  split keeps every class. Groups and drawers, where the data has them,
+  follow their images into every split.
 
   Raises:
     ConfigError: unknown training classes, or a holdout that leaves a split
@@ -98,13 +134,28 @@ def make_pair_sets(keys: RunKeys, data: Dataset, holdout: int = 0, train_classes
   """
   classes = training_classes(data, train_classes)
   images, labels = data.train_images, data.train_labels
+  groups, drawers = data.train_groups, data.train_drawers
   if train_classes is not None:
     keep = np.isin(labels, classes)
-    images, labels = images[keep], labels[keep]
+    images, labels, groups, drawers = (
+      images[keep],
+      labels[keep],
+      _take(groups, keep),
+      _take(drawers, keep),
+    )
+  val = None
+  if holdout_groups:
+    out = np.isin(groups, heldout_groups(groups, holdout_groups))
+    vclasses = np.unique(labels[out])
+    vlabels = dense_labels(labels[out], vclasses)
+    vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 3), vlabels, len(vclasses))
+    val = PairSet(images[out], vlabels, vp, vy, vclasses, groups[out], _take(drawers, out))
+    keep = ~out
+    images, labels, groups, drawers = images[keep], labels[keep], groups[keep], _take(drawers, keep)
+    classes = np.unique(labels)
   labels = dense_labels(labels, classes)
   k = len(classes)
   fresh_pairs = count_pairs(labels, k)
-  val = None
   if holdout:
     n = len(labels)
     if holdout >= n:
@@ -115,8 +166,12 @@ def make_pair_sets(keys: RunKeys, data: Dataset, holdout: int = 0, train_classes
       vp, vy = make_pairs(jax.random.fold_in(keys.pairs, 3), labels[val_idx], k)
     except DataError as e:
       raise ConfigError(f"holdout={holdout} is too small for validation pairs: {e}") from None
-    val = PairSet(images[val_idx], labels[val_idx], vp, vy, classes)
+    val = PairSet(
+      images[val_idx], labels[val_idx], vp, vy, classes, _take(groups, val_idx),
+      _take(drawers, val_idx),
+    )  # fmt: skip
     images, labels = images[train_idx], labels[train_idx]
+    groups, drawers = _take(groups, train_idx), _take(drawers, train_idx)
   try:
     tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), labels, k)
   except DataError as e:
@@ -126,9 +181,11 @@ def make_pair_sets(keys: RunKeys, data: Dataset, holdout: int = 0, train_classes
   test_classes = np.unique(data.test_labels)
   ep, ey = make_pairs_within(jax.random.fold_in(keys.pairs, 1), data.test_labels)
   test = PairSet(
-    data.test_images, dense_labels(data.test_labels, test_classes), ep, ey, test_classes
-  )
-  return PairSets(PairSet(images, labels, tp, ty, classes), test, val, fresh_pairs)
+    data.test_images, dense_labels(data.test_labels, test_classes), ep, ey, test_classes,
+    data.test_groups, data.test_drawers,
+  )  # fmt: skip
+  train = PairSet(images, labels, tp, ty, classes, groups, drawers)
+  return PairSets(train, test, val, fresh_pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +222,12 @@ def check_data(config: Config, data: Dataset) -> RunData:
       few images; training classes the data lacks.
   """
   keys = run_keys(config.seed)
-  sets = make_pair_sets(keys, data, config.holdout, config.train_classes)
+  sets = make_pair_sets(keys, data, config.holdout, config.train_classes, config.holdout_groups)
+  if config.negatives != "any" and sets.train.groups is None:
+    raise ConfigError(
+      f"negatives={config.negatives!r} draws negatives within each example's group "
+      "(Omniglot's alphabets); this data has no groups. Use --negatives any."
+    )
   # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
   # makes of the whole training split (108,400 on MNIST, holdout or not).
   num_pairs = sets.fresh_pairs if config.pairs == "fresh" else len(sets.train.pairs)

@@ -28,6 +28,7 @@ import optax
 from flax.training import train_state
 
 from siamese_jax import parallel
+from siamese_jax.augment import augment
 from siamese_jax.config import Config
 from siamese_jax.errors import ConfigError
 from siamese_jax.losses import contrastive_loss, pair_accuracy
@@ -35,18 +36,23 @@ from siamese_jax.models import Siamese, builtin_encoder
 from siamese_jax.shuffle import permutation
 
 Batch = dict[str, jax.Array]
+AUGMENT_STREAM = 0x61666631  # folded into the step's key for the augmentation's randomness
 Metrics = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-  """flax's TrainState plus the loss's static settings.
+  """flax's TrainState plus the loss's and the augmentation's static settings.
 
-  `margin` and `threshold` are static (not traced): they are fixed for a run,
-  and holding them here lets `train_step` keep the three-argument contract.
+  `margin`, `threshold` and `augment_strength` are static (not traced): they
+  are fixed for a run, and holding them here lets `train_step` keep the
+  three-argument contract.
   """
 
   margin: float = flax.struct.field(pytree_node=False, default=1.0)
   threshold: float = flax.struct.field(pytree_node=False, default=0.5)
+  # Strength of the random affine distortion of every training image
+  # (`siamese_jax.augment`); 0: none.
+  augment_strength: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
 def make_model(
@@ -59,6 +65,8 @@ def make_model(
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
+  if config.optimizer == "adam":
+    return optax.adam(config.learning_rate)
   # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
   # at zero, and eps is added to nu inside the square root (optax's default,
   # eps_in_sqrt=True); a test pins this.
@@ -96,6 +104,7 @@ def create_train_state(
     tx=make_optimizer(config),
     margin=config.margin,
     threshold=config.threshold,
+    augment_strength=config.augment_strength if config.augment == "affine" else 0.0,
   )
   # `create` starts `step` as a weakly typed Python 0; after one update it is
   # a strong int32 array, and the changed signature would trace the step a
@@ -107,6 +116,15 @@ def train_step_body(state: TrainState, batch: Batch, key: jax.Array) -> tuple[Tr
   """One RMSProp step on one batch, unjitted: the body that `train_step`,
   `train_chunk` and the stacked models' chunk (`siamese_jax.placement`) share."""
   dropout_key = jax.random.fold_in(key, state.step)
+  if state.augment_strength > 0:
+    # Its own stream of the step's key: the same (run, step) distorts the same way.
+    b = batch["x1"].shape[0]
+    x = augment(
+      jax.random.fold_in(dropout_key, AUGMENT_STREAM),
+      jnp.concatenate([batch["x1"], batch["x2"]]),
+      state.augment_strength,
+    )
+    batch = {**batch, "x1": x[:b], "x2": x[b:]}
 
   def loss_fn(params):
     d = state.apply_fn(

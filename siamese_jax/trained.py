@@ -8,9 +8,14 @@
 `threshold` is the one the run chose at its end (on held-out validation
 pairs, else on the training pairs; see `siamese_jax.final_evaluation`).
 Images may be uint8 [N, H, W] (0..255, as the datasets store them) or floats
-in [0, 1]; [N, H * W] is accepted too. The network runs jitted, without
-dropout, a fixed-size chunk of images at a time, so memory stays bounded
-and each chunk size compiles once.
+in [0, 1]; [N, H * W] is accepted too. A run that resizes or inverts its
+input (Omniglot's) takes images as the dataset ships them, bool or uint8 at
+any size (Omniglot's 105x105 black-on-white PNGs as PIL reads them), and
+applies its own preprocessing (`siamese_jax.preprocess`), exactly as in
+training. The network runs jitted, without
+dropout, a fixed-size chunk of images at a time (as many as fit 256 MiB of
+working memory, up to 2,048), so memory stays bounded and each chunk size
+compiles once.
 """
 
 import dataclasses
@@ -28,10 +33,10 @@ from siamese_jax.config import Config
 from siamese_jax.data import load_data, load_recorded
 from siamese_jax.dataset import Dataset
 from siamese_jax.errors import DataError, WorkdirError
+from siamese_jax.evaluation import embed_chunk_size
+from siamese_jax.preprocess import needs_preprocessing, preprocess_images
 from siamese_jax.train import create_train_state, make_model
 from siamese_jax.workdir import CONFIG_NAME, RESULTS_NAME, read_config
-
-CHUNK = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +70,13 @@ class TrainedModel:
     object.__setattr__(self, "_embed", jax.jit(embed))
 
   def embed(self, images) -> np.ndarray:
-    """uint8[N, H, W] or float[N, H, W] in [0, 1] -> float32[N, D] embeddings."""
+    """uint8[N, H, W] or float[N, H, W] in [0, 1] -> float32[N, D] embeddings.
+
+    For a run with preprocessing: bool or uint8 [N, H', W'] as shipped.
+    """
     x = self._images(images, "images")
     n = len(x)
-    chunk = min(CHUNK, max(n, 1))
+    chunk = min(self._chunk, max(n, 1))
     out = []
     for start in range(0, n, chunk):
       part = x[start : start + chunk]
@@ -91,6 +99,11 @@ class TrainedModel:
   def same(self, x1, x2) -> np.ndarray:
     """bool[N]: whether each pair is closer than the run's threshold."""
     return self.distance(x1, x2) < self.threshold
+
+  @functools.cached_property
+  def _chunk(self) -> int:
+    """Images per call: as many as fit the working-memory budget (`embed_chunk_size`)."""
+    return embed_chunk_size(self.model.apply, self.params, self.image_shape)
 
   @functools.cached_property
   def fingerprint(self) -> str:
@@ -136,7 +149,10 @@ class TrainedModel:
     Raises:
       DataError: naming both shapes, or both class counts.
     """
-    if data.image_shape != self.image_shape:
+    shape = data.image_shape
+    if self.config.image_size is not None:  # the run resizes whatever it is given
+      shape = (self.config.image_size,) * 2
+    if shape != self.image_shape:
       h, w = self.image_shape
       raise DataError(
         f"{data.source}: {data.image_shape[0]}x{data.image_shape[1]} images, but the run was "
@@ -154,6 +170,9 @@ class TrainedModel:
 
   def _images(self, images, name: str) -> np.ndarray:
     x = np.asarray(images)
+    if needs_preprocessing(self.config):
+      # The run's own input pipeline: images come as the dataset ships them.
+      x = preprocess_images(x, self.config)
     h, w = self.image_shape
     if x.ndim == 2 and x.shape[1] == h * w:
       x = x.reshape(len(x), h, w)

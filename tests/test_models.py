@@ -36,3 +36,32 @@ def test_images_may_come_as_28x28():
   d_img = state.apply_fn({"params": state.params}, x, z, train=False)
   d_flat = state.apply_fn({"params": state.params}, x.reshape(4, -1), z.reshape(4, -1), train=False)
   np.testing.assert_array_equal(d_img, d_flat)
+
+
+def test_conv4_four_blocks_to_an_embedding():
+  config = Config(encoder="conv4", hidden_sizes=(32, 16), final_relu=False, dropout=0.0)
+  state = create_train_state(jax.random.key(0), config, image_shape=(28, 28))
+  enc = state.params["encoder"]
+  assert sorted(enc) == ["Dense_0", *(f"conv_{i}" for i in range(4)),
+                         *(f"norm_{i}" for i in range(4))]  # fmt: skip
+  assert enc["conv_0"]["kernel"].shape == (9, 32) and enc["conv_3"]["kernel"].shape == (288, 32)
+  # 28 -> 14 -> 7 -> 3 -> 1: a 1x1x32 map into the 16-d embedding.
+  assert enc["Dense_0"]["kernel"].shape == (32, 16)
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28))
+  e = state.apply_fn({"params": state.params}, x, method="embed")
+  assert e.shape == (3, 16) and float(e.min()) < 0  # no final ReLU
+  # Larger characters keep a larger map: 56 -> 3x3x32.
+  big = create_train_state(jax.random.key(0), config, image_shape=(56, 56))
+  assert big.params["encoder"]["Dense_0"]["kernel"].shape == (288, 16)
+
+
+def test_embedding_chunks_fit_the_memory_budget():
+  from siamese_jax.evaluation import embed_chunk_size, embed_images
+
+  mlp = create_train_state(jax.random.key(0), Config())
+  conv = create_train_state(jax.random.key(0), Config(encoder="conv4", hidden_sizes=(128,)))
+  assert embed_chunk_size(mlp.apply_fn, mlp.params, (28, 28)) == 2048
+  small = embed_chunk_size(conv.apply_fn, conv.params, (28, 28))
+  assert 16 <= small <= 512  # ~0.9 MB per image: 2,048 would take 1.8 GB
+  x = np.asarray(jax.random.randint(jax.random.key(2), (300, 28, 28), 0, 256), np.uint8)
+  np.testing.assert_allclose(embed_images(conv, x), embed_images(conv, x, chunk=300), atol=2e-5)

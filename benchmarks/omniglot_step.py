@@ -1,0 +1,113 @@
+"""What an Omniglot training step costs: the convolutions, the augmentation, or the pairs.
+
+    python -m benchmarks.omniglot_step --data-dir DIR [--rounds 3] [--steps 40]
+
+Builds the default Omniglot run (`experiments.omniglot.OMNIGLOT`) on the
+real data and times, in alternating rounds so that a slow spell of a shared
+machine falls on every part alike:
+
+* `step`: the library's scanned chunk of `--steps` training steps with the
+  affine augmentation (what an epoch runs);
+* `step_no_augment`: the same chunk without it;
+* `augment`: the augmentation of one batch's 256 images alone, jitted;
+* `pairs`: drawing one epoch's fresh pairs (half within alphabets) and its
+  batch order, as each epoch does.
+
+It prints the median of each per step (pairs: per epoch, and spread over the
+epoch's steps) and the shares of a step.
+"""
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax import cli, xla_flags
+from siamese_jax.augment import augment
+from siamese_jax.data import load_data
+from siamese_jax.pairs import class_index, sample_pairs
+from siamese_jax.preprocess import preprocess_dataset
+from siamese_jax.splits import check_data
+from siamese_jax.train import create_train_state, epoch_batches, train_chunk
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(
+    prog="python -m benchmarks.omniglot_step", description=__doc__.splitlines()[0]
+  )
+  parser.add_argument("--data-dir", default=None, help="the Omniglot folder")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--steps", type=int, default=40)
+  args = parser.parse_args(argv)
+  from experiments.omniglot import OMNIGLOT
+
+  config = OMNIGLOT
+  data = preprocess_dataset(load_data(args.data_dir), config)
+  run = check_data(config, data)
+  train = run.sets.train
+  images = jax.device_put(train.images)
+  k = len(train.classes)
+  index = jax.device_put(class_index(train.labels, k, train.groups))
+
+  @jax.jit
+  def draw(key, index):
+    pairs, y = sample_pairs(key, None, run.num_pairs, k, index=index, negatives=config.negatives)
+    return pairs, y, epoch_batches(jax.random.fold_in(key, 1), run.num_pairs, config.batch_size)
+
+  pairs, y, batches = draw(jax.random.key(0), index)
+  states = {}
+  for name, c in (
+    ("step", config),
+    ("step_no_augment", dataclasses.replace(config, augment="none")),
+  ):
+    states[name] = create_train_state(run.keys.init, c, image_shape=data.image_shape)
+  key = run.keys.dropout
+  x = jnp.asarray(images[: 2 * config.batch_size], jnp.float32) / 255.0
+  aug = jax.jit(lambda key, x: augment(key, x, config.augment_strength))
+
+  def time_chunk(name):
+    start = jax.device_put(np.int32(0))
+    t = time.perf_counter()
+    states[name], m = train_chunk(
+      states[name], images, pairs, y, batches, start, key, length=args.steps
+    )
+    jax.block_until_ready(m)
+    return (time.perf_counter() - t) / args.steps
+
+  def time_augment():
+    t = time.perf_counter()
+    for i in range(args.steps):
+      out = aug(jax.random.key(i), x)
+    out.block_until_ready()
+    return (time.perf_counter() - t) / args.steps
+
+  def time_pairs():
+    t = time.perf_counter()
+    jax.block_until_ready(draw(jax.random.key(1), index))
+    return (time.perf_counter() - t) / run.steps  # spread over the epoch's steps
+
+  parts = {"step": lambda: time_chunk("step"),
+           "step_no_augment": lambda: time_chunk("step_no_augment"),
+           "augment": time_augment, "pairs": time_pairs}  # fmt: skip
+  for f in parts.values():  # compile and warm up
+    f()
+  times = {name: [] for name in parts}
+  for _ in range(args.rounds):
+    for name, f in parts.items():
+      times[name].append(f())
+  med = {name: statistics.median(ts) for name, ts in times.items()}
+  step = med["step"]
+  print(f"Omniglot default run, {run.steps} steps of {config.batch_size} pairs per epoch")
+  for name, t in med.items():
+    print(f"  {name:16s} {1000 * t:8.1f} ms per step  ({100 * t / step:5.1f}% of a step)")
+  print(f"  epoch of steps   {run.steps * step:8.1f} s  ({config.batch_size / step:.0f} pairs/s)")
+
+
+if __name__ == "__main__":
+  xla_flags.use_project_defaults()
+  sys.exit(cli.run_main(main))
