@@ -132,10 +132,9 @@ def embed_chunk_size(apply_fn, params, image_shape, budget_bytes: int = EMBED_BU
   """Images per embedding chunk: a power of two in [16, 2048] whose working set fits the budget.
 
   XLA reports the scratch memory of embedding a probe chunk of 64 images;
-  it grows in proportion to the images. The MLP needs almost none (2,048 at
-  a time); a convolutional encoder needs most of a megabyte per 28x28
-  image (Conv4's 3x3 windows of 64 channels), and a chunk of 2,048 would
-  take 1.8 GB.
+  it grows in proportion to the images. The MLP needs almost none, so it
+  embeds 2,048 at a time; a convolutional encoder's windows of many
+  channels need far more per image (docs/oneshot.md gives Conv4's).
   """
   probe = 64
   fn = jax.jit(lambda p, x: apply_fn({"params": p}, x, method="embed"))
