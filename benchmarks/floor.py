@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from siamese_jax.config import Config
-from siamese_jax.dropout import keep_mask
+from siamese_jax.core.config import Config
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
-from siamese_jax.train import TrainState, gather_batch, make_optimizer, train_epoch
+from siamese_jax.models.dropout import keep_mask
+from siamese_jax.training import TrainState, gather_batch, make_optimizer, train_epoch
 
 # The stages, in order; each has everything the ones before it have.
 MATMULS, BIAS_RELU, DROPOUT, LOSS, RMSPROP, GATHER = range(6)

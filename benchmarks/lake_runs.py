@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from siamese_jax import cli
-from siamese_jax.data import load_data
-from siamese_jax.oneshot import episodes
+from siamese_jax.data.load import load_data
+from siamese_jax.evaluation.oneshot import episodes
 
 
 def write_runs(data, out: str, *, runs: int = 20, seed: int = 0) -> None:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.omniglot_step --data-dir DIR [--rounds 3] [--steps 40]
 
-Builds the default Omniglot run (`experiments.omniglot.OMNIGLOT`) on the
+Builds the default Omniglot run (`siamese_jax.configs.OMNIGLOT`, through `build_run`) on the
 real data and times, in alternating rounds so that a slow spell of a shared
 machine falls on every part alike:
 
@@ -18,7 +18,6 @@ epoch's steps) and the shares of a step.
 """
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -28,12 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from siamese_jax import cli, xla_flags
-from siamese_jax.augment import augment
-from siamese_jax.data import load_data
-from siamese_jax.pairs import class_index, sample_pairs
-from siamese_jax.preprocess import preprocess_dataset
-from siamese_jax.splits import check_data
-from siamese_jax.train import create_train_state, epoch_batches, train_chunk
+from siamese_jax.configs import OMNIGLOT
+from siamese_jax.data.load import load_data
+from siamese_jax.sampling.pairs import class_index, sample_pairs
+from siamese_jax.training import build_run, epoch_batches, train_chunk
+from siamese_jax.training.augment import augment
 
 
 def main(argv):
@@ -44,13 +42,12 @@ def main(argv):
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=40)
   args = parser.parse_args(argv)
-  from experiments.omniglot import OMNIGLOT
-
   config = OMNIGLOT
-  data = preprocess_dataset(load_data(args.data_dir), config)
-  run = check_data(config, data)
+  # What a run builds: the preprocessed data, the checked splits, the states.
+  setup = build_run(config, load_data(args.data_dir), devices=jax.devices()[:1])
+  run = setup.runs[0]
   train = run.sets.train
-  images = jax.device_put(train.images)
+  images = setup.placement.images
   k = len(train.classes)
   index = jax.device_put(class_index(train.labels, k, train.groups))
 
@@ -60,12 +57,9 @@ def main(argv):
     return pairs, y, epoch_batches(jax.random.fold_in(key, 1), run.num_pairs, config.batch_size)
 
   pairs, y, batches = draw(jax.random.key(0), index)
-  states = {}
-  for name, c in (
-    ("step", config),
-    ("step_no_augment", dataclasses.replace(config, augment="none")),
-  ):
-    states[name] = create_train_state(run.keys.init, c, image_shape=data.image_shape)
+  states = {"step": setup.initial}
+  # The same state without augmentation (a static field of the state).
+  states["step_no_augment"] = setup.initial.replace(augment_strength=0.0)
   key = run.keys.dropout
   x = jnp.asarray(images[: 2 * config.batch_size], jnp.float32) / 255.0
   aug = jax.jit(lambda key, x: augment(key, x, config.augment_strength))

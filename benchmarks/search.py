@@ -33,7 +33,7 @@ def _data(n: int, q: int, dim: int):
 
 def one_backend(args) -> dict:
   """Runs in the subprocess: build, warm up, time the search; ids to a file."""
-  from siamese_jax.index import Index
+  from siamese_jax.recognition.index import Index
 
   gallery, queries = _data(args.gallery, args.queries, args.dim)
   labels = np.zeros(len(gallery), np.int64)

@@ -46,16 +46,13 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.floor import floor_epoch_seconds, format_breakdown, step_breakdown
-from siamese_jax import parallel
-from siamese_jax.config import Config
-from siamese_jax.dataset import Dataset
-from siamese_jax.ensemble import plan_models, stack
-from siamese_jax.evaluation import evaluate
-from siamese_jax.placement import Stacked
-from siamese_jax.splits import check_data, make_pair_sets, run_keys
-from siamese_jax.train import (
+from siamese_jax.core import parallel
+from siamese_jax.core.config import Config
+from siamese_jax.data.dataset import Dataset
+from siamese_jax.evaluation.pairs import evaluate
+from siamese_jax.training import (
+  build_run,
   create_train_state,
-  epoch_batches,
   gather_batch,
   train_chunk,
   train_epoch,
@@ -154,7 +151,7 @@ def full_run(data_dir: str, extra_args=()) -> dict[str, Any]:
   }
 
 
-def _time_step_loop(state, split, make_batches, keys, steps, loop_epochs, log):
+def _time_step_loop(state, split, batches_of, keys, steps, loop_epochs, log):
   """The per-step dispatch loop: the same steps, one `train_step` call each.
 
   The batch is gathered on the device by its own jitted call.
@@ -162,12 +159,12 @@ def _time_step_loop(state, split, make_batches, keys, steps, loop_epochs, log):
   Returns:
     (seconds per epoch, the state, the last epoch's batches).
   """
-  batches = make_batches(keys.data)
+  batches = batches_of(0)
   state, _ = train_step(state, gather_batch_jit(*split, batches[0]), keys.dropout)
   jax.block_until_ready(state)  # compiled outside the timing
   times = []
   for e in range(loop_epochs):
-    batches = make_batches(jax.random.fold_in(keys.data, 100 + e))
+    batches = batches_of(100 + e)
     batches.block_until_ready()
     t = time.perf_counter()
     metrics = []
@@ -226,31 +223,37 @@ def run_benchmark(
   Returns:
     A dict of figures (see `format_report`).
   """
-  keys = run_keys(config.seed)
-  sets = make_pair_sets(keys, data)
-  # As in a run: data and state replicated over all devices, batches split.
-  mesh = parallel.data_mesh()
-  parallel.check_batch_size(config.batch_size, mesh)
+  # What a run builds: data and state replicated over all devices, batches split.
+  setup = build_run(config, data)
+  placement, run = setup.placement, setup.runs[0]
+  keys, sets, mesh = run.keys, run.sets, placement.mesh
 
   def put(tree):
     return parallel.put_replicated(tree, mesh)
 
-  images, pairs, y = put((sets.train.images, sets.train.pairs, sets.train.y))
+  images = placement.images
+  pairs, y, _ = placement.epoch_inputs(1)  # fixed pairs: every epoch's
   test_images, test_pairs, test_y = put((sets.test.images, sets.test.pairs, sets.test.y))
-  make_batches = jax.jit(
-    lambda key: epoch_batches(key, num_pairs, config.batch_size),
-    out_shardings=parallel.batch_sharded(mesh),
-  )
-  num_pairs = len(sets.train.pairs)
-  steps = num_pairs // config.batch_size
+  steps = run.steps
   pairs_per_epoch = steps * config.batch_size
+
+  def batches_of(epoch):
+    return placement.epoch_inputs(epoch).batches
+
+  def initial_state():
+    if fuse_branches:
+      return placement.place(setup.initial)
+    state = create_train_state(
+      keys.init, config, fuse_branches=False, image_shape=setup.data.image_shape
+    )
+    return placement.place(state)
 
   chunk_fn = train_chunk
   if not donate:  # The same function, jitted without donating the state.
     chunk_fn = jax.jit(train_chunk.__wrapped__, static_argnames="length")
 
   def scanned_epoch(state, e):
-    batches = make_batches(jax.random.fold_in(keys.data, e))
+    batches = placement.epoch_inputs(e + 1).batches
     batches.block_until_ready()
     t = time.perf_counter()
     state, _, _ = train_epoch(
@@ -265,7 +268,7 @@ def run_benchmark(
     jax.block_until_ready(metrics)
     return time.perf_counter() - t
 
-  state = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
+  state = initial_state()
   with CompileTimer() as compiles:
     state, first_train = scanned_epoch(state, 0)
     first_val = validate(state)
@@ -278,9 +281,9 @@ def run_benchmark(
     val_s.append(validate(state))
     log(f"scanned epoch {e}: train {t:.3f} s, validation {val_s[-1]:.4f} s")
 
-  loop_state = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
+  loop_state = initial_state()
   loop_s, loop_state, batches = _time_step_loop(
-    loop_state, (images, pairs, y), make_batches, keys, steps, loop_epochs, log
+    loop_state, (images, pairs, y), batches_of, keys, steps, loop_epochs, log
   )
   xla_flop_per_pair = _xla_flop_per_pair(
     loop_state, (images, pairs, y), batches[0], keys.dropout, config.batch_size
@@ -290,7 +293,7 @@ def run_benchmark(
   log(f"floor (the step's matmuls alone): {floor_s:.3f} s/epoch")
   rows = None
   if breakdown:
-    fresh = put(create_train_state(keys.init, config, fuse_branches=fuse_branches))
+    fresh = initial_state()
     rows = step_breakdown(
       fresh, (images, pairs, y), batches, keys.dropout, config, chunk_steps=chunk_steps, log=log
     )
@@ -398,6 +401,15 @@ def format_report(r: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _placement_epoch(placement, state, e: int, chunk_steps: int):
+  """One training epoch as the loop runs it, through a run's placement: the new state."""
+  pairs, y, batches = placement.epoch_inputs(e + 1)
+  return train_epoch(
+    state, placement.images, pairs, y, batches, placement.dropout_keys,
+    chunk_steps=chunk_steps, chunk_fn=placement.chunk_fn, fetch=placement.fetch,
+  ).state  # fmt: skip
+
+
 def run_seeds_benchmark(
   data: Dataset,
   config: Config,
@@ -429,36 +441,20 @@ def run_seeds_benchmark(
     return _median(times[1:])
 
   # One seed, one device: what a single run does.
-  one = jax.devices()[:1]
-  run = check_data(config, data)
-  keys, sets = run.keys, run.sets
-  images, pairs, y = jax.device_put((sets.train.images, sets.train.pairs, sets.train.y), one[0])
-
-  def one_epoch(state, e):
-    batches = epoch_batches(jax.random.fold_in(keys.data, e), run.num_pairs, config.batch_size)
-    return train_epoch(state, images, pairs, y, batches, keys.dropout, chunk_steps=chunk_steps)[0]
-
-  init = create_train_state(keys.init, config, image_shape=data.image_shape)
-  single = time_epochs(one_epoch, jax.device_put(init, one[0]))
+  one = build_run(config, data, devices=jax.devices()[:1])
+  single = time_epochs(
+    lambda state, e: _placement_epoch(one.placement, state, e, chunk_steps),
+    one.placement.place(one.initial),
+  )
   log(f"one seed on one device: {single:.3f} s/epoch")
 
   # K seeds: the run's own placement of stacked models.
-  plan = plan_models(config, "", seeds=list(range(num_seeds)))
-  runs = [check_data(c, data) for c in plan.configs]
-  templates = [
-    create_train_state(r.keys.init, c, image_shape=data.image_shape)
-    for c, r in zip(plan.configs, runs, strict=True)
-  ]
-  placement = Stacked(plan.configs, runs, templates)
-
-  def seeds_epoch(states, e):
-    pairs, y, batches = placement.epoch_inputs(e + 1)
-    return train_epoch(
-      states, placement.images, pairs, y, batches, placement.dropout_keys,
-      chunk_steps=chunk_steps, chunk_fn=placement.chunk_fn, fetch=placement.fetch,
-    )[0]  # fmt: skip
-
-  many = time_epochs(seeds_epoch, placement.place(stack(templates)))
+  many_run = build_run(config, data, seeds=list(range(num_seeds)))
+  placement = many_run.placement
+  many = time_epochs(
+    lambda states, e: _placement_epoch(placement, states, e, chunk_steps),
+    placement.place(many_run.initial),
+  )
   log(f"{num_seeds} seeds in one program on {placement.devices} device(s): {many:.3f} s/epoch")
   return {
     "num_seeds": num_seeds,

@@ -27,9 +27,9 @@ from benchmarks.speed import (
   run_seeds_benchmark,
 )
 from siamese_jax import Config, cli, load_data, xla_flags
-from siamese_jax.config import DROPOUT_RNGS
-from siamese_jax.dataset import DATA_DIR_ENV
-from siamese_jax.files import atomic_write_json
+from siamese_jax.core.config import DROPOUT_RNGS
+from siamese_jax.core.files import atomic_write_json
+from siamese_jax.data.dataset import DATA_DIR_ENV
 
 
 def main(argv):

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 from siamese_jax import cli, load_trained, xla_flags
-from siamese_jax.data import TFDS_NAMES
-from siamese_jax.errors import WorkdirError
-from siamese_jax.files import atomic_write_bytes
+from siamese_jax.core.errors import WorkdirError
+from siamese_jax.core.files import atomic_write_bytes
+from siamese_jax.data.load import TFDS_NAMES
 
 
 def main(argv):

@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from siamese_jax import Config, cli, distributed, load_trained, plots, xla_flags
+from siamese_jax import Config, cli, load_trained, plots, xla_flags
+from siamese_jax.core import distributed
 
 DEFAULTS = Config(hidden_sizes=(128, 128, 2), final_relu=False)
 

@@ -30,8 +30,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from siamese_jax import cli, load_data, make_pairs  # noqa: E402
-from siamese_jax.errors import ConfigError  # noqa: E402
-from siamese_jax.splits import run_keys  # noqa: E402
+from siamese_jax.core.errors import ConfigError  # noqa: E402
+from siamese_jax.sampling.splits import run_keys  # noqa: E402
 
 
 def build(keras, input_dim: int):

@@ -10,10 +10,11 @@ code.
 import sys
 
 from siamese_jax import cli, xla_flags
+from siamese_jax.configs import MNIST
 
 
 def main(argv):
-  parser = cli.make_parser("python -m experiments.mnist_siamese", __doc__.splitlines()[0])
+  parser = cli.make_parser("python -m experiments.mnist_siamese", __doc__.splitlines()[0], MNIST)
   args = parser.parse_args(argv)
   config = cli.config_from_args(parser, args)
   cli.train_from_args("experiments.mnist_siamese", config, args, argv)

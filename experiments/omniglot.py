@@ -3,7 +3,7 @@
     python -m experiments.omniglot --data-dir DIR --workdir W [--seeds 0,1,2] ...
 
 DIR holds Omniglot's images_background and images_evaluation, as the
-official folders or zips. The defaults (`OMNIGLOT`) are this project's
+official folders or zips. The defaults (`siamese_jax.configs.OMNIGLOT`) are this project's
 measured choice (docs/oneshot.md): 28x28 ink-bright images, the `conv4`
 encoder, fresh pairs with half the negatives from the anchor's alphabet,
 Koch et al.'s affine distortions, and 5 background alphabets held out to
@@ -16,23 +16,7 @@ it on Lake et al.'s official runs with experiments.oneshot.
 import sys
 
 from siamese_jax import cli, xla_flags
-from siamese_jax.config import Config
-
-OMNIGLOT = Config(
-  epochs=20,
-  batch_size=128,
-  learning_rate=1e-3,
-  hidden_sizes=(128,),
-  dropout=0.0,
-  final_relu=False,
-  encoder="conv4",
-  pairs="fresh",
-  negatives="mixed",
-  augment="affine",
-  image_size=28,
-  invert=True,
-  holdout_groups=5,
-)
+from siamese_jax.configs import OMNIGLOT
 
 
 def main(argv):

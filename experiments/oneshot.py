@@ -14,8 +14,8 @@ import argparse
 import sys
 
 from siamese_jax import cli, load_trained, xla_flags
-from siamese_jax.files import atomic_write_json
-from siamese_jax.oneshot import read_runs, score_runs
+from siamese_jax.core.files import atomic_write_json
+from siamese_jax.evaluation.oneshot import read_runs, score_runs
 
 
 def main(argv):

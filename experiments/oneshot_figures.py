@@ -18,9 +18,9 @@ import jax
 import numpy as np
 
 from siamese_jax import cli, load_trained, plots, xla_flags
-from siamese_jax.errors import DataError
-from siamese_jax.oneshot import episode_accuracy, episodes
-from siamese_jax.preprocess import preprocess_images
+from siamese_jax.core.errors import DataError
+from siamese_jax.data.preprocess import preprocess_images
+from siamese_jax.evaluation.oneshot import episode_accuracy, episodes
 
 
 def main(argv):

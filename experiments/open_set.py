@@ -10,7 +10,7 @@ draw enrols `--per-class` images of each training class into an index, and
 the test). Every test image is then classified: a training class, or
 "unknown". It prints the accuracy on the known classes (refusals count as
 wrong), the share of unseen-class images refused, and the F1 of "known and
-right" (as `siamese_jax.index.calibrate` counts it), with the threshold.
+right" (as `siamese_jax.recognition.calibrate.calibrate` counts it), with the threshold.
 """
 
 import argparse
@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 from siamese_jax import cli, load_trained, xla_flags
-from siamese_jax.errors import ConfigError
-from siamese_jax.index import UNKNOWN, calibrate
+from siamese_jax.core.errors import ConfigError
+from siamese_jax.recognition import UNKNOWN, calibrate
 
 
 def main(argv):

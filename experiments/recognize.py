@@ -21,8 +21,10 @@ import sys
 import numpy as np
 
 from siamese_jax import cli, load_trained, plots, xla_flags
-from siamese_jax.images import read_folder, read_png
-from siamese_jax.index import BACKENDS, calibrate, load_index
+from siamese_jax.data.images import read_folder, read_png
+from siamese_jax.data.preprocess import needs_preprocessing
+from siamese_jax.recognition import calibrate, load_index
+from siamese_jax.recognition.index import BACKENDS
 
 
 def main(argv):
@@ -54,15 +56,16 @@ def main(argv):
   if args.precision is not None and not 0 < args.precision <= 1:
     parser.error(f"--precision must lie in (0, 1], got {args.precision}.")
   model = load_trained(args.workdir)
-  queries = [read_png(p, model.image_shape) for p in args.queries]
+  any_size = needs_preprocessing(model.config)  # the run resizes and recolours its input
+  queries = [read_png(p, model.image_shape, any_size=any_size) for p in args.queries]
   if args.index is not None:
     index = load_index(args.index, model=model)
   else:
-    images, labels = read_folder(args.gallery, model.image_shape)
+    images, labels = read_folder(args.gallery, model.image_shape, any_size=any_size)
     index = model.index(images, labels, backend=args.index_backend)
     print(f"enrolled {len(index)} images of {len(set(labels))} classes from {args.gallery}")
   if args.calibrate_on is not None:
-    images, labels = read_folder(args.calibrate_on, model.image_shape)
+    images, labels = read_folder(args.calibrate_on, model.image_shape, any_size=any_size)
     cal = calibrate(index, images, labels, target=args.precision or "f1")
     print(
       f"calibrated on {len(labels)} images: threshold {cal.threshold:.4f}, precision "

@@ -1,39 +1,46 @@
 """siamese_jax: a Siamese network with a contrastive loss, in JAX.
 
 A JAX/Flax reimplementation of the Keras example "mnist_siamese" (after
-Hadsell, Chopra & LeCun 2006, DrLIM). Label convention throughout: y = 1.0
-means "same digit" (the Keras example's), the reverse of the paper's.
+Hadsell, Chopra & LeCun 2006, DrLIM), and a small research tool around it.
+Label convention throughout: y = 1.0 means "same digit" (the Keras
+example's), the reverse of the paper's.
+
+The subpackages are layers, ground first: core, rundir, data, sampling,
+losses, models, evaluation, training, recognition. A module imports only
+from its own layer or those before it (README.md's map; tests/test_layout.py
+holds it).
 """
 
-from siamese_jax import checkpoint, evaluation, parallel, plots
-from siamese_jax.config import Config
-from siamese_jax.data import load_data
-from siamese_jax.dataset import Dataset
-from siamese_jax.errors import (
+from siamese_jax import evaluation  # noqa: E402  (the subpackage itself, by its name)
+from siamese_jax.core import parallel
+from siamese_jax.core.config import Config
+from siamese_jax.core.errors import (
   ConfigError,
   DataError,
   NonFiniteLossError,
   SiameseJaxError,
   WorkdirError,
 )
-from siamese_jax.evaluation import embed_images, evaluate
-from siamese_jax.index import Index, calibrate, load_index
+from siamese_jax.data import Dataset, load_data, load_omniglot
+from siamese_jax.evaluation import plots
+from siamese_jax.evaluation.embed import embed_images
+from siamese_jax.evaluation.pairs import evaluate
+from siamese_jax.evaluation.retrieval import retrieval_metrics
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
 from siamese_jax.models import CNN, MLP, Conv4, Siamese
-from siamese_jax.omniglot import load_omniglot
-from siamese_jax.pairs import make_pairs, sample_pairs
-from siamese_jax.retrieval import retrieval_metrics
-from siamese_jax.run import train_and_evaluate
-from siamese_jax.train import (
+from siamese_jax.recognition import Index, TrainedModel, calibrate, load_index, load_trained
+from siamese_jax.rundir import checkpoint
+from siamese_jax.sampling.pairs import make_pairs, sample_pairs
+from siamese_jax.training import (
   TrainState,
   create_train_state,
   eval_step,
   gather_batch,
+  train_and_evaluate,
   train_chunk,
   train_epoch,
   train_step,
 )
-from siamese_jax.trained import TrainedModel, load_trained
 
 __all__ = [
   "checkpoint",

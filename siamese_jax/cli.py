@@ -17,21 +17,16 @@ import os
 import shlex
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-from siamese_jax.config import (
-  AUGMENTS,
-  DROPOUT_RNGS,
-  ENCODERS,
-  NEGATIVES,
-  OPTIMIZERS,
-  PAIR_MODES,
-  RESIZE_FILTERS,
-  Config,
-)
-from siamese_jax.data import TFDS_NAMES
-from siamese_jax.dataset import DATA_DIR_ENV
-from siamese_jax.errors import ConfigError, SiameseJaxError
+from siamese_jax.core.config import Config
+from siamese_jax.core.errors import ConfigError, SiameseJaxError
+from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
+from siamese_jax.data.load import TFDS_NAMES
+from siamese_jax.rundir.workdir import check_reuse
+from siamese_jax.training.ensemble import plan_models
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -55,47 +50,6 @@ def _sweep(text: str) -> tuple[str, tuple[float, ...]]:
     ) from None
 
 
-# Config field -> (flag type, help). Flags are the field names with dashes.
-_CONFIG_FLAGS = {
-  "seed": (int, "root PRNG seed"),
-  "epochs": (int, "passes over the training pairs"),
-  "batch_size": (int, "pairs per step"),
-  "learning_rate": (float, "the optimizer's learning rate"),
-  "rmsprop_decay": (float, "RMSProp decay (Keras' rho)"),
-  "rmsprop_eps": (float, "RMSProp epsilon"),
-  "margin": (float, "contrastive-loss margin"),
-  "dropout": (float, "dropout rate"),
-  "hidden_sizes": (_int_list, "comma-separated layer widths"),
-  "threshold": (float, "distance below which a pair counts as same digit"),
-  "holdout": (int, "training images held out for validation and the threshold"),
-  "holdout_groups": (int, "whole groups (Omniglot alphabets) held out for validation instead"),
-  "augment_strength": (float, "scales the affine distortion's ranges (1: Koch et al.'s)"),
-}
-
-
-# Config field -> (its choices, help) and (help) of the true/false fields.
-_CHOICE_FLAGS = {
-  "pairs": (
-    PAIR_MODES,
-    "fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
-  ),
-  "encoder": (ENCODERS, "the built-in encoder: mlp (the original's), cnn, or conv4 (for Omniglot)"),
-  "dropout_rng": (DROPOUT_RNGS, "dropout masks from a fast counter-based hash, or JAX's threefry"),
-  "optimizer": (OPTIMIZERS, "rmsprop (the original's) or adam, at --learning-rate"),
-  "negatives": (
-    NEGATIVES,
-    "fresh pairs' negatives: from any other class, from the anchor's group (Omniglot: its "
-    "alphabet), or mixed, half each",
-  ),
-  "augment": (AUGMENTS, "random affine distortion of every training image, on the device"),
-  "resize_filter": (RESIZE_FILTERS, "the resampling filter for --image-size"),
-}
-_SWITCHES = {
-  "invert": "use 255 - x, so dark-on-light drawings have bright ink",
-  "final_relu": "ReLU on the embedding's last layer",
-}
-
-
 def _optional_int(text: str) -> int | None:
   if text.lower() == "none":
     return None
@@ -105,48 +59,38 @@ def _optional_int(text: str) -> int | None:
     raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
+def _flag_kwargs(field: dataclasses.Field, default) -> dict:
+  """argparse keywords for one Config field, from its type, default and metadata."""
+  help_text, choices = field.metadata["help"], field.metadata["choices"]
+  if choices is not None:
+    return {"choices": choices, "default": default, "help": f"{help_text} (default %(default)s)"}
+  if field.type is bool:
+    return {"action": argparse.BooleanOptionalAction, "default": default, "help": help_text}
+  optional = type(None) in typing.get_args(field.type)
+  base = next(a for a in typing.get_args(field.type) if a is not type(None)) if optional else None
+  kind = base if optional else field.type
+  if typing.get_origin(kind) is tuple:
+    typ = _int_list
+  elif kind is int:
+    typ = _optional_int if optional else int
+  else:
+    typ = float if kind is float else str
+  shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+  return {"type": typ, "default": default, "help": f"{help_text} (default {shown})"}
+
+
 def make_parser(
   prog: str, description: str, defaults: Config | None = None
 ) -> argparse.ArgumentParser:
-  """A parser with one flag per Config field plus the run options."""
+  """A parser with one flag per Config field (from its metadata) plus the run options."""
   defaults = defaults or Config()
   parser = argparse.ArgumentParser(prog=prog, description=description)
-  group = parser.add_argument_group("config (defaults are the original example's)")
-  for name, (typ, help_text) in _CONFIG_FLAGS.items():
-    default = getattr(defaults, name)
-    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+  group = parser.add_argument_group("config (defaults are this program's preset)")
+  for field in dataclasses.fields(Config):
+    if field.metadata["help"] is None:
+      continue  # not a flag (`data` is recorded from --data-dir)
     group.add_argument(
-      "--" + name.replace("_", "-"),
-      type=typ,
-      default=default,
-      help=f"{help_text} (default {shown})",
-    )
-  for name, (choices, help_text) in _CHOICE_FLAGS.items():
-    group.add_argument(
-      "--" + name.replace("_", "-"),
-      choices=choices,
-      default=getattr(defaults, name),
-      help=f"{help_text} (default %(default)s)",
-    )
-  group.add_argument(
-    "--train-classes",
-    type=_int_list,
-    default=defaults.train_classes,
-    help="train only on these classes, e.g. 0,1,2,3,4; the test metrics are then also "
-    "reported for seen and unseen classes (default: all)",
-  )
-  group.add_argument(
-    "--image-size",
-    type=_optional_int,
-    default=defaults.image_size,
-    help="resize images to this square size first, or none (default %(default)s)",
-  )
-  for name, help_text in _SWITCHES.items():
-    group.add_argument(
-      "--" + name.replace("_", "-"),
-      action=argparse.BooleanOptionalAction,
-      default=getattr(defaults, name),
-      help=help_text,
+      "--" + field.name.replace("_", "-"), **_flag_kwargs(field, getattr(defaults, field.name))
     )
   _add_run_flags(parser)
   _add_distributed_flags(parser)
@@ -195,9 +139,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
-  """The multi-process flags (see siamese_jax/distributed.py)."""
+  """The multi-process flags (see siamese_jax/core/distributed.py)."""
   dist = parser.add_argument_group(
-    "several processes (see siamese_jax/distributed.py; without these, one process)"
+    "several processes (see siamese_jax/core/distributed.py; without these, one process)"
   )
   dist.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address")
   dist.add_argument("--num-processes", type=int, default=None, metavar="N")
@@ -218,8 +162,8 @@ def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def distributed_options(args: argparse.Namespace):
-  """The multi-process flags as `siamese_jax.distributed.Options`."""
-  from siamese_jax import distributed
+  """The multi-process flags as `siamese_jax.core.distributed.Options`."""
+  from siamese_jax.core import distributed
 
   return distributed.Options(
     coordinator=args.coordinator,
@@ -240,8 +184,10 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     parser.error(str(e).replace("Config.", "--").replace("_", "-"))
   if args.chunk_steps < 1:
     parser.error(f"--chunk-steps={args.chunk_steps} is invalid: it must be >= 1.")
-  if args.resume and args.overwrite:
-    parser.error("--resume and --overwrite contradict each other; pass one of them.")
+  try:
+    check_reuse(resume=args.resume, overwrite=args.overwrite)
+  except ConfigError as e:
+    parser.error(str(e))
   if hasattr(args, "coordinator"):
     try:
       dist = distributed_options(args)
@@ -253,23 +199,16 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         "multi-process training needs --workdir: give every process the same one "
         "(process 0 writes it; a resumed run reads it in every process)."
       )
-  seeds = getattr(args, "seeds", None)
-  if seeds is not None and (len(set(seeds)) != len(seeds) or min(seeds) < 0):
-    parser.error(f"--seeds must list distinct seeds >= 0, got {','.join(map(str, seeds))}.")
-  sweep = getattr(args, "sweep", None)
-  if sweep is not None:
-    from siamese_jax.ensemble import SWEEPABLE
-
-    field, values = sweep
-    if field not in SWEEPABLE:
-      parser.error(f"--sweep {field}=...: only {' and '.join(SWEEPABLE)} can be swept.")
-    if len(set(values)) != len(values):
-      parser.error(f"--sweep {field}= must list distinct values.")
-    for v in values:
-      try:
-        dataclasses.replace(config, **{field: v})
-      except ConfigError as e:
-        parser.error(str(e).replace("Config.", "--sweep ").replace("_", "-"))
+  seeds, sweep = getattr(args, "seeds", None), getattr(args, "sweep", None)
+  try:  # the rules `train_and_evaluate` applies, checked before any data is loaded
+    plan_models(config, "", seeds, sweep)
+  except ConfigError as e:
+    message = str(e)
+    if message.startswith("Config.seed="):  # a seed of --seeds the config refuses
+      message = "--seeds: " + message.removeprefix("Config.")
+    elif message.startswith("Config."):  # a swept value the config refuses
+      message = "--sweep " + message.removeprefix("Config.")
+    parser.error(message)
   return config
 
 
@@ -286,19 +225,27 @@ def default_workdir(name: str, config: Config, seeds=None) -> str:
   return os.path.join("runs", name, time.strftime("%Y%m%d-%H%M%S") + tag)
 
 
-def train_from_args(module: str, config: Config, args: argparse.Namespace, argv: Sequence[str]):
+class TrainedRun(NamedTuple):
+  """What `train_from_args` returns."""
+
+  workdir: str
+  data: Dataset  # as loaded, before the run's preprocessing
+  results: dict  # results.json (or summary.json); {} in processes other than 0
+
+
+def train_from_args(
+  module: str, config: Config, args: argparse.Namespace, argv: Sequence[str]
+) -> TrainedRun:
   """The body every training experiment shares: data, workdir, run.
 
-  Loads MNIST from `--data-dir` (or its fallbacks), trains into `--workdir`
-  (default `runs/<name>/<time>-seed<seed>`), and on Ctrl-C adds the exact
-  command that resumes to the error.
-
-  Returns:
-    (workdir, data, results).
+  Loads the data `--data-dir` names (MNIST's IDX files, Omniglot, an .npz;
+  else `$SIAMESE_JAX_DATA_DIR` or tfds), trains into `--workdir` (default
+  `runs/<name>/<time>-seed<seed>`), and on Ctrl-C adds the exact command
+  that resumes to the error.
   """
-  from siamese_jax import distributed
-  from siamese_jax.data import data_source, load_data
-  from siamese_jax.run import RunInterrupted, train_and_evaluate
+  from siamese_jax.core import distributed
+  from siamese_jax.data.load import data_source, load_data
+  from siamese_jax.training.loop import RunInterrupted, train_and_evaluate
 
   # Before any JAX computation (make_pairs' keys, the devices): a no-op
   # without the multi-process flags.
@@ -323,7 +270,7 @@ def train_from_args(module: str, config: Config, args: argparse.Namespace, argv:
     )  # fmt: skip
   except RunInterrupted as e:
     raise RunInterrupted(f"{e}\nTo resume: {resume_command(module, argv, workdir)}") from None
-  return workdir, data, results
+  return TrainedRun(workdir, data, results)
 
 
 def _exit_if_distributed(code: int) -> None:
@@ -347,7 +294,7 @@ def _exit_if_distributed(code: int) -> None:
 
 def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
   """Runs `main(argv)`, mapping expected errors to exit codes (see module doc)."""
-  from siamese_jax.run import RunInterrupted
+  from siamese_jax.training.loop import RunInterrupted
 
   argv = sys.argv[1:] if argv is None else list(argv)
   try:

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax.dataset import DATA_DIR_ENV, Dataset
+from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
 
 # Silent broadcasting, e.g. (B, 1) * (B,) -> (B, B), becomes an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -86,7 +86,7 @@ def mnist_dir() -> str:
 
 @pytest.fixture(scope="session")
 def real_mnist(mnist_dir) -> Dataset:
-  from siamese_jax.idx import load_idx_dir
+  from siamese_jax.data.idx import load_idx_dir
 
   return load_idx_dir(mnist_dir)
 

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from siamese_jax.augment import affine_matrices, augment, warp
-from siamese_jax.config import Config
-from siamese_jax.train import create_train_state, train_step
+from siamese_jax.core.config import Config
+from siamese_jax.training import create_train_state, train_step
+from siamese_jax.training.augment import affine_matrices, augment, warp
 
 
 def _images(n=8, size=28, seed=0):

@@ -46,6 +46,21 @@ def test_run_benchmark_reports_every_figure():
   ):
     assert r[k] > 0, k
   assert r["compiles"] >= 1
+  # The derived figures follow from the measured times by their definitions.
+  pairs = r["train_pairs_per_second"] * r["train_seconds_per_epoch"]
+  assert pairs == pytest.approx((1180 // 32) * 32)  # 10 x 59 x 2 pairs, in whole batches
+  assert r["train_gflops_achieved"] == pytest.approx(
+    FLOP_PER_TRAIN_PAIR * pairs / r["train_seconds_per_epoch"] / 1e9
+  )
+  assert r["train_over_floor"] == pytest.approx(
+    r["train_seconds_per_epoch"] / r["floor_seconds_per_epoch"]
+  )
+  assert r["scan_speedup_over_loop"] == pytest.approx(
+    r["loop_train_seconds_per_epoch"] / r["train_seconds_per_epoch"]
+  )
+  assert r["epoch_seconds"] == pytest.approx(
+    r["train_seconds_per_epoch"] + r["eval_seconds_per_epoch"]
+  )
   text = format_report(r)
   assert "scanned epoch" in text and "per-step dispatch" in text and "GFLOP/s" in text
   json.dumps(r)  # --json writes exactly this

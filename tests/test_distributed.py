@@ -10,7 +10,7 @@ import jax
 import pytest
 
 from siamese_jax import Config, WorkdirError, checkpoint, create_train_state, train_and_evaluate
-from siamese_jax import files as files_lib
+from siamese_jax.core import files as files_lib
 
 from conftest import run_module, start_module, synthetic_mnist, write_mnist_dir
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from siamese_jax import Config, create_train_state, train_step
-from siamese_jax.dropout import HashDropout, dropout_layer, fmix32, keep_mask
+from siamese_jax.models.dropout import HashDropout, dropout_layer, fmix32, keep_mask
 
 B, D = 256, 128  # a fused batch of 2 x 128 images, a hidden layer's width
 

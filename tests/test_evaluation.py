@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siamese_jax.evaluation import accuracy_at, best_threshold, roc_auc
+from siamese_jax.evaluation.pairs import accuracy_at, best_threshold, roc_auc
 
 
 def brute_auc(d, y):

@@ -14,7 +14,7 @@ from benchmarks.floor import (
   step_breakdown,
 )
 from siamese_jax import Config
-from siamese_jax.train import create_train_state, epoch_batches, train_chunk
+from siamese_jax.training import create_train_state, epoch_batches, train_chunk
 
 from conftest import synthetic_mnist
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from siamese_jax import DataError, Dataset, load_data
-from siamese_jax.dataset import DATA_DIR_ENV
-from siamese_jax.idx import load_idx_dir, read_idx
+from siamese_jax.data.dataset import DATA_DIR_ENV
+from siamese_jax.data.idx import load_idx_dir, read_idx
 
 from conftest import idx_bytes, write_idx, write_mnist_dir
 

@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 import siamese_jax as sj
-from siamese_jax.index import (
-  Index,
-  SearchIndexError,
-  block_sizes,
-  calibrate,
-  load_index,
-  nearest,
-)
+from siamese_jax.losses.distances import block_sizes, nearest
+from siamese_jax.recognition import Index, calibrate, load_index
+from siamese_jax.recognition.index import SearchIndexError
 
 
 def brute_force(q, g, k, exclude_self=False):
@@ -281,7 +276,7 @@ def test_bad_galleries_get_one_paragraph_each(gallery_run, tmp_path):
 def test_the_two_pass_selection_is_exact_with_ties(rows):
   # Long rows take the grouped path (index.GROUP columns a group); small
   # integer embeddings make many exact ties, which must go to the lower id.
-  from siamese_jax import index as index_lib
+  from siamese_jax.losses import distances as index_lib
 
   rng = np.random.default_rng(3)
   n = index_lib.GROUP * 40
@@ -304,7 +299,7 @@ def test_block_sizes_follow_the_budget():
 
 
 def test_constructed_ties_and_block_overlaps():
-  from siamese_jax import index as index_lib
+  from siamese_jax.losses import distances as index_lib
 
   # Three groups of GROUP rows; the 2 nearest of 0 are id 130 (d = 1), then a
   # tie at d = 2 between ids 10 and 131: the lower id, 10, must win, though

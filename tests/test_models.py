@@ -56,7 +56,7 @@ def test_conv4_four_blocks_to_an_embedding():
 
 
 def test_embedding_chunks_fit_the_memory_budget():
-  from siamese_jax.evaluation import embed_chunk_size, embed_images
+  from siamese_jax.evaluation.embed import embed_chunk_size, embed_images
 
   mlp = create_train_state(jax.random.key(0), Config())
   conv = create_train_state(jax.random.key(0), Config(encoder="conv4", hidden_sizes=(128,)))

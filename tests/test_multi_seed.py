@@ -8,8 +8,8 @@ import jax
 import pytest
 
 from siamese_jax import Config, ConfigError, WorkdirError, train_and_evaluate
-from siamese_jax.placement import model_mesh
-from siamese_jax.results import summarize
+from siamese_jax.rundir.results import summarize
+from siamese_jax.training.placement import model_mesh
 
 from conftest import (
   TIMING,
@@ -178,7 +178,7 @@ def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, 
 
 @pytest.mark.slow
 def test_one_compilation_serves_every_swept_value(tmp_path, small_mnist, monkeypatch):
-  from siamese_jax import placement
+  from siamese_jax.training import placement
 
   compiles = []
   real = placement.train_chunk_stacked
@@ -234,7 +234,7 @@ def test_sweep_flags(tmp_path, small_mnist):
 def test_epoch_seconds_count_training_and_validation_alike(tmp_path, small_mnist, monkeypatch):
   import time
 
-  from siamese_jax import placement
+  from siamese_jax.training import placement
 
   for cls in (placement.DataParallel, placement.Stacked):
     real = cls.validate

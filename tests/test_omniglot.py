@@ -7,13 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax.config import Config
-from siamese_jax.data import load_data
-from siamese_jax.errors import ConfigError, DataError
-from siamese_jax.omniglot import load_omniglot
-from siamese_jax.pairs import class_index, sample_pairs
-from siamese_jax.preprocess import preprocess_dataset, preprocess_images
-from siamese_jax.splits import check_data
+from siamese_jax.core.config import Config
+from siamese_jax.core.errors import ConfigError, DataError
+from siamese_jax.data.load import load_data
+from siamese_jax.data.omniglot import load_omniglot
+from siamese_jax.data.preprocess import preprocess_dataset, preprocess_images
+from siamese_jax.sampling.pairs import class_index, sample_pairs
+from siamese_jax.sampling.splits import check_data
 
 from conftest import write_omniglot, write_png
 
@@ -147,7 +147,7 @@ def test_config_refuses_contradictions():
 
 def test_the_real_omniglot_zips(real_omniglot_dir, tmp_path):
   from benchmarks.lake_runs import write_runs
-  from siamese_jax.oneshot import read_runs
+  from siamese_jax.evaluation.oneshot import read_runs
 
   data = load_data(real_omniglot_dir)
   assert data.train_images.shape == (19280, 105, 105) and data.test_images.shape == (

@@ -1,14 +1,16 @@
 """Omniglot end to end: the experiment, load_trained on raw PNG arrays, the official-runs CLI."""
 
+import glob
 import json
 import os
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_oneshot import write_runs
 
 from siamese_jax import load_trained
-from siamese_jax.omniglot import load_omniglot
+from siamese_jax.data.omniglot import load_omniglot
 
 from conftest import run_module
 
@@ -55,12 +57,33 @@ def test_load_trained_embeds_the_pngs_as_shipped(omniglot_run, omniglot_dir):
   assert e.shape == (10, 16)
   np.testing.assert_array_equal(e, model.embed(raw))
   # What training saw: the run's own preprocessing, not the raw pixels.
-  from siamese_jax.preprocess import preprocess_images
+  from siamese_jax.data.preprocess import preprocess_images
 
   x = preprocess_images(raw, model.config)
   assert x.shape == (10, 28, 28) and x[:, 0, 0].max() == 0  # paper is dark
   with pytest.raises(Exception, match="bool or uint8"):
     model.embed(raw.astype(np.float32) / 255)
+
+
+def test_distance_preprocesses_once(omniglot_run, omniglot_dir):
+  # distance(a, b) is the distance of embed(a) and embed(b): the run's
+  # preprocessing (resize, invert) applied once, not twice.
+  model = load_trained(omniglot_run[0])
+  raw = load_omniglot(omniglot_dir, progress=False).test_images[:6]
+  e = model.embed(raw)
+  want = np.sqrt(np.maximum(((e[:3] - e[3:]) ** 2).sum(1), 1e-7))
+  np.testing.assert_allclose(model.distance(raw[:3], raw[3:]), want, rtol=1e-5)
+
+
+def test_compare_reads_omniglot_pngs_as_shipped(omniglot_run, omniglot_dir):
+  # Omniglot's own 105x105 1-bit PNGs, as experiments.oneshot reads them.
+  pngs = sorted(glob.glob(os.path.join(omniglot_dir, "images_evaluation", "*", "*", "*.png")))
+  r = run_module("experiments.compare", "--workdir", omniglot_run[0], pngs[0], pngs[1])
+  assert r.returncode == 0, r.stderr
+  model = load_trained(omniglot_run[0])
+  a, b = (np.asarray(Image.open(p)) for p in pngs[:2])
+  d = float(model.distance(a[None], b[None])[0])
+  assert f"distance  {d:.4f}" in r.stdout
 
 
 def test_official_runs_cli(omniglot_run, tmp_path):
@@ -82,7 +105,7 @@ def test_official_runs_cli(omniglot_run, tmp_path):
 
 def test_omniglot_seeds_through_the_one_loop(omniglot_dir, tmp_path):
   from siamese_jax import Config, train_and_evaluate
-  from siamese_jax.omniglot import load_omniglot
+  from siamese_jax.data.omniglot import load_omniglot
 
   config = Config(
     epochs=1, batch_size=8, encoder="conv4", hidden_sizes=(8, 16), final_relu=False,

@@ -7,8 +7,14 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax.errors import DataError
-from siamese_jax.oneshot import episode_accuracy, episodes, oneshot_metrics, read_runs, score_runs
+from siamese_jax.core.errors import DataError
+from siamese_jax.evaluation.oneshot import (
+  episode_accuracy,
+  episodes,
+  oneshot_metrics,
+  read_runs,
+  score_runs,
+)
 
 from conftest import omniglot_char, write_png
 

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from siamese_jax import Config, DataError, load_data, tfds_data, train_and_evaluate
+from siamese_jax import Config, DataError, load_data, train_and_evaluate
+from siamese_jax.data import tfds as tfds_data
 
 from conftest import results as read_results
 from conftest import run_module, write_npz

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siamese_jax import DataError, make_pairs
-from siamese_jax.idx import parse_idx, read_idx
+from siamese_jax.data.idx import parse_idx, read_idx
 
 from conftest import idx_bytes
 

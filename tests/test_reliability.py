@@ -9,9 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax import Config, NonFiniteLossError, WorkdirError, train_and_evaluate
-from siamese_jax import run as run_lib
-from siamese_jax.splits import check_data
+from siamese_jax import (
+  Config,
+  NonFiniteLossError,
+  WorkdirError,
+  checkpoint,
+  create_train_state,
+  train_and_evaluate,
+)
+from siamese_jax.sampling.splits import check_data
+from siamese_jax.training import loop as run_lib
 
 from conftest import start_module, synthetic_mnist, write_idx, write_mnist_dir
 
@@ -215,9 +222,7 @@ def test_non_finite_loss_stops_in_the_epoch_and_keeps_the_last_good_checkpoint(
     train_and_evaluate(config, tmp_path / "w", small_mnist, chunk_steps=4)
   assert f"non-finite at step {steps + 1} (epoch 2)" in str(e.value)
   assert "last good checkpoint (after epoch 1)" in str(e.value)
-  ckpt = run_lib.checkpoint.load(
-    str(tmp_path / "w"), run_lib.create_train_state(jax.random.key(0), config)
-  )
+  ckpt = checkpoint.load(str(tmp_path / "w"), create_train_state(jax.random.key(0), config))
   assert ckpt.epoch == 1 and ckpt.step_in_epoch == 0
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(ckpt.state.params))
   assert len(read_jsonl(tmp_path / "w/metrics.jsonl")) == 1
@@ -323,7 +328,7 @@ def test_resume_and_overwrite_together_is_a_usage_error(tmp_path, small_mnist_di
 
 
 def test_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
-  from siamese_jax.workdir import locked
+  from siamese_jax.rundir.workdir import locked
 
   with locked(str(tmp_path / "w")):
     with pytest.raises(WorkdirError, match=rf"in use: process {os.getpid()} is running in it"):

@@ -45,7 +45,7 @@ def test_random_embeddings_match_the_reference(seed):
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, 4, 57)
   emb = rng.normal(size=(57, 5)).astype(np.float32) + labels[:, None] * 0.3
-  assert_matches(retrieval_metrics(emb, labels, block=8), reference(emb, labels))
+  assert_matches(retrieval_metrics(emb, labels, budget_bytes=4000), reference(emb, labels))
 
 
 def test_ties_are_broken_by_lower_index():
@@ -54,7 +54,7 @@ def test_ties_are_broken_by_lower_index():
   rng = np.random.default_rng(3)
   labels = rng.integers(0, 3, 40)
   emb = rng.integers(0, 2, (40, 2)).astype(np.float32)
-  got = retrieval_metrics(emb, labels, block=16)
+  got = retrieval_metrics(emb, labels, budget_bytes=5376)
   assert_matches(got, reference(emb, labels))
   # And the tie-break matters here: reversing the images changes the result.
   flipped = reference(emb[::-1], labels[::-1])
@@ -81,6 +81,6 @@ def test_block_size_does_not_change_the_result():
   rng = np.random.default_rng(4)
   labels = rng.integers(0, 5, 101)
   emb = rng.normal(size=(101, 3)).astype(np.float32)
-  a = retrieval_metrics(emb, labels, block=7)
-  b = retrieval_metrics(emb, labels, block=256)
+  a = retrieval_metrics(emb, labels, budget_bytes=3000)  # gallery blocks of a few rows
+  b = retrieval_metrics(emb, labels)  # one block
   assert a == b

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax.shuffle import permutation, rounds_needed
+from siamese_jax.sampling.shuffle import permutation, rounds_needed
 
 
 def test_rounds_cover_the_size():

@@ -15,7 +15,8 @@ pytest.importorskip("tensorflow_datasets")
 
 from tensorflow_datasets.core.download import checksums  # noqa: E402
 
-from siamese_jax import DataError, tfds_data  # noqa: E402
+from siamese_jax import DataError  # noqa: E402
+from siamese_jax.data import tfds as tfds_data  # noqa: E402
 
 from conftest import write_mnist_dir  # noqa: E402
 

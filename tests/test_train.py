@@ -15,7 +15,7 @@ from siamese_jax import (
   train_epoch,
   train_step,
 )
-from siamese_jax.train import epoch_batches, make_optimizer
+from siamese_jax.training import epoch_batches, make_optimizer
 
 from conftest import synthetic_mnist
 
@@ -171,7 +171,7 @@ def test_evaluate_matches_eval_step():
 
 
 def test_chunk_lengths_cover_the_epoch_with_few_shapes():
-  from siamese_jax.train import chunk_lengths
+  from siamese_jax.training import chunk_lengths
 
   assert chunk_lengths(846, 200) == [141] * 6  # one length: one compile
   for steps, target in [(846, 200), (997, 200), (5, 200), (7, 3), (1, 1), (100, 1)]:

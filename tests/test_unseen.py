@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from siamese_jax import Config, ConfigError, train_and_evaluate
-from siamese_jax.pairs import make_pairs, make_pairs_within
-from siamese_jax.splits import make_pair_sets, run_keys
+from siamese_jax.sampling.pairs import make_pairs, make_pairs_within
+from siamese_jax.sampling.splits import make_pair_sets, run_keys
 
 from conftest import run_module, write_mnist_dir
 

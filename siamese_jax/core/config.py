@@ -1,0 +1,249 @@
+"""The run configuration: one frozen dataclass, validated on construction.
+
+Defaults are the original Keras example's (mnist_siamese): batch 128, 20
+epochs, RMSprop(lr=1e-3, rho=0.9, epsilon=1e-7), margin 1, dropout 0.1, three
+Dense(128, relu) layers. `optax.rmsprop(1e-3, decay=0.9, eps=1e-7)` applies
+the same update as Keras 3's RMSprop with these settings, eps inside the
+square root: w -= lr * g / sqrt(nu + eps). (Keras 2, which the 2017 example
+ran on, added eps outside it, lr * g / (sqrt(nu) + eps); the two differ by
+more than 1% only where nu < 5e-6.)
+
+A run writes its config as `config.json` into the workdir; `from_dict` reads
+it back and refuses unknown keys, so a typo never silently becomes a default.
+"""
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from siamese_jax.core.errors import ConfigError
+
+PAIR_MODES = ("fixed", "fresh")
+ENCODERS = ("mlp", "cnn", "conv4")  # the keys of siamese_jax.models.ENCODERS
+DROPOUT_RNGS = ("hash", "threefry")  # see siamese_jax.models.dropout
+NEGATIVES = ("any", "within-group", "mixed")  # see siamese_jax.sampling.pairs.sample_pairs
+AUGMENTS = ("none", "affine")  # see siamese_jax.training.augment
+RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+  return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# A field's rule: (predicate, what the message says the value must be).
+INT_GE0 = (lambda v: _is_int(v) and v >= 0, "it must be an integer >= 0")
+INT_GE1 = (lambda v: _is_int(v) and v >= 1, "it must be an integer >= 1")
+POSITIVE = (lambda v: _is_real(v) and v > 0, "it must be a finite number > 0")
+NON_NEGATIVE = (lambda v: _is_real(v) and v >= 0, "it must be a finite number >= 0")
+UNIT = (lambda v: _is_real(v) and 0 <= v < 1, "it must lie in [0, 1)")
+BOOL = (lambda v: isinstance(v, bool), "it must be true or false")
+
+
+def _field(default, help_text: str | None, rule=None, *, choices: tuple[str, ...] | None = None):
+  """A Config field: its default, its flag's help (None: no flag), and its rule.
+
+  `siamese_jax.cli` builds every flag from these, and `Config.__post_init__`
+  checks every rule: each is written once. `choices` is a rule too.
+  """
+  if choices is not None:
+    rule = (lambda v: v in choices, f"it must be one of {', '.join(choices)}")
+  meta = {"help": help_text, "choices": choices, "rule": rule}
+  return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Hyperparameters of one run.
+
+  Attributes:
+    seed: root of every random choice (init, pairs, shuffling, dropout).
+    epochs: passes over the training pairs.
+    batch_size: pairs per optimizer step.
+    learning_rate: the optimizer's step size (RMSProp's or Adam's).
+    rmsprop_decay: RMSProp's moving-average decay (Keras' `rho`).
+    rmsprop_eps: RMSProp's epsilon, added to nu inside the square root, as
+      Keras 3 and optax do.
+    margin: contrastive-loss margin; negatives farther apart cost nothing.
+    dropout: dropout rate after each hidden layer but the last.
+    hidden_sizes: the encoder's widths: every Dense+ReLU layer of the MLP;
+      the embedding width (the last entry) of the CNN; (embedding,) or
+      (channels, embedding) of Conv4.
+    threshold: distances below it count as "same digit" for accuracy.
+    pairs: "fixed" uses the original's pairs for every epoch (shuffled
+      each epoch); "fresh" draws new balanced pairs every epoch.
+    holdout: training images held out as a validation split (0: none, as
+      in the original). With a holdout, per-epoch validation and the choice
+      of the decision threshold use it, and the test set is touched only
+      at the end.
+    final_relu: whether the embedding's last layer has a ReLU (the
+      original's does; the 2-D DrLIM map has none).
+    encoder: the built-in encoder (`siamese_jax.models.ENCODERS`): "mlp"
+      (the original's), "cnn", or "conv4" (Omniglot's); the embedding
+      width is hidden_sizes[-1] for each.
+    train_classes: train only on these classes of the training split
+      (pairs, fresh pairs and the holdout); None for all of them. At the
+      end every test metric is also reported for the test images of these
+      classes ("seen") and of the others ("unseen").
+    dropout_rng: "hash" (counter-based, fast) or "threefry" dropout masks.
+    data: where the training data came from, as given: a directory or
+      `.npz` path, or `tfds:<name>`; None for arrays handed over in code.
+      Programs that read a finished run (`experiments.embed`, ...) load it
+      unless told otherwise. It names the data; it changes no numbers.
+    image_size: resize every image to this square size first (None: keep
+      the data's size); see `siamese_jax.data.preprocess`.
+    resize_filter: "box", "bilinear" or "lanczos", for image_size.
+    invert: use 255 - x, so that dark-on-light drawings become bright ink.
+    negatives: where fresh pairs' negatives come from: "any" other class;
+      "within-group", another class of the anchor's group (Omniglot: the
+      same alphabet, as the one-shot test asks); "mixed", half of each.
+    holdout_groups: whole groups (alphabets) of the training split held out
+      as the validation split, for model selection on classes never trained
+      on (0: none). Exclusive with `holdout`.
+    augment: "none", or "affine": random affine distortions of every
+      training image inside the step (`siamese_jax.training.augment`).
+    augment_strength: scales the affine ranges (1: Koch et al.'s; 0: none).
+    optimizer: "rmsprop" (the original's) or "adam" (optax's defaults
+      b1 0.9, b2 0.999, eps 1e-8, at `learning_rate`; the rmsprop_* fields
+      are then unused).
+  """
+
+  seed: int = _field(0, "root PRNG seed", INT_GE0)
+  epochs: int = _field(20, "passes over the training pairs", INT_GE1)
+  batch_size: int = _field(128, "pairs per step", INT_GE1)
+  learning_rate: float = _field(1e-3, "the optimizer's learning rate", POSITIVE)
+  rmsprop_decay: float = _field(0.9, "RMSProp decay (Keras' rho)", UNIT)
+  rmsprop_eps: float = _field(1e-7, "RMSProp epsilon", NON_NEGATIVE)
+  margin: float = _field(1.0, "contrastive-loss margin", POSITIVE)
+  dropout: float = _field(0.1, "dropout rate", UNIT)
+  hidden_sizes: tuple[int, ...] = _field(
+    (128, 128, 128),
+    "comma-separated layer widths",
+    (
+      lambda v: isinstance(v, tuple) and len(v) >= 1 and all(_is_int(h) and h >= 1 for h in v),
+      "it must be a non-empty sequence of integers >= 1",
+    ),
+  )
+  threshold: float = _field(0.5, "distance below which a pair counts as same digit", POSITIVE)
+  pairs: str = _field(
+    "fixed",
+    "fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
+    choices=PAIR_MODES,
+  )
+  holdout: int = _field(0, "training images held out for validation and the threshold", INT_GE0)
+  final_relu: bool = _field(True, "ReLU on the embedding's last layer", BOOL)
+  encoder: str = _field(
+    "mlp",
+    "the built-in encoder: mlp (the original's), cnn, or conv4 (for Omniglot)",
+    choices=ENCODERS,
+  )
+  train_classes: tuple[int, ...] | None = _field(
+    None,
+    "train only on these classes, e.g. 0,1,2,3,4; the test metrics are then also reported "
+    "for seen and unseen classes (default: all)",
+    (
+      lambda v: v is None or (all(_is_int(c) and c >= 0 for c in v) and len(set(v)) >= 2),
+      "it must list at least 2 different class ids >= 0",
+    ),
+  )
+  dropout_rng: str = _field(
+    "hash",
+    "dropout masks from a fast counter-based hash, or JAX's threefry",
+    choices=DROPOUT_RNGS,
+  )
+  data: str | None = _field(  # recorded by the programs from --data-dir: no flag
+    None, None, (lambda v: v is None or isinstance(v, str), "it must be a path or None")
+  )
+  image_size: int | None = _field(
+    None,
+    "resize images to this square size first, or none",
+    (
+      lambda v: v is None or (_is_int(v) and v >= 8),
+      "it must be an integer >= 8, or None to keep the data's size",
+    ),
+  )
+  resize_filter: str = _field(
+    "box", "the resampling filter for --image-size", choices=RESIZE_FILTERS
+  )
+  invert: bool = _field(False, "use 255 - x, so dark-on-light drawings have bright ink", BOOL)
+  negatives: str = _field(
+    "any",
+    "fresh pairs' negatives: from any other class, from the anchor's group (Omniglot: its "
+    "alphabet), or mixed, half each",
+    choices=NEGATIVES,
+  )
+  holdout_groups: int = _field(
+    0, "whole groups (Omniglot alphabets) held out for validation instead", INT_GE0
+  )
+  augment: str = _field(
+    "none", "random affine distortion of every training image, on the device", choices=AUGMENTS
+  )
+  augment_strength: float = _field(
+    1.0, "scales the affine distortion's ranges (1: Koch et al.'s)", NON_NEGATIVE
+  )
+  optimizer: str = _field(
+    "rmsprop", "rmsprop (the original's) or adam, at --learning-rate", choices=OPTIMIZERS
+  )
+
+  def __post_init__(self):
+    # Accept lists (as JSON gives them) but store tuples: the dataclass is
+    # frozen and hashable, and the model closes over it.
+    for name in ("hidden_sizes", "train_classes"):
+      if isinstance(getattr(self, name), list | tuple):
+        object.__setattr__(self, name, tuple(getattr(self, name)))
+    for field in dataclasses.fields(self):
+      predicate, rule = field.metadata["rule"]
+      self._need(predicate(getattr(self, field.name)), field.name, rule)
+    if self.train_classes is not None:  # 0,1 and 1,0 are the same run
+      object.__setattr__(self, "train_classes", tuple(sorted(set(self.train_classes))))
+    # The rules between fields.
+    self._need(
+      self.negatives == "any" or self.pairs == "fresh",
+      "negatives",
+      "negatives from within a group are drawn with fresh pairs; add --pairs fresh",
+    )
+    self._need(
+      not (self.holdout and self.holdout_groups),
+      "holdout_groups",
+      "hold out either images (--holdout) or whole groups (--holdout-groups), not both",
+    )
+
+  def _need(self, ok: bool, field: str, rule: str) -> None:
+    if not ok:
+      raise ConfigError(f"Config.{field}={getattr(self, field)!r} is invalid: {rule}.")
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["hidden_sizes"] = list(self.hidden_sizes)
+    if self.train_classes is not None:
+      d["train_classes"] = list(self.train_classes)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "Config":
+    """Builds a Config from `to_dict`'s output, refusing unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ConfigError(
+        f"Unknown config field(s) {', '.join(unknown)}; known fields are "
+        f"{', '.join(sorted(names))}."
+      )
+    if "dropout_rng" not in d:
+      # Runs written before the field existed all used threefry: resuming
+      # one must not switch its generator.
+      d = {**d, "dropout_rng": "threefry"}
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+  def diff(self, other: "Config") -> dict[str, tuple[Any, Any]]:
+    """Fields whose values differ, as {name: (self's, other's)}."""
+    a, b = self.to_dict(), other.to_dict()
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}

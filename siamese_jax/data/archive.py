@@ -1,0 +1,84 @@
+"""The one archive reader: the files under a folder, or inside a zip, by relative path.
+
+Omniglot ships as zips that unzip to folders (`images_background.zip`
+holds `images_background/...`), and Lake et al.'s official runs likewise
+(`all_runs.zip`). `Archive` reads either the same way: `names()` lists the
+files under its root as '/'-separated relative paths, `read(name)` returns
+a file's bytes. This is the only library module that opens a `ZipFile`.
+"""
+
+import os
+import zipfile
+
+from siamese_jax.core.errors import DataError
+
+
+class Archive:
+  """The files under `path` (a folder), or under `prefix` inside `path` (a zip).
+
+  Args:
+    path: a folder, or a zip file.
+    prefix: for a zip, the folder inside it that is the root ("" for the
+      zip's top; e.g. "images_background/"). Ignored for a folder.
+    fix: what to tell the user when the zip cannot be read.
+
+  Raises:
+    DataError: `path` is neither a folder nor a readable zip.
+  """
+
+  def __init__(self, path: str, *, prefix: str = "", fix: str = "Replace it with an intact copy."):
+    self.path = os.fspath(path)
+    self.prefix = prefix
+    self._zip = None
+    if os.path.isdir(self.path):
+      return
+    if not os.path.isfile(self.path):
+      raise DataError(f"{self.path}: no such file or folder. {fix}")
+    try:
+      self._zip = zipfile.ZipFile(self.path)
+    except (zipfile.BadZipFile, OSError) as e:
+      raise DataError(f"{self.path}: not a readable zip file ({e}). {fix}") from None
+    self._stored = [n for n in self._zip.namelist() if not n.endswith("/")]
+    self._stored_set = set(self._stored)
+
+  @property
+  def is_zip(self) -> bool:
+    return self._zip is not None
+
+  def stored_names(self) -> list[str]:
+    """Every file's name as the zip stores it (prefix included); a folder's relative paths."""
+    if self._zip is None:
+      return self.names()
+    return list(self._stored)
+
+  def names(self) -> list[str]:
+    """Sorted relative paths of the files under the root."""
+    if self._zip is None:
+      return sorted(
+        os.path.relpath(os.path.join(d, f), self.path).replace(os.sep, "/")
+        for d, _, fs in os.walk(self.path)
+        for f in fs
+      )
+    n = len(self.prefix)
+    return sorted(s[n:] for s in self._stored if s.startswith(self.prefix))
+
+  def exists(self, name: str) -> bool:
+    if self._zip is None:
+      return os.path.isfile(os.path.join(self.path, name))
+    return self.prefix + name in self._stored_set
+
+  def read(self, name: str) -> bytes:
+    """The bytes of the file `name` (relative to the root).
+
+    Raises:
+      DataError: the file cannot be read (a corrupt zip member, a vanished file).
+    """
+    try:
+      if self._zip is None:
+        with open(os.path.join(self.path, name), "rb") as f:
+          return f.read()
+      return self._zip.read(self.prefix + name)
+    except (OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+      raise DataError(
+        f"{self.path}: {name} cannot be read ({e}). Replace it with an intact copy."
+      ) from None

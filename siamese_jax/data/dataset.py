@@ -1,0 +1,132 @@
+"""What a dataset is here: two splits of uint8 images and integer labels.
+
+Every source (`siamese_jax.data.idx` for IDX directories, `siamese_jax.data.npz` for
+Keras-style .npz files, `siamese_jax.data.tfds` for tensorflow-datasets)
+returns a `Dataset`; this module imports none of them, so the sources depend
+on it and never on each other. `siamese_jax.data.load.load_data` picks the source.
+
+Images stay uint8 (47 MB for MNIST's training split instead of 188 MB as
+float32); they are scaled to [0, 1] on the device when a batch is gathered.
+Labels are int32 class ids 0..C-1; the class count C and the image size are
+read from the data, not assumed.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from siamese_jax.core.errors import DataError
+
+DATA_DIR_ENV = "SIAMESE_JAX_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A dataset's two splits as host arrays.
+
+  Attributes:
+    train_images: uint8[N_train, H, W], pixel values 0..255.
+    train_labels: int32[N_train], classes 0..C-1 (any integer dtype is
+      accepted and stored as int32).
+    test_images: uint8[N_test, H, W].
+    test_labels: int32[N_test].
+    source: where the data came from, for messages.
+    train_groups, test_groups: int32[N] or None: a group of classes per
+      image (Omniglot: the alphabet); within-group negatives and one-shot
+      episodes need them.
+    train_drawers, test_drawers: int32[N] or None: who drew each image
+      (Omniglot's 20 drawers); one-shot episodes take the support and the
+      queries from different drawers.
+    group_names: the name of each group id, or None.
+  """
+
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  source: str = "arrays"
+  train_groups: np.ndarray | None = None
+  test_groups: np.ndarray | None = None
+  train_drawers: np.ndarray | None = None
+  test_drawers: np.ndarray | None = None
+  group_names: tuple[str, ...] | None = None
+
+  def __post_init__(self):
+    for split in ("train", "test"):
+      labels = getattr(self, f"{split}_labels")
+      validate_split(getattr(self, f"{split}_images"), labels, split, self.source)
+      object.__setattr__(self, f"{split}_labels", np.asarray(labels, np.int32))
+      for kind in ("groups", "drawers"):
+        name = f"{split}_{kind}"
+        values = getattr(self, name)
+        if values is None:
+          continue
+        values = np.asarray(values)
+        if values.shape != labels.shape or not np.issubdtype(values.dtype, np.integer):
+          raise DataError(
+            f"{self.source}: {name} must be integers, one per {split} image "
+            f"({len(labels)}), got {values.dtype}{values.shape}."
+          )
+        object.__setattr__(self, name, values.astype(np.int32))
+    if self.train_images.shape[1:] != self.test_images.shape[1:]:
+      raise DataError(
+        f"{self.source}: train images are {self.train_images.shape[1:]} but test images "
+        f"are {self.test_images.shape[1:]}; both splits need one image size."
+      )
+    counts = np.bincount(self.train_labels)
+    present = np.flatnonzero(counts)
+    small = [int(c) for c in present if counts[c] < 2]
+    if len(present) < 2 or small:
+      raise DataError(
+        f"{self.source}: pairs need at least 2 classes in the training split and at "
+        f"least 2 training images of each; found {len(present)} class(es), and "
+        f"class(es) {small} with a single image. Add images, or drop those classes."
+      )
+
+  @property
+  def num_classes(self) -> int:
+    """C: one more than the largest label of either split.
+
+    A class may be absent from a split: a test split can hold classes the
+    training split lacks (unseen classes), and the original's pairs of a
+    split are made among the classes it holds.
+    """
+    return int(max(self.train_labels.max(), self.test_labels.max())) + 1
+
+  @property
+  def image_shape(self) -> tuple[int, int]:
+    """(H, W) of every image."""
+    return tuple(self.train_images.shape[1:])
+
+
+def validate_split(images: np.ndarray, labels: np.ndarray, name: str, source: str = "") -> None:
+  """Checks shapes, dtypes, count agreement and label range of one split.
+
+  Raises:
+    DataError: naming the source, the split and what is wrong with it.
+  """
+  where = f"{source}: " if source else ""
+  fix = "Check that the files are intact and belong together."
+  if images.dtype != np.uint8:
+    raise DataError(
+      f"{where}{name} images: expected uint8 pixels 0..255, got {images.dtype}. "
+      "Convert them with (x * 255).round().astype(np.uint8) if they are floats in [0, 1]."
+    )
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{where}{name} labels: expected integers, got {labels.dtype}. {fix}")
+  if images.ndim != 3 or min(images.shape[1:], default=0) < 1:
+    raise DataError(
+      f"{where}{name} images: expected shape (N, H, W) of grayscale images, got "
+      f"{images.shape}. {fix}"
+    )
+  if labels.ndim != 1:
+    raise DataError(f"{where}{name} labels: expected shape (N,), got {labels.shape}. {fix}")
+  if len(images) != len(labels):
+    raise DataError(f"{where}{name} split: {len(images)} images but {len(labels)} labels. {fix}")
+  if len(labels) == 0:
+    raise DataError(f"{where}{name} split: no examples. {fix}")
+  if labels.min() < 0:
+    raise DataError(
+      f"{where}{name} labels: found label {int(labels.min())}; labels must be class ids "
+      "0..C-1. Relabel the classes."
+    )

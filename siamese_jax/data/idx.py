@@ -1,0 +1,177 @@
+"""IDX files, the format MNIST (and Fashion-MNIST, KMNIST) is published in.
+
+The format (LeCun et al.): a big-endian header of two zero bytes, a type code,
+the number of dimensions, then one uint32 per dimension, then the data in C
+order. MNIST uses type 0x08 (unsigned byte) with 3 dimensions for images and 1
+for labels. Files may be gzip-compressed (as published) or raw (as some
+mirrors unpack them); the reader tells them apart by the gzip magic bytes, not
+by the file name.
+
+Every problem with a file becomes a `DataError` that names the file, so a
+corrupt download never surfaces as a bare `struct.error` or a wrong shape
+three modules later. `load_idx_dir` reads a directory of the four files
+of a dataset in MNIST's layout.
+"""
+
+import gzip
+import math
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from siamese_jax.core.errors import DataError
+from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_UBYTE = 0x08
+
+
+def _read_bytes(path: str) -> bytes:
+  """Returns the (decompressed) contents of `path`."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except FileNotFoundError:
+    raise DataError(f"{path}: file not found.") from None
+  except OSError as e:
+    raise DataError(f"{path}: cannot be read ({e.strerror}).") from None
+  if not raw.startswith(_GZIP_MAGIC):
+    return raw
+  try:
+    return gzip.decompress(raw)
+  except (EOFError, OSError, zlib.error) as e:
+    raise DataError(
+      f"{path}: corrupt or truncated gzip file ({e}). Download it again, or "
+      "replace it with an intact copy of the official MNIST file."
+    ) from None
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+  """Parses the bytes of an IDX file holding unsigned bytes.
+
+  Args:
+    data: the uncompressed file contents.
+    name: how to name the source in error messages.
+
+  Returns:
+    A uint8 array whose shape is the one the header declares.
+
+  Raises:
+    DataError: the header is malformed or the payload has the wrong length.
+  """
+  fix = "Download it again, or replace it with an intact official MNIST file."
+  if len(data) < 4:
+    raise DataError(f"{name}: too short to be an IDX file ({len(data)} bytes). {fix}")
+  zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+  if zero != 0 or dtype != _UBYTE or ndim == 0:
+    magic = int.from_bytes(data[:4], "big")
+    raise DataError(
+      f"{name}: bad IDX magic number 0x{magic:08x}; expected 0x{_UBYTE:04x}0N "
+      f"(unsigned bytes, N dimensions). Is this an MNIST IDX file? {fix}"
+    )
+  header_len = 4 + 4 * ndim
+  if len(data) < header_len:
+    raise DataError(f"{name}: IDX header truncated. {fix}")
+  shape = struct.unpack(f">{ndim}I", data[4:header_len])
+  expected = math.prod(shape)  # Python ints: no overflow on hostile headers.
+  got = len(data) - header_len
+  if got != expected:
+    raise DataError(
+      f"{name}: header declares shape {shape} ({expected} bytes of data) but "
+      f"the file holds {got}. The file is truncated or corrupt. {fix}"
+    )
+  return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+  """Reads one IDX file, gzip-compressed or raw.
+
+  Args:
+    path: the file.
+
+  Returns:
+    A uint8 array of the declared shape, e.g. (60000, 28, 28) or (60000,).
+
+  Raises:
+    DataError: naming `path`, if it is missing, unreadable or malformed.
+  """
+  path = os.fspath(path)
+  return parse_idx(_read_bytes(path), name=path)
+
+
+# Split part -> IDX base name. The reader accepts each with or without `.gz`.
+IDX_FILES = {
+  "train_images": "train-images-idx3-ubyte",
+  "train_labels": "train-labels-idx1-ubyte",
+  "test_images": "t10k-images-idx3-ubyte",
+  "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find_idx_file(data_dir: str, base: str) -> str | None:
+  for candidate in (base + ".gz", base):
+    path = os.path.join(data_dir, candidate)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def load_idx_dir(data_dir: str | os.PathLike) -> Dataset:
+  """Loads a dataset in MNIST's format from a directory of its four IDX files.
+
+  MNIST, Fashion-MNIST and KMNIST ship exactly these files. The image size
+  and the number of classes are read from them.
+
+  Args:
+    data_dir: a directory with `train-images-idx3-ubyte[.gz]`,
+      `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and
+      `t10k-labels-idx1-ubyte[.gz]`.
+
+  Returns:
+    The validated `Dataset`.
+
+  Raises:
+    DataError: the directory or some files are missing, or a file is corrupt.
+  """
+  data_dir = os.fspath(data_dir)
+  if not os.path.isdir(data_dir):
+    raise DataError(
+      f"Data dir {data_dir!r} does not exist or is not a directory. Pass "
+      f"--data-dir (or set {DATA_DIR_ENV}) to a directory holding the four "
+      "IDX files (or to a Keras-style .npz file)."
+    )
+  paths = {part: _find_idx_file(data_dir, base) for part, base in IDX_FILES.items()}
+  missing = [IDX_FILES[part] + "[.gz]" for part, p in paths.items() if p is None]
+  if missing:
+    raise DataError(
+      f"Data dir {data_dir!r} lacks {', '.join(missing)}. Put all four "
+      "IDX files there (gzipped or not, named as LeCun published them), or "
+      "point --data-dir elsewhere."
+    )
+  arrays = {part: read_idx(path) for part, path in paths.items()}
+  for part, path in paths.items():
+    want_ndim = 3 if part.endswith("images") else 1
+    if arrays[part].ndim != want_ndim:
+      raise DataError(
+        f"{path}: holds a {arrays[part].ndim}-D array, expected {want_ndim}-D "
+        f"{part.replace('_', ' ')}. Are the files swapped or renamed?"
+      )
+  for split in ("train", "test"):
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if len(images) != len(labels):
+      raise DataError(
+        f"{paths[f'{split}_images']} holds {len(images)} images but "
+        f"{paths[f'{split}_labels']} holds {len(labels)} labels. The files do "
+        "not belong together: replace them with matching official files."
+      )
+  counts = np.bincount(arrays["train_labels"])
+  rare = [c for c in np.flatnonzero(counts) if counts[c] < 2]
+  if rare:
+    raise DataError(
+      f"{paths['train_labels']}: class(es) {[int(c) for c in rare]} have a single training "
+      "image, but pairs need at least 2 images of every class. Replace the file with an "
+      "intact copy, or drop those classes."
+    )
+  return Dataset(**arrays, source=data_dir)

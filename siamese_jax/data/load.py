@@ -1,0 +1,109 @@
+"""Where a run's data comes from: `load_data(data_dir, tfds_name=...)`.
+
+One result, a `siamese_jax.data.dataset.Dataset`, from one of four sources:
+
+* a directory of the four IDX files of a dataset in MNIST's format (MNIST,
+  Fashion-MNIST, KMNIST), gzipped or not (`siamese_jax.data.idx`). Works offline;
+* a folder holding Omniglot's images_background and images_evaluation, as
+  the official folders or zips (`siamese_jax.data.omniglot`): background
+  alphabets to train, evaluation alphabets to test;
+* a Keras-style `.npz` file with x_train, y_train, x_test, y_test
+  (`siamese_jax.data.npz`), such as the `mnist.npz` Keras caches;
+* otherwise tensorflow-datasets, without TensorFlow (`siamese_jax.data.tfds`),
+  for `mnist`, `fashion_mnist` or `kmnist`: downloaded once and
+  checksum-verified; the decoded arrays are cached beside the prepared
+  dataset, so only the first load decodes the PNGs.
+
+`data_dir` falls back to `$SIAMESE_JAX_DATA_DIR`; only with neither given
+does tfds come in.
+"""
+
+import os
+
+from siamese_jax.core.errors import DataError
+from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
+from siamese_jax.data.idx import load_idx_dir
+from siamese_jax.data.npz import load_npz
+from siamese_jax.data.omniglot import is_omniglot_dir, load_omniglot
+
+__all__ = ["DATA_DIR_ENV", "Dataset", "TFDS_NAMES", "data_source", "load_data", "load_recorded"]
+
+TFDS_NAMES = ("mnist", "fashion_mnist", "kmnist")
+
+
+def load_data(
+  data_dir: str | os.PathLike | None = None,
+  *,
+  tfds_name: str = "mnist",
+  tfds_data_dir: str | os.PathLike | None = None,
+) -> Dataset:
+  """Loads a dataset from `data_dir`, `$SIAMESE_JAX_DATA_DIR`, or tfds.
+
+  Args:
+    data_dir: a directory of the four IDX files, an Omniglot folder, or a
+      Keras-style .npz file.
+      If None, the environment variable `SIAMESE_JAX_DATA_DIR` is used; if
+      that is unset too, `tfds_name` comes from tensorflow-datasets.
+    tfds_name: one of `TFDS_NAMES`; used only on the tfds route.
+    tfds_data_dir: where tfds keeps its datasets (tfds' default if None).
+
+  Returns:
+    A `Dataset` with uint8 images (N, H, W) and int32 labels (N,).
+
+  Raises:
+    DataError: with the problem and the fix, for missing or corrupt data or
+      when the download is impossible.
+  """
+  if data_dir is None:
+    data_dir = os.environ.get(DATA_DIR_ENV) or None
+  if data_dir is not None:
+    return _load_path(os.fspath(data_dir))
+  return _load_tfds(tfds_name, tfds_data_dir)
+
+
+def load_recorded(source: str, *, tfds_data_dir: str | os.PathLike | None = None) -> Dataset:
+  """Loads the data a run recorded in its config (`data_source`'s string).
+
+  Raises:
+    DataError: as `load_data`.
+  """
+  if source.startswith("tfds:"):
+    return _load_tfds(source[len("tfds:") :], tfds_data_dir)
+  return _load_path(source)
+
+
+def _load_path(data_dir: str) -> Dataset:
+  if is_omniglot_dir(data_dir):
+    return load_omniglot(data_dir)
+  if data_dir.endswith(".npz") or os.path.isfile(data_dir):
+    if not os.path.isfile(data_dir):
+      raise DataError(
+        f"{data_dir}: no such file. Pass --data-dir a Keras-style .npz file or a "
+        "directory of the four IDX files."
+      )
+    return load_npz(data_dir)
+  return load_idx_dir(data_dir)
+
+
+def _load_tfds(tfds_name: str, tfds_data_dir) -> Dataset:
+  if tfds_name not in TFDS_NAMES:
+    raise DataError(
+      f"Unknown tfds dataset {tfds_name!r}; choose one of {', '.join(TFDS_NAMES)}, or pass "
+      "--data-dir for your own IDX directory or .npz file."
+    )
+  from siamese_jax.data import tfds as tfds_data  # Imported lazily: tfds is slow to import.
+
+  return tfds_data.load(tfds_name, data_dir=tfds_data_dir)
+
+
+def data_source(data_dir: str | os.PathLike | None = None, tfds_name: str = "mnist") -> str:
+  """Where `load_data(data_dir, tfds_name=...)` reads, as a run records it.
+
+  An absolute path for a directory or .npz file (so the record holds from
+  any working directory), else `tfds:<name>`.
+  """
+  if data_dir is None:
+    data_dir = os.environ.get(DATA_DIR_ENV) or None
+  if data_dir is not None:
+    return os.path.abspath(os.fspath(data_dir))
+  return f"tfds:{tfds_name}"

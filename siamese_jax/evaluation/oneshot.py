@@ -1,0 +1,288 @@
+"""One-shot recognition: N-way K-shot episodes, and Lake et al.'s 20 official runs.
+
+**Episodes.** An N-way K-shot episode (Lake, Salakhutdinov & Tenenbaum 2015;
+Koch et al. 2015 within one alphabet) takes one group (Omniglot: one
+alphabet) holding at least N classes, N of its classes, and K + 1 drawers:
+the first K drew the support examples of every class, the last drew one
+query of every class. Each query is classified as the class whose support
+examples lie nearest in embedding distance (their mean distance for K > 1);
+an episode's accuracy is the share of its N queries classified right. The
+classes never appear in training: they are the test split's, or the
+held-out validation groups'.
+
+`episodes(key, labels, groups, drawers, ...)` draws them, keyed and
+reproducible; `episode_accuracy(embeddings, ...)` scores them;
+`oneshot_metrics` gives the standard three (20-way 1-shot, 5-way 1-shot,
+20-way 5-shot) as mean accuracy with a 95% interval, 1.96 standard errors
+of the per-episode accuracies.
+
+**The official runs.** Lake et al.'s `all_runs` (the zip, or the folder it
+unzips to) holds run01 .. run20, each with training/class01..20.png (one
+drawing of each of 20 characters of one alphabet), test/item01..20.png (one
+drawing of each by another drawer) and class_labels.txt, one line per test
+item: `runNN/test/itemMM.png runNN/training/classKK.png`. `read_runs(path)`
+reads them and `score_runs(model, runs)` classifies every item as its
+nearest training image.
+"""
+
+import dataclasses
+import os
+import re
+
+import jax
+import numpy as np
+
+from siamese_jax.core.errors import DataError
+from siamese_jax.data.archive import Archive
+from siamese_jax.data.images import decode
+from siamese_jax.data.omniglot import OMNIGLOT_IMAGE_SIZE
+from siamese_jax.losses.distances import from_squared, pairwise_distances
+
+STANDARD = ((20, 1), (5, 1), (20, 5))  # (ways, shots) reported for every one-shot split
+EPISODES = 1000
+
+
+def _rng(key: jax.Array) -> np.random.Generator:
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+
+
+def episodes(
+  key: jax.Array,
+  labels: np.ndarray,
+  groups: np.ndarray,
+  drawers: np.ndarray | None,
+  *,
+  ways: int,
+  shots: int,
+  count: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+  """Draws `count` N-way K-shot episodes within groups (see the module docstring).
+
+  Args:
+    key: the same key gives the same episodes.
+    labels: int[N] class of each image.
+    groups: int[N] group of each image.
+    drawers: int[N] drawer of each image, or None: then the support and
+      query images of a class are distinct images drawn at random.
+    ways, shots: N and K.
+    count: number of episodes.
+
+  Returns:
+    (support int[count, ways, shots], query int[count, ways]) image
+    indices, query j belonging to support row j; None when no group holds
+    `ways` classes with `shots` + 1 drawers in common.
+  """
+  rng = _rng(key)
+  labels = np.asarray(labels)
+  if drawers is None:
+    drawers = np.zeros(len(labels), np.int64)
+    for c in np.unique(labels):  # each image its own drawer
+      members = np.flatnonzero(labels == c)
+      drawers[members] = np.arange(len(members))
+  classes = np.unique(labels)
+  num_drawers = int(drawers.max()) + 1
+  # table[c, d]: the image of class c by drawer d, -1 if none.
+  table = np.full((len(classes), num_drawers), -1, np.int64)
+  table[np.searchsorted(classes, labels), drawers] = np.arange(len(labels))
+  class_group = np.empty(len(classes), np.int64)
+  class_group[np.searchsorted(classes, labels)] = groups
+  enough = (table >= 0).sum(1) >= shots + 1
+  eligible = [m for g in np.unique(class_group)
+              if len(m := np.flatnonzero((class_group == g) & enough)) >= ways]  # fmt: skip
+  if not eligible:
+    return None
+  support = np.empty((count, ways, shots), np.int64)
+  query = np.empty((count, ways), np.int64)
+  filled = tries = 0
+  while filled < count:
+    tries += 1
+    if tries > 100 * count:
+      raise DataError(
+        f"Could not draw {ways}-way {shots}-shot episodes: the classes of a group rarely "
+        f"share {shots + 1} drawers. Use fewer shots or ways."
+      )
+    members = eligible[rng.integers(len(eligible))]
+    chosen = rng.choice(members, ways, replace=False)
+    common = np.flatnonzero((table[chosen] >= 0).all(0))
+    if len(common) < shots + 1:
+      continue  # these classes share too few drawers: draw again
+    who = rng.choice(common, shots + 1, replace=False)
+    support[filled] = table[chosen][:, who[:shots]]
+    query[filled] = table[chosen, who[shots]]
+    filled += 1
+  return support, query
+
+
+def episode_accuracy(embeddings: np.ndarray, support: np.ndarray, query: np.ndarray) -> np.ndarray:
+  """float[E]: each episode's share of queries nearest to their own class.
+
+  Args:
+    embeddings: float[N, D] of every image the episodes index.
+    support: int[E, ways, shots].
+    query: int[E, ways].
+  """
+  e = np.asarray(embeddings, np.float64)
+  s = e[support]  # (E, ways, shots, D)
+  q = e[query]  # (E, ways, D)
+  # d[e, i, j, k]: query i to shot k of class j, from inner products: the
+  # differences themselves would take E * ways^2 * shots * D floats (2 GB
+  # for 1,000 20-way 5-shot episodes of 128-d embeddings).
+  sq = (
+    (q**2).sum(-1)[:, :, None, None]
+    + (s**2).sum(-1)[:, None]
+    - 2 * np.einsum("eid,ejkd->eijk", q, s)
+  )
+  d = from_squared(sq)
+  guess = d.mean(-1).argmin(-1)  # (E, ways)
+  return (guess == np.arange(support.shape[1])).mean(-1)
+
+
+def oneshot_metrics(
+  embeddings: np.ndarray,
+  labels: np.ndarray,
+  groups: np.ndarray,
+  drawers: np.ndarray | None,
+  key: jax.Array,
+  *,
+  prefix: str,
+  count: int = EPISODES,
+  settings=STANDARD,
+) -> dict[str, float | int | None]:
+  """`{prefix}oneshot_{N}way_{K}shot` (mean accuracy) and `..._ci95` for each setting.
+
+  A setting no group can hold (fewer than N classes in every group) is None.
+  """
+  out: dict[str, float | int | None] = {f"{prefix}oneshot_episodes": count}
+  for i, (ways, shots) in enumerate(settings):
+    name = f"{prefix}oneshot_{ways}way_{shots}shot"
+    drawn = episodes(
+      jax.random.fold_in(key, i), labels, groups, drawers, ways=ways, shots=shots, count=count
+    )
+    if drawn is None:
+      out[name] = out[name + "_ci95"] = None
+      continue
+    acc = episode_accuracy(embeddings, *drawn)
+    out[name] = float(acc.mean())
+    out[name + "_ci95"] = float(1.96 * acc.std(ddof=1) / np.sqrt(len(acc))) if count > 1 else 0.0
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialRun:
+  """One of Lake et al.'s runs: 20 training images, 20 test items, and the answers.
+
+  Attributes:
+    name: "run01" .. "run20".
+    training: the training images as read, [20, 105, 105] (PIL's bool
+      pixels for the official 1-bit PNGs).
+    test: the test items, [20, 105, 105].
+    answer: int[20]: for each test item, the index of its character's
+      training image.
+  """
+
+  name: str
+  training: np.ndarray
+  test: np.ndarray
+  answer: np.ndarray
+
+
+_LINE = re.compile(r"^(run\d\d)/test/item(\d\d)\.png\s+(run\d\d)/training/class(\d\d)\.png$")
+_RUNS_FIX = "Pass --runs Lake's all_runs.zip or the folder it unzips to (run01 .. run20)."
+
+
+def _open_runs(path: str) -> Archive:
+  """The runs' files, from the folder or the zip; in a zip they may sit in one folder."""
+  files = Archive(path, fix=_RUNS_FIX)
+  if files.is_zip:
+    hit = next((n for n in files.stored_names()
+                if re.search(r"(^|/)run01/class_labels\.txt$", n)), None)  # fmt: skip
+    if hit is not None:
+      files.prefix = hit[: -len("run01/class_labels.txt")]
+  return files
+
+
+def _read(files: Archive, rel: str) -> bytes:
+  if not files.exists(rel):
+    raise DataError(
+      f"{files.path}: {rel} is missing. Each run folder needs class_labels.txt, "
+      "training/class01.png .. class20.png and test/item01.png .. item20.png; use the "
+      "official all_runs."
+    )
+  return files.read(rel)
+
+
+def _read_run_png(files: Archive, rel: str) -> np.ndarray:
+  pixels = decode(_read(files, rel), f"{files.path}: {rel}")
+  if pixels.shape != (OMNIGLOT_IMAGE_SIZE, OMNIGLOT_IMAGE_SIZE):
+    raise DataError(
+      f"{files.path}: {rel} is {'x'.join(map(str, pixels.shape))} pixels, but the official "
+      f"runs' images are {OMNIGLOT_IMAGE_SIZE}x{OMNIGLOT_IMAGE_SIZE} grayscale. Replace it "
+      "with the official file."
+    )
+  return pixels
+
+
+def read_runs(path: str | os.PathLike, *, count: int = 20) -> list[OfficialRun]:
+  """Lake et al.'s official one-shot runs, from all_runs.zip or its folder.
+
+  Raises:
+    DataError: in one paragraph naming the file and the fix: a missing run,
+      file or image, a malformed line of class_labels.txt, or an image of
+      another size.
+  """
+  files = _open_runs(os.fspath(path))
+  runs = []
+  for r in range(1, count + 1):
+    name = f"run{r:02d}"
+    labels_rel = f"{name}/class_labels.txt"
+    text = _read(files, labels_rel).decode("utf-8", errors="replace")
+    answer = np.full(20, -1, np.int64)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for number, line in enumerate(lines, 1):
+      m = _LINE.match(line)
+      if m is None or m.group(1) != name or m.group(3) != name:
+        raise DataError(
+          f"{files.path}: {labels_rel}, line {number}: {line!r} is not of the form "
+          f"'{name}/test/itemMM.png {name}/training/classKK.png'. Use the official file."
+        )
+      item, cls = int(m.group(2)), int(m.group(4))
+      if not (1 <= item <= 20 and 1 <= cls <= 20) or answer[item - 1] >= 0:
+        raise DataError(
+          f"{files.path}: {labels_rel}, line {number}: {line!r} names item {item} or class "
+          f"{cls} outside 01..20, or item {item} twice. Use the official file."
+        )
+      answer[item - 1] = cls - 1
+    if (answer < 0).any():
+      missing = ", ".join(f"item{i + 1:02d}" for i in np.flatnonzero(answer < 0))
+      raise DataError(
+        f"{files.path}: {labels_rel} gives no answer for {missing}; it needs one line per "
+        "test item (20). Use the official file."
+      )
+    training = np.stack([_read_run_png(files, f"{name}/training/class{k:02d}.png")
+                         for k in range(1, 21)])  # fmt: skip
+    test = np.stack([_read_run_png(files, f"{name}/test/item{k:02d}.png") for k in range(1, 21)])
+    runs.append(OfficialRun(name, training, test, answer))
+  return runs
+
+
+def score_runs(model, runs: list[OfficialRun]) -> dict:
+  """Classifies every test item of every run as its nearest training image.
+
+  Args:
+    model: a `TrainedModel` (its `embed` applies the run's preprocessing).
+    runs: from `read_runs`.
+
+  Returns:
+    {"runs": {name: {"errors": int, "error_rate": float}}, "mean_accuracy":
+    float, "mean_error_rate": float}.
+  """
+  per_run = {}
+  accs = []
+  for run in runs:
+    train_emb, test_emb = model.embed(run.training), model.embed(run.test)
+    d = np.asarray(pairwise_distances(test_emb, train_emb))
+    wrong = int((d.argmin(1) != run.answer).sum())
+    per_run[run.name] = {"errors": wrong, "error_rate": wrong / len(run.answer)}
+    accs.append(1 - wrong / len(run.answer))
+  mean = float(np.mean(accs))
+  return {"runs": per_run, "mean_accuracy": mean, "mean_error_rate": 1 - mean}

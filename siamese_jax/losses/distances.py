@@ -1,0 +1,266 @@
+"""The one embedding distance, and every form built on it.
+
+The definition (the Keras original's): d(a, b) = sqrt(max(||a - b||^2,
+eps)), eps = 1e-7, Keras' backend epsilon. The clamp keeps sqrt's gradient
+finite where a == b (identical images, or an image paired with itself):
+`max` then passes no gradient to the sum. Everything in the library that
+measures how far apart two embeddings are goes through `from_squared`:
+
+* `euclidean_distance(a, b)`: row by row, float[B, D] x float[B, D] ->
+  float[B]; the model's output and the losses' input;
+* `pairwise_distances(q, g)`: every query against every gallery row, for
+  small sets;
+* `nearest(queries, gallery, k)`: the exact k nearest gallery rows, on the
+  device, a block of queries against a block of the gallery at a time, so
+  the whole query x gallery matrix never exists; the blocks follow a memory
+  budget. Neighbours are ranked by ||q||^2 + ||g||^2 - 2 q.g in float32 at
+  the highest matmul precision, merged block by block with ties going to
+  the lower gallery id; the distances returned are then recomputed
+  directly (`euclidean_distance`), as the model's own;
+* `nearest_reduced`: the same search, each query block reduced to what
+  its caller needs (the retrieval metrics) before the next one starts.
+
+Every function takes flat `(B,)` / `(B, D)` arrays and checks shapes where
+a `(B, 1)` meeting a `(B,)` could broadcast into a silent `(B, B)`.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax.core.parallel import chunked_rows
+
+# Keras' backend epsilon: the original clamps the squared distance to it so
+# that sqrt never sees 0, where its gradient is infinite.
+DISTANCE_EPS = 1e-7
+DEFAULT_BUDGET_BYTES = 128 * 2**20
+
+
+def from_squared(sq, eps: float = DISTANCE_EPS):
+  """sqrt(max(sq, eps)): distances from squared distances (numpy or JAX arrays, any shape)."""
+  xp = jnp if isinstance(sq, jax.Array) else np
+  return xp.sqrt(xp.maximum(sq, eps))
+
+
+def euclidean_distance(a: jax.Array, b: jax.Array, eps: float = DISTANCE_EPS) -> jax.Array:
+  """sqrt(max(||a - b||^2, eps)) per row.
+
+  Args:
+    a: float[B, D] embeddings.
+    b: float[B, D] embeddings.
+    eps: floor on the squared distance.
+
+  Returns:
+    float[B] distances, each >= sqrt(eps).
+  """
+  if a.shape != b.shape or a.ndim != 2:
+    raise ValueError(f"euclidean_distance needs two (B, D) arrays, got {a.shape} and {b.shape}.")
+  return from_squared(jnp.sum(jnp.square(a - b), axis=-1), eps)
+
+
+def _expand(sq_q: jax.Array, sq_g: jax.Array, dots: jax.Array) -> jax.Array:
+  """||q||^2 + ||g||^2 - 2 q.g from the squared norms float[Q], float[N] and dots float[Q, N]."""
+  return sq_q[:, None] + sq_g[None, :] - 2.0 * dots
+
+
+def pairwise_distances(queries: jax.Array, gallery: jax.Array) -> jax.Array:
+  """float32[Q, N]: the distance of every query float[Q, D] to every gallery row float[N, D].
+
+  From the differences themselves, exactly as `euclidean_distance`; it
+  holds a [Q, N, D] array, so it is for small sets (Lake's runs are 20 x
+  20). Large sets go through `nearest`.
+  """
+  q, g = jnp.asarray(queries, jnp.float32), jnp.asarray(gallery, jnp.float32)
+  if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+    raise ValueError(f"queries and gallery must be (Q, D) and (N, D), got {q.shape} and {g.shape}.")
+  return from_squared(jnp.sum(jnp.square(q[:, None, :] - g[None, :, :]), axis=-1))
+
+
+def block_sizes(
+  num_queries: int, gallery_size: int, dim: int, budget_bytes: int
+) -> tuple[int, int]:
+  """(query block, gallery block) whose working set fits the budget.
+
+  The budget covers, per gallery row of a block, the matmul's output and the
+  distances made from it (two float32 per query of the block) and the
+  block's slice of the gallery (float32[dim], with room for one copy).
+  """
+  qb = max(1, min(num_queries, 256))
+  gb = max(1, min(gallery_size, budget_bytes // (4 * (2 * qb + 2 * dim))))
+  if GROUP <= gb < gallery_size:
+    gb -= gb % GROUP  # whole groups: `_smallest`'s fast path
+  return qb, gb
+
+
+def nearest(
+  queries,
+  gallery,
+  k: int,
+  *,
+  exclude_self: bool = False,
+  budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> tuple[jax.Array, jax.Array]:
+  """Exact k nearest gallery rows of each query (see the module docstring).
+
+  Args:
+    queries: float32[Q, D].
+    gallery: float32[N, D].
+    k: neighbours per query, 1 <= k <= N (N - 1 with `exclude_self`).
+    exclude_self: queries are the gallery itself; query i never finds i.
+    budget_bytes: bounds the distance blocks.
+
+  Returns:
+    (distances float32[Q, k], ids int32[Q, k]), nearest first.
+  """
+  rows = (jax.ShapeDtypeStruct((k,), jnp.float32), jax.ShapeDtypeStruct((k,), jnp.int32))
+  return nearest_reduced(
+    queries, gallery, k, _with_distances, rows, exclude_self=exclude_self,
+    budget_bytes=budget_bytes,
+  )  # fmt: skip
+
+
+def nearest_reduced(
+  queries,
+  gallery,
+  k: int,
+  reduce: Callable[..., Any],
+  out_rows: Any,
+  extra: Any = None,
+  *,
+  exclude_self: bool = False,
+  budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> Any:
+  """The search of `nearest`, each query block reduced as soon as its neighbours are known.
+
+  Only the reductions leave the device loop, so the [Q, k] neighbour ids
+  never exist at once (the retrieval metrics need k up to a class's size).
+
+  Args:
+    queries, gallery, k, exclude_self, budget_bytes: as for `nearest`.
+    reduce: a module-level function (static: it keys the compilation)
+      called as reduce(start, queries float32[b, D], ids int32[b, k],
+      extra) for each block of b queries starting at row `start`; returns
+      one row of `out_rows` per query.
+    out_rows: a tree of `jax.ShapeDtypeStruct`, one row of each output.
+    extra: a tree of arrays passed to `reduce` as traced arguments.
+
+  Returns:
+    The rows of `reduce`, stacked over the queries.
+  """
+  q, g = jnp.asarray(queries, jnp.float32), jnp.asarray(gallery, jnp.float32)
+  n = g.shape[0]
+  if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+    raise ValueError(f"queries and gallery must be (Q, D) and (N, D), got {q.shape} and {g.shape}.")
+  if not 1 <= k <= n - exclude_self:
+    raise ValueError(f"k={k} must lie in 1..{n - exclude_self} for a gallery of {n}.")
+  if q.shape[0] == 0:
+    return jax.tree.map(lambda r: jnp.zeros((0, *r.shape), r.dtype), out_rows)
+  qb, gb = block_sizes(q.shape[0], n, q.shape[1], budget_bytes)
+  return _search(
+    q, g, extra, k=k, query_block=qb, gallery_block=gb, exclude_self=exclude_self,
+    reduce=reduce, out_rows=out_rows,
+  )  # fmt: skip
+
+
+def _with_distances(start, q, ids, extra, gallery):
+  """`nearest`'s reduction: the found rows' distances, recomputed exactly, and their ids."""
+  del start, extra
+  return found_distances(q, gallery, ids), ids
+
+
+@functools.partial(
+  jax.jit,
+  static_argnames=("k", "query_block", "gallery_block", "exclude_self", "reduce", "out_rows"),
+)
+def _search(
+  queries, gallery, extra, *, k, query_block, gallery_block, exclude_self, reduce, out_rows
+):
+  n = gallery.shape[0]
+  gb = gallery_block
+  blocks = -(-n // gb)
+  sq_g = jnp.sum(jnp.square(gallery), axis=1)
+
+  def one(start, size):
+    q = jax.lax.dynamic_slice_in_dim(queries, start, size)
+    sq_q = jnp.sum(jnp.square(q), axis=1)
+    rows = start + jnp.arange(size)
+
+    def block(i):
+      # The last block is clamped to end at n; rows an earlier block ranked
+      # are masked, so none is counted twice.
+      first = jnp.minimum(i * gb, n - gb)
+      g = jax.lax.dynamic_slice_in_dim(gallery, first, gb)
+      dots = jax.lax.dot_general(  # q @ g.T, without a transposed copy of g
+        q, g, (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST
+      )
+      d2 = _expand(sq_q, jax.lax.dynamic_slice_in_dim(sq_g, first, gb), dots)
+      ids = first + jnp.arange(gb)
+      masked = (ids < i * gb)[None, :]
+      if exclude_self:
+        masked = masked | (rows[:, None] == ids[None, :])
+      d2 = jnp.where(masked, jnp.inf, d2)
+      d2, pos = _smallest(d2, min(k, gb))
+      return d2, ids[pos]
+
+    d2, ids = block(0)
+    if blocks > 1:
+      pad = k - d2.shape[1]
+      d2 = jnp.pad(d2, ((0, 0), (0, pad)), constant_values=jnp.inf)
+      ids = jnp.pad(ids, ((0, 0), (0, pad)), constant_values=n)
+
+      def merge(i, best):
+        # The running best holds lower ids than block i, and goes first:
+        # top_k keeps the first of equal values, so ties go to the lower id.
+        bd, bi = best
+        nd, ni = block(i)
+        cd, ci = jnp.concatenate([bd, nd], axis=1), jnp.concatenate([bi, ni], axis=1)
+        neg, pos = jax.lax.top_k(-cd, k)
+        return -neg, jnp.take_along_axis(ci, pos, axis=1)
+
+      d2, ids = jax.lax.fori_loop(1, blocks, merge, (d2, ids))
+    return reduce(start, q, ids, extra, gallery)
+
+  return chunked_rows(one, queries.shape[0], query_block, out_rows)
+
+
+def found_distances(queries: jax.Array, gallery: jax.Array, ids: jax.Array) -> jax.Array:
+  """float32[Q, k]: `euclidean_distance` from each query float[Q, D] to its found rows ids int[Q, k]."""
+  q, k = queries.shape[0], ids.shape[1]
+  found = gallery[ids.reshape(-1)]
+  return euclidean_distance(jnp.repeat(queries, k, axis=0), found).reshape(q, k)
+
+
+GROUP = 64  # columns per group in `_smallest`'s first pass
+
+
+def _smallest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The k smallest of each row, ascending, ties to the lower column.
+
+  `lax.top_k` over a whole long row costs several times the matmul that
+  made it on CPU, so when the row splits into groups of `GROUP` columns the
+  search goes in two passes: the k groups with the smallest minima hold
+  the k smallest values (a group holding one of them has its minimum at or
+  below the k-th smallest, and at most k groups can), so `top_k` runs over
+  the group minima, then over those k groups' values. The k groups are
+  taken in column order, so `top_k`'s preference for the first of equal
+  values still means the lower column.
+
+  Returns:
+    (values float32[R, k], columns int32[R, k]).
+  """
+  rows, width = d2.shape
+  groups = width // GROUP
+  if width % GROUP or groups <= k:
+    neg, pos = jax.lax.top_k(-d2, k)
+    return -neg, pos
+  grouped = d2.reshape(rows, groups, GROUP)
+  _, chosen = jax.lax.top_k(-jnp.min(grouped, axis=2), k)
+  chosen = jnp.sort(chosen, axis=1)
+  values = jnp.take_along_axis(grouped, chosen[:, :, None], axis=1).reshape(rows, k * GROUP)
+  columns = (chosen[:, :, None] * GROUP + jnp.arange(GROUP)[None, None, :]).reshape(rows, -1)
+  neg, pos = jax.lax.top_k(-values, k)
+  return -neg, jnp.take_along_axis(columns, pos, axis=1)

@@ -1,0 +1,32 @@
+"""The encoders (one a file: `mlp.py`, `cnn.py`, `conv4.py`), `Siamese`, and the registry.
+
+An encoder is any Flax module called as `encoder(x, train=...)` that maps
+images float[N, H, W] (values in [0, 1]) to embeddings float[N, D]. A new
+built-in encoder is a file with the module and a `from_config(config)`,
+plus one line in `ENCODERS` below (and its name in
+`siamese_jax.core.config.ENCODERS`, which a test checks against this table).
+"""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from siamese_jax.models import cnn, conv4, mlp
+from siamese_jax.models.cnn import CNN
+from siamese_jax.models.conv4 import Conv4
+from siamese_jax.models.mlp import MLP
+from siamese_jax.models.siamese import Siamese
+
+# `--encoder` name -> the function that builds that encoder from a Config.
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+  "mlp": mlp.from_config,
+  "cnn": cnn.from_config,
+  "conv4": conv4.from_config,
+}
+
+
+def builtin_encoder(config) -> nn.Module:
+  """The encoder a `Config` names (`config.encoder`, a key of `ENCODERS`)."""
+  if config.encoder not in ENCODERS:
+    raise ValueError(f"Unknown encoder {config.encoder!r}; built in are {', '.join(ENCODERS)}.")
+  return ENCODERS[config.encoder](config)

@@ -1,0 +1,55 @@
+"""`Conv4`: the few-shot literature's four-block backbone, for characters (`--encoder conv4`)."""
+
+import flax.linen as nn
+import jax
+
+from siamese_jax.models.layers import embedding_head, max_pool_2x2, patches_3x3
+
+
+class Conv4(nn.Module):
+  """Four blocks of 3x3 convolution, LayerNorm, ReLU and 2x2 max-pooling, then Dense.
+
+  The few-shot literature's standard backbone (Vinyals et al. 2016; Snell et
+  al. 2017) for Omniglot's characters: 28x28 -> 14 -> 7 -> 3 -> 1, a
+  1x1x64 map on 28x28 images (larger images keep a larger map). LayerNorm
+  over the channels of each position stands in for the usual BatchNorm: it
+  needs no running statistics, so the step stays a pure function of
+  (params, batch, key) and training and embedding compute the same thing.
+  Each convolution is `patches_3x3` then one Dense layer (im2col), as `CNN`
+  does, for the same reason (see `patches_3x3_stride2`).
+
+  Attributes:
+    channels: width of every block.
+    embed_dim: width of the final Dense layer (the embedding).
+    dropout: rate of the dropout before the final Dense layer.
+    final_relu: whether the embedding has a ReLU, as for `MLP`.
+    dropout_rng: "hash" or "threefry", as for `MLP`.
+  """
+
+  channels: int = 64
+  embed_dim: int = 128
+  dropout: float = 0.0
+  final_relu: bool = False
+  dropout_rng: str = "hash"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """float[B, H, W] images in [0, 1] -> float[B, embed_dim] embeddings."""
+    if x.ndim == 3:
+      x = x[..., None]
+    for i in range(4):
+      x = nn.Dense(self.channels, name=f"conv_{i}")(patches_3x3(x))
+      x = nn.relu(nn.LayerNorm(name=f"norm_{i}")(x))
+      x = max_pool_2x2(x)
+    return embedding_head(self, x, train)
+
+
+def from_config(config) -> Conv4:
+  """`--encoder conv4`: `hidden_sizes` is (embedding,) or (channels, embedding)."""
+  return Conv4(
+    channels=config.hidden_sizes[0] if len(config.hidden_sizes) > 1 else 64,
+    embed_dim=config.hidden_sizes[-1],
+    dropout=config.dropout,
+    final_relu=config.final_relu,
+    dropout_rng=config.dropout_rng,
+  )

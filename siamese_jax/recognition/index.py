@@ -1,0 +1,293 @@
+"""A gallery index: exact nearest neighbours, "unknown" as an answer, saving and loading.
+
+    model = sj.load_trained(workdir)
+    index = model.index(gallery_images, gallery_labels)   # an Index
+    index.search_images(query_images, k=5)                # (distances, ids), [Q, k] each
+    index.classify(query_images, threshold=0.6)           # labels, or "unknown"
+    sj.calibrate(index, heldout_images, heldout_labels)   # picks and keeps a threshold
+    index.save("gallery.index"); sj.load_index("gallery.index", model=model)
+
+`Index.from_embeddings(embeddings, labels)` builds one from embeddings made
+elsewhere. Labels are integers or strings.
+
+The exact search is `siamese_jax.losses.distances.nearest`: on the device,
+a block of queries against a block of the gallery at a time, ties to the
+lower id, the distances returned recomputed as the model's own. The
+retrieval metrics (`siamese_jax.evaluation.retrieval`) rank with the same
+search. `calibrate` (`siamese_jax.recognition.calibrate`) picks the
+"unknown" threshold on held-out data.
+
+With the optional extra `[faiss]` (faiss-cpu), `backend="faiss-flat"`,
+`"faiss-hnsw"` or `"faiss-ivf"` searches with faiss behind the same API
+(flat is exact; HNSW and IVF are approximate). Nothing else imports faiss.
+
+An index file is a numpy `.npz` read with `allow_pickle=False`, since an
+index may come from someone else: the embeddings, the labels, the
+threshold, a format version, and a fingerprint of the model that made the
+embeddings; a model that does not match is refused. It is written to a
+temporary file and renamed.
+"""
+
+import dataclasses
+import hashlib
+import io
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax.core.errors import SiameseJaxError
+from siamese_jax.core.files import atomic_write_bytes
+from siamese_jax.losses.distances import DEFAULT_BUDGET_BYTES, found_distances, nearest
+
+UNKNOWN = "unknown"
+BACKENDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+FORMAT = "siamese_jax.index"  # the file format's tag, unchanged since it was written
+VERSION = 1
+
+
+class SearchIndexError(SiameseJaxError):
+  """An index that cannot be built, searched, read or used with this model."""
+
+
+def _faiss():
+  try:
+    import faiss
+  except ImportError:
+    raise SearchIndexError(
+      "The faiss backends need faiss, which is not installed. Install the extra: "
+      "pip install -e '.[faiss]' (or pip install faiss-cpu), or use the exact backend."
+    ) from None
+  return faiss
+
+
+def _faiss_index(backend: str, embeddings: np.ndarray):
+  faiss = _faiss()
+  n, d = embeddings.shape
+  if backend == "faiss-flat":
+    index = faiss.IndexFlatL2(d)
+  elif backend == "faiss-hnsw":
+    index = faiss.IndexHNSWFlat(d, 32)
+    index.hnsw.efSearch = 64
+  else:  # faiss-ivf: about 4 sqrt(N) lists, 16 of them searched
+    nlist = max(1, min(n // 39, int(4 * math.sqrt(n))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    index.train(embeddings)
+    index.nprobe = min(16, nlist)
+  index.add(embeddings)
+  return index
+
+
+@dataclasses.dataclass
+class Index:
+  """A gallery of embeddings and their labels, searched exactly (or by faiss).
+
+  Attributes:
+    labels: the gallery's labels, int or str [N]; `labels[ids]` names what
+      a search found.
+    threshold: nearest distances above it classify as "unknown" (None:
+      never unknown); set by `calibrate`, saved with the index.
+    backend: one of `BACKENDS`.
+    model: the `TrainedModel` that embeds images for `add`,
+      `search_images` and `classify` (None for `from_embeddings`).
+    fingerprint: the model's fingerprint, "" when none is known.
+    budget_bytes: bounds the exact search's distance blocks.
+  """
+
+  embeddings: jax.Array
+  labels: np.ndarray
+  threshold: float | None = None
+  backend: str = "exact"
+  model: object = None
+  fingerprint: str = ""
+  budget_bytes: int = DEFAULT_BUDGET_BYTES
+
+  def __post_init__(self):
+    if self.backend not in BACKENDS:
+      raise SearchIndexError(f"Unknown index backend {self.backend!r}; choose one of {BACKENDS}.")
+    emb = np.asarray(self.embeddings, np.float32)
+    labels = check_labels(self.labels)
+    if emb.ndim != 2 or len(emb) != len(labels) or len(emb) == 0:
+      raise SearchIndexError(
+        f"An index needs float[N, D] embeddings and N labels, N >= 1; got {emb.shape} "
+        f"embeddings and {len(labels)} labels."
+      )
+    if not np.isfinite(emb).all():
+      raise SearchIndexError("The embeddings hold NaN or infinite values; embed the gallery again.")
+    # An array of its own on the device, copied once and at once: one aliasing the
+    # caller's numpy memory is copied again by every jitted call that takes it, and
+    # jnp.array(copy=True) passed through a second transient copy (docs/recognition.md).
+    self.embeddings = jax.device_put(emb, may_alias=False).block_until_ready()
+    self.labels = labels
+    self._faiss = None
+
+  @classmethod
+  def from_embeddings(cls, embeddings, labels, **kwargs) -> "Index":
+    """An index of embeddings made elsewhere (no model: search embeddings only)."""
+    return cls(embeddings, labels, **kwargs)
+
+  def __len__(self) -> int:
+    return int(self.embeddings.shape[0])
+
+  @property
+  def dim(self) -> int:
+    return int(self.embeddings.shape[1])
+
+  def add(self, images, labels) -> "Index":
+    """Enrols more images (embedded by the index's model), or embeddings [N, D]."""
+    emb = self.embeddings_of(images, "add")
+    labels = check_labels(labels)
+    if len(emb) != len(labels):
+      raise SearchIndexError(f"add: {len(emb)} items but {len(labels)} labels.")
+    if len(self.labels) and labels.dtype.kind != self.labels.dtype.kind:
+      raise SearchIndexError(
+        f"add: labels of kind {labels.dtype} for an index of {self.labels.dtype} labels; "
+        "use one kind (all integers or all strings)."
+      )
+    self.embeddings = jnp.concatenate([self.embeddings, jnp.asarray(emb)])
+    self.labels = np.concatenate([self.labels, labels])
+    self._faiss = None
+    return self
+
+  def search(self, query_embeddings, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(distances float32[Q, k], ids int32[Q, k]) of each query's k nearest, nearest first."""
+    q = np.asarray(query_embeddings, np.float32)
+    if q.ndim != 2 or q.shape[1] != self.dim:
+      raise SearchIndexError(f"search: expected query embeddings (Q, {self.dim}), got {q.shape}.")
+    if not 1 <= k <= len(self):
+      raise SearchIndexError(f"search: k={k} must lie in 1..{len(self)}, the gallery's size.")
+    if self.backend == "exact":
+      d, ids = nearest(q, self.embeddings, k, budget_bytes=self.budget_bytes)
+      return np.asarray(d), np.asarray(ids)
+    if self._faiss is None:
+      self._faiss = _faiss_index(self.backend, np.asarray(self.embeddings))
+    _, ids = self._faiss.search(q, k)
+    ids = ids.astype(np.int32)
+    if (ids < 0).any():
+      raise SearchIndexError(f"{self.backend} found fewer than k={k} neighbours; lower k.")
+    # The distances as the model's, whichever backend ranked them.
+    return np.asarray(found_distances(jnp.asarray(q), self.embeddings, jnp.asarray(ids))), ids
+
+  def search_images(self, images, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`search` of images, embedded by the index's model first."""
+    return self.search(self.embeddings_of(images, "search_images"), k)
+
+  def classify(self, queries, k: int = 1, threshold: float | None = None) -> np.ndarray:
+    """Each query's label, or "unknown" where its nearest distance exceeds the threshold.
+
+    With k > 1 the k nearest vote: the most frequent label wins, a tie goes
+    to the tied label whose nearest member is closest.
+
+    Args:
+      queries: images (embedded by the model) or embeddings [Q, D].
+      k: neighbours that vote.
+      threshold: overrides `self.threshold` (None: use it; if that is None
+        too, nothing is unknown).
+
+    Returns:
+      object[Q]: labels, or the string "unknown".
+    """
+    d, ids = self.search(self.embeddings_of(queries, "classify"), k)
+    labels = self.labels[ids]
+    if k == 1:
+      out = labels[:, 0].astype(object)
+    else:
+      out = np.empty(len(ids), object)
+      for i, row in enumerate(labels):
+        values, first, counts = np.unique(row, return_index=True, return_counts=True)
+        best = np.flatnonzero(counts == counts.max())
+        out[i] = values[best[np.argmin(first[best])]]  # ranks are nearest first
+    limit = self.threshold if threshold is None else threshold
+    if limit is not None:
+      out[d[:, 0] > limit] = UNKNOWN
+    return out
+
+  def save(self, path) -> None:
+    """Writes the index to `path` (an .npz, atomically; no pickle)."""
+    buf = io.BytesIO()
+    np.savez(
+      buf,
+      format=np.asarray(FORMAT),
+      version=np.asarray(VERSION, np.int32),
+      embeddings=np.asarray(self.embeddings),
+      labels=self.labels,
+      threshold=np.asarray(np.nan if self.threshold is None else self.threshold, np.float64),
+      backend=np.asarray(self.backend),
+      fingerprint=np.asarray(self.fingerprint),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+  def embeddings_of(self, items, what: str) -> np.ndarray:
+    """float32[N, D]: `items` as they are if embeddings [N, D], else embedded by the model.
+
+    `what` names the caller in the error for images without a model.
+    """
+    x = np.asarray(items)
+    if x.ndim == 2 and x.shape[1] == self.dim and np.issubdtype(x.dtype, np.floating):
+      return x.astype(np.float32)
+    if self.model is None:
+      raise SearchIndexError(
+        f"{what}: got {x.shape} {x.dtype} items, not embeddings (N, {self.dim}); this index "
+        "has no model to embed images. Build it with load_trained(W).index(...), or pass "
+        "embeddings."
+      )
+    return self.model.embed(x)
+
+
+def check_labels(labels) -> np.ndarray:
+  """int64 or str [N] labels, or SearchIndexError."""
+  y = np.asarray(labels)
+  if y.ndim != 1 or y.dtype.kind not in "iuU":
+    raise SearchIndexError(
+      f"Labels must be a 1-D array of integers or strings, got {y.dtype} of shape {y.shape}."
+    )
+  return y.astype(np.int64) if y.dtype.kind in "iu" else y
+
+
+def load_index(path, *, model=None) -> Index:
+  """Reads an index written by `Index.save`.
+
+  Args:
+    path: the file.
+    model: the `TrainedModel` to search images with; refused unless it is
+      the model the index was built with.
+
+  Raises:
+    SearchIndexError: not an index file, another format version, or another model.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      fields = {k: z[k] for k in z.files}
+  except (OSError, ValueError, EOFError) as e:
+    raise SearchIndexError(f"{path}: not a readable index file ({e}). Build it again.") from None
+  if fields.get("format", np.asarray("")).item() != FORMAT:
+    raise SearchIndexError(f"{path}: not a siamese_jax index (no format tag). Build it again.")
+  version = int(fields["version"])
+  if version != VERSION:
+    raise SearchIndexError(
+      f"{path}: index format version {version}; this siamese_jax reads version {VERSION}. "
+      "Build the index again with this version."
+    )
+  saved = str(fields["fingerprint"])
+  if model is not None and saved and saved != model.fingerprint:
+    raise SearchIndexError(
+      f"{path} was built with another model (fingerprint {saved[:12]}, this one "
+      f"{model.fingerprint[:12]}): its embeddings do not match this model's. Build the "
+      "index again from the gallery with this model."
+    )
+  threshold = float(fields["threshold"])
+  return Index(
+    fields["embeddings"], fields["labels"], None if math.isnan(threshold) else threshold,
+    str(fields["backend"]), model, saved,
+  )  # fmt: skip
+
+
+def fingerprint(params) -> str:
+  """sha256 of a parameter tree's shapes and bytes: which model made embeddings."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    x = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}{x.shape}{x.dtype}".encode())
+    h.update(x.tobytes())
+  return h.hexdigest()

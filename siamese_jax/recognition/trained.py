@@ -1,0 +1,204 @@
+"""Use a finished run: `load_trained(workdir)` -> embed, compare, decide.
+
+    model = sj.load_trained("runs/mnist_siamese/20261130-041500-seed0")
+    model.embed(images)          # float32[N, D]
+    model.distance(x1, x2)       # float32[N]
+    model.same(x1, x2)           # bool[N]: distance < model.threshold
+
+`threshold` is the one the run chose at its end (on held-out validation
+pairs, else on the training pairs; see `siamese_jax.evaluation.final`).
+Images may be uint8 [N, H, W] (0..255, as the datasets store them) or floats
+in [0, 1]; [N, H * W] is accepted too. A run that resizes or inverts its
+input (Omniglot's) takes images as the dataset ships them, bool or uint8 at
+any size (Omniglot's 105x105 black-on-white PNGs as PIL reads them), and
+applies its own preprocessing (`siamese_jax.data.preprocess`), exactly as in
+training. The network runs jitted, without dropout, through the one
+embedder (`siamese_jax.evaluation.embed`), a chunk of images at a time, so
+memory stays bounded.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from siamese_jax.core.config import Config
+from siamese_jax.core.errors import DataError, WorkdirError
+from siamese_jax.data.dataset import Dataset
+from siamese_jax.data.load import load_data, load_recorded
+from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images
+from siamese_jax.evaluation.embed import embed
+from siamese_jax.losses.distances import euclidean_distance
+from siamese_jax.recognition.index import Index, fingerprint
+from siamese_jax.rundir import checkpoint
+from siamese_jax.rundir.workdir import CONFIG_NAME, RESULTS_NAME, read_config
+from siamese_jax.training.state import create_train_state, make_model
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A trained Siamese network and its decision threshold.
+
+  Attributes:
+    config: the run's config.
+    params: the encoder's parameters (the "params" collection).
+    threshold: distances below it mean "same class".
+    image_shape: (H, W) of the images the network was trained on.
+    model: the Flax `Siamese` module.
+    num_classes: the class count of the training data (None for runs
+      written before runs recorded it).
+  """
+
+  config: Config
+  params: Any
+  threshold: float
+  image_shape: tuple[int, int]
+  model: Any
+  num_classes: int | None = None
+
+  def embed(self, images) -> np.ndarray:
+    """uint8[N, H, W] or float[N, H, W] in [0, 1] -> float32[N, D] embeddings.
+
+    For a run with preprocessing: bool or uint8 [N, H', W'] as shipped.
+    The network runs through the one embedder (`siamese_jax.evaluation.embed`),
+    as many images at a time as fit its memory budget.
+    """
+    x = self._images(images, "images")
+    return np.asarray(embed(self.model.apply, self.params, x), np.float32)
+
+  def distance(self, x1, x2) -> np.ndarray:
+    """float32[N]: Euclidean distance of each pair's embeddings."""
+    e1, e2 = self.embed(x1), self.embed(x2)
+    if len(e1) != len(e2):
+      raise ValueError(f"x1 and x2 must hold as many images, got {len(e1)} and {len(e2)}.")
+    return np.asarray(euclidean_distance(e1, e2), np.float32)
+
+  def same(self, x1, x2) -> np.ndarray:
+    """bool[N]: whether each pair is closer than the run's threshold."""
+    return self.distance(x1, x2) < self.threshold
+
+  @functools.cached_property
+  def fingerprint(self) -> str:
+    """Which model this is, for the indexes built with it (`siamese_jax.recognition.index`)."""
+    return fingerprint(self.params)
+
+  def index(self, images, labels, **kwargs):
+    """An `Index` of these gallery images (see `siamese_jax.recognition.index`).
+
+    Args:
+      images: uint8[N, H, W] or floats in [0, 1], as `embed` takes them.
+      labels: int or str [N].
+      **kwargs: `backend`, `threshold`, `budget_bytes` of the `Index`.
+    """
+    return Index(self.embed(images), labels, model=self, fingerprint=self.fingerprint, **kwargs)
+
+  def load_data(self, data_dir=None, *, tfds_name: str | None = None) -> Dataset:
+    """The run's own data (`config.data`), or the data named here instead.
+
+    Raises:
+      DataError: the run recorded no data and none is named, the data
+        cannot be loaded, or it does not match the run (`check_data`).
+    """
+    if data_dir is not None or tfds_name is not None:
+      data = load_data(data_dir, tfds_name=tfds_name or "mnist")
+    elif self.config.data is not None:
+      data = load_recorded(self.config.data)
+    else:
+      raise DataError(
+        "This run did not record its data (it was trained from arrays in code, or before runs "
+        "recorded their data); name it with --data-dir (or --tfds-name)."
+      )
+    self.check_data(data)
+    return data
+
+  def check_data(self, data: Dataset) -> None:
+    """Refuses data whose image shape or class count differs from the run's.
+
+    Raises:
+      DataError: naming both shapes, or both class counts.
+    """
+    shape = data.image_shape
+    if self.config.image_size is not None:  # the run resizes whatever it is given
+      shape = (self.config.image_size,) * 2
+    if shape != self.image_shape:
+      h, w = self.image_shape
+      raise DataError(
+        f"{data.source}: {data.image_shape[0]}x{data.image_shape[1]} images, but the run was "
+        f"trained on {h}x{w} images; use the run's own dataset ({self.config.data})."
+      )
+    if self.num_classes is not None and data.num_classes != self.num_classes:
+      raise DataError(
+        f"{data.source}: {data.num_classes} classes, but the run was trained on data of "
+        f"{self.num_classes}; use the run's own dataset ({self.config.data})."
+      )
+
+  def _images(self, images, name: str) -> np.ndarray:
+    x = np.asarray(images)
+    if needs_preprocessing(self.config):
+      # The run's own input pipeline: images come as the dataset ships them.
+      x = preprocess_images(x, self.config)
+    h, w = self.image_shape
+    if x.ndim == 2 and x.shape[1] == h * w:
+      x = x.reshape(len(x), h, w)
+    if x.ndim != 3 or x.shape[1:] != (h, w):
+      raise ValueError(
+        f"{name}: expected images of shape (N, {h}, {w}) (or (N, {h * w})), got {x.shape}."
+      )
+    if x.dtype == np.uint8:
+      return x
+    if not np.issubdtype(x.dtype, np.floating):
+      raise ValueError(
+        f"{name}: expected uint8 pixels 0..255 or floats in [0, 1], got {x.dtype}. "
+        "Convert with .astype(np.uint8) if the values are 0..255."
+      )
+    if x.size and (x.min() < 0 or x.max() > 1):
+      raise ValueError(
+        f"{name}: float pixels must lie in [0, 1], found {x.min():g}..{x.max():g}. "
+        "Divide by 255, or pass uint8."
+      )
+    return x.astype(np.float32)
+
+
+def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
+  """Loads the network and threshold of a finished run.
+
+  Args:
+    workdir: the run's workdir (holds config.json, checkpoint.msgpack and
+      results.json).
+    encoder: the custom Flax encoder the run was trained with, if it was
+      (the built-in ones are rebuilt from config.json).
+
+  Raises:
+    WorkdirError: the workdir is missing files of a finished run, or holds
+      a run of another encoder.
+  """
+  workdir = os.fspath(workdir)
+  need = (CONFIG_NAME, checkpoint.CHECKPOINT_NAME, RESULTS_NAME)
+  missing = [f for f in need if not os.path.isfile(os.path.join(workdir, f))]
+  if missing:
+    hint = (
+      "The run has not finished: continue it with --resume."
+      if os.path.isfile(os.path.join(workdir, CONFIG_NAME))
+      else "Is this a run's workdir?"
+    )
+    raise WorkdirError(f"{workdir!r} holds no finished run: {', '.join(missing)} missing. {hint}")
+  config = read_config(os.path.join(workdir, CONFIG_NAME))
+  with open(os.path.join(workdir, RESULTS_NAME)) as f:
+    results = json.load(f)
+  used = results.get("encoder", config.encoder)
+  if used.startswith("custom") and encoder is None:
+    raise WorkdirError(
+      f"The run in {workdir!r} was trained with a {used} encoder; pass the same module: "
+      "load_trained(workdir, encoder=...)."
+    )
+  image_shape = tuple(results.get("image_shape", (28, 28)))  # older runs: MNIST
+  target = create_train_state(jax.random.key(0), config, encoder=encoder, image_shape=image_shape)
+  state = checkpoint.load(workdir, target).state
+  return TrainedModel(
+    config, state.params, float(results["threshold"]), image_shape,
+    make_model(config, encoder=encoder), results.get("num_classes"),
+  )  # fmt: skip

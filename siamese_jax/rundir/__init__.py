@@ -1,0 +1,2 @@
+"""A run's directory: its lock, config.json, checkpoints, metric writers and results.
+"""

@@ -1,0 +1,3 @@
+"""What a step learns from: pairs of images as indices, the epoch's shuffle, and a
+model's keys and splits (`check_data`).
+"""

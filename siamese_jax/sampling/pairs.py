@@ -1,0 +1,245 @@
+"""Pairs of example indices, and whether the two share a digit.
+
+Pairs are data, not copies: both functions return indices into a split plus a
+similarity label, and images are gathered on the device when a batch is
+formed (`siamese_jax.training.step.gather_batch`). Materializing the original's
+108,400 x 2 x 784 float32 pair array would take 680 MB.
+
+Label convention: **y = 1.0 means "same digit"**, y = 0.0 "different
+digits", as in the Keras example. The DrLIM paper (Hadsell, Chopra & LeCun,
+2006) uses the reverse (Y = 0 for similar pairs).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax.core.errors import DataError
+from siamese_jax.core.streams import FreshPairsKey
+
+
+def _check_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"labels must be a 1-D integer array, got {labels.dtype}{labels.shape}.")
+  if num_classes < 2:
+    raise DataError(f"Pairs need at least 2 classes, got num_classes={num_classes}.")
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(f"labels must lie in [0, {num_classes}); found {labels.min()}..{labels.max()}.")
+  counts = np.bincount(labels, minlength=num_classes)
+  small = [c for c in range(num_classes) if counts[c] < 2]
+  if small:
+    raise DataError(
+      f"Every class needs at least 2 examples to form a positive pair; "
+      f"class(es) {small} have {[int(counts[c]) for c in small]}. Use a split "
+      "that holds at least two examples of every class."
+    )
+  return labels
+
+
+def make_pairs(
+  key: jax.Array, labels: np.ndarray, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+  """The original example's `create_pairs`, with a JAX key for randomness.
+
+  With n = (smallest class count) - 1, for each digit d and each i < n, emits
+  a positive pair (i-th, (i+1)-th example of d) then a negative pair (i-th
+  example of d, i-th example of digit (d + k) % num_classes for k drawn
+  uniformly from 1..num_classes-1). Labels therefore alternate 1, 0.
+
+  On MNIST this gives 10 * 5420 * 2 = 108,400 train and 10 * 891 * 2 = 17,820
+  test pairs.
+
+  Args:
+    key: PRNG key for the negative partners' digits. Same key, same pairs.
+    labels: int[N] class of each example, in [0, num_classes).
+    num_classes: number of classes.
+
+  Returns:
+    pairs: int32[P, 2] indices into `labels`' split, P = 2 * num_classes * n.
+    y: float32[P], 1.0 for same digit, 0.0 for different.
+
+  Raises:
+    DataError: if labels are malformed or a class has fewer than 2 examples.
+  """
+  labels = _check_labels(labels, num_classes)
+  counts = np.bincount(labels, minlength=num_classes)
+  n = int(counts.min()) - 1
+  # The first n + 1 examples of each class, in split order: (C, n + 1).
+  order = np.argsort(labels, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  by_class = order[starts[:, None] + np.arange(n + 1)[None, :]]
+
+  inc = np.asarray(jax.random.randint(key, (num_classes, n), 1, num_classes))
+  other = (np.arange(num_classes)[:, None] + inc) % num_classes  # (C, n)
+  anchor = by_class[:, :n]
+  positive = by_class[:, 1:]
+  negative = by_class[other, np.arange(n)[None, :]]
+  pairs = np.stack(
+    [np.stack([anchor, positive], -1), np.stack([anchor, negative], -1)], axis=2
+  )  # (C, n, 2 [pos, neg], 2 [first, second])
+  y = np.broadcast_to(np.array([1.0, 0.0], np.float32), (num_classes, n, 2))
+  return pairs.reshape(-1, 2).astype(np.int32), y.reshape(-1).copy()
+
+
+def count_pairs(labels: np.ndarray, num_classes: int = 10) -> int:
+  """How many pairs `make_pairs` makes of these labels: 2 * C * (min count - 1)."""
+  counts = np.bincount(_check_labels(labels, num_classes), minlength=num_classes)
+  return 2 * num_classes * (int(counts.min()) - 1)
+
+
+def class_index(labels: np.ndarray, num_classes: int = 10, groups=None) -> dict[str, np.ndarray]:
+  """Host-side tables `sample_pairs` needs, validated once.
+
+  Args:
+    labels: int[N] classes in [0, num_classes).
+    num_classes: C.
+    groups: int[N] the group of each example (Omniglot: its alphabet), or
+      None; every class must lie in one group.
+
+  Returns:
+    order: int32[N] example indices sorted by class (stable).
+    starts: int32[C] position in `order` where each class begins.
+    counts: int32[C] examples per class.
+    With groups, also: group_order int32[C] (classes sorted by group),
+    group_starts and group_counts int32[G] (where each group's classes
+    begin in group_order, and how many), class_group int32[C] and
+    class_rank int32[C] (each class's group, and its position there).
+
+  Raises:
+    DataError: malformed labels, or a class found in two groups.
+  """
+  labels = _check_labels(labels, num_classes)
+  counts = np.bincount(labels, minlength=num_classes)
+  order = np.argsort(labels, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  index = {
+    "order": order.astype(np.int32),
+    "starts": starts.astype(np.int32),
+    "counts": counts.astype(np.int32),
+  }
+  if groups is not None:
+    groups = np.asarray(groups)
+    class_group = groups[order[starts]]
+    if not np.array_equal(groups, class_group[labels]):
+      bad = int(labels[np.flatnonzero(groups != class_group[labels])[0]])
+      raise DataError(
+        f"Class {bad} has examples in several groups; a class must belong to one group "
+        "(Omniglot: a character to one alphabet)."
+      )
+    _, dense = np.unique(class_group, return_inverse=True)
+    group_order = np.argsort(dense, kind="stable")
+    group_counts = np.bincount(dense)
+    group_starts = np.concatenate([[0], np.cumsum(group_counts)[:-1]])
+    class_rank = np.empty(num_classes, np.int64)
+    class_rank[group_order] = np.arange(num_classes) - group_starts[dense[group_order]]
+    index.update(
+      group_order=group_order.astype(np.int32),
+      group_starts=group_starts.astype(np.int32),
+      group_counts=group_counts.astype(np.int32),
+      class_group=dense.astype(np.int32),
+      class_rank=class_rank.astype(np.int32),
+    )
+  return index
+
+
+def sample_pairs(
+  key: jax.Array,
+  labels,
+  num_pairs: int,
+  num_classes: int = 10,
+  *,
+  index=None,
+  negatives: str = "any",
+) -> tuple[jax.Array, jax.Array]:
+  """Draws fresh balanced pairs: even positions same digit, odd different.
+
+  Like `make_pairs` it picks the anchor's class uniformly, so every digit
+  anchors the same share of pairs; unlike it, anchors and partners are drawn
+  anew from the whole split for every key. A positive partner is never the
+  anchor itself. Jittable (pass `index` from `class_index` under jit).
+
+  Args:
+    key: PRNG key; the same key gives the same pairs.
+    labels: int[N] classes in [0, num_classes), each with >= 2 examples.
+    num_pairs: P, the number of pairs (any P >= 1; y alternates 1, 0).
+    num_classes: number of classes.
+    index: precomputed `class_index(labels, num_classes)`; computed (and
+      validated) from `labels` when None. Must hold the group tables for
+      `negatives` other than "any".
+    negatives: "any": a negative's class is uniform over the other classes;
+      "within-group": uniform over the other classes of the anchor's group
+      (any other class where the group has one class); "mixed": every
+      second negative (rows 1, 5, 9, ...) within the group, the others any.
+
+  Returns:
+    pairs: int32[P, 2] indices into the split.
+    y: float32[P], 1.0 for same digit (even rows), 0.0 otherwise (odd rows).
+  """
+  if index is None:
+    index = class_index(labels, num_classes)
+  order = jnp.asarray(index["order"])
+  starts = jnp.asarray(index["starts"])
+  counts = jnp.asarray(index["counts"])
+  k_cls, k_anchor, k_pos, k_inc, k_neg = jax.random.split(key, 5)
+  cls = jax.random.randint(k_cls, (num_pairs,), 0, num_classes)
+  a = jax.random.randint(k_anchor, (num_pairs,), 0, counts[cls])
+  # Positive partner: uniform over the class minus the anchor.
+  p = jax.random.randint(k_pos, (num_pairs,), 0, counts[cls] - 1)
+  p = p + (p >= a)
+  other = (cls + jax.random.randint(k_inc, (num_pairs,), 1, num_classes)) % num_classes
+  if negatives != "any":
+    # A key of its own, so that "any" draws exactly what it always drew.
+    other = _within_group(
+      jax.random.fold_in(key, FreshPairsKey.WITHIN_GROUP), cls, other, index, negatives
+    )
+  n = jax.random.randint(k_neg, (num_pairs,), 0, counts[other])
+  is_pos = jnp.arange(num_pairs) % 2 == 0
+  first = order[starts[cls] + a]
+  second = jnp.where(is_pos, order[starts[cls] + p], order[starts[other] + n])
+  pairs = jnp.stack([first, second], axis=1).astype(jnp.int32)
+  return pairs, is_pos.astype(jnp.float32)
+
+
+def _within_group(key, cls, other, index, negatives: str):
+  """Replaces `other` by another class of `cls`'s group where `negatives` asks."""
+  if "group_order" not in index:
+    raise DataError(
+      f"negatives={negatives!r} needs each example's group (Omniglot's alphabets); this "
+      "data has none. Use --negatives any."
+    )
+  group = jnp.asarray(index["class_group"])[cls]
+  size = jnp.asarray(index["group_counts"])[group]
+  j = jax.random.randint(key, cls.shape, 0, jnp.maximum(size - 1, 1))
+  j = j + (j >= jnp.asarray(index["class_rank"])[cls])  # skip the anchor's own class
+  within = jnp.asarray(index["group_order"])[jnp.asarray(index["group_starts"])[group] + j]
+  use = size >= 2
+  if negatives == "mixed":
+    use &= jnp.arange(cls.shape[0]) % 4 == 1
+  return jnp.where(use, within, other)
+
+
+def dense_labels(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+  """Class ids -> their positions 0..k-1 in the sorted `classes`."""
+  return np.searchsorted(classes, labels).astype(np.int32)
+
+
+def make_pairs_within(
+  key: jax.Array, labels: np.ndarray, classes=None
+) -> tuple[np.ndarray, np.ndarray]:
+  """The original's pairs among the examples of `classes` only.
+
+  The examples of `classes` (every class present if None) keep their split
+  order, their classes are renumbered 0..k-1, and `make_pairs` pairs them:
+  negatives come from another class of the same group. With every class
+  0..C-1 present this is exactly `make_pairs(key, labels, C)`.
+
+  Returns:
+    pairs: int32[P, 2] indices into `labels` (not into the subset).
+    y: float32[P], 1.0 for same class.
+  """
+  labels = np.asarray(labels)
+  classes = np.unique(labels) if classes is None else np.asarray(sorted(classes))
+  keep = np.flatnonzero(np.isin(labels, classes))
+  pairs, y = make_pairs(key, dense_labels(labels[keep], classes), len(classes))
+  return keep[pairs].astype(np.int32), y

@@ -1,0 +1,162 @@
+"""Which models a run trains, and how their states stack along a model axis.
+
+A run trains K >= 1 models: every seed of `--seeds`, crossed with every
+value of `--sweep` (learning rate or margin). A plain run is K = 1. Model i
+is exactly the single run of its own config: same keys, pairs, holdout and
+shuffles. Stacking only puts the K states side by side, so one jitted
+program can train them all (`siamese_jax.training.placement`).
+
+Where each model's files go:
+
+* a plain run: the workdir itself;
+* `--seeds`: `<workdir>/seed_<S>/`;
+* `--sweep`: `<workdir>/<field>_<value>/seed_<S>/`.
+"""
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from siamese_jax.core.config import Config
+from siamese_jax.core.errors import ConfigError
+from siamese_jax.training.state import TrainState
+
+SWEEPABLE = ("learning_rate", "margin")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The models of a run and where each one writes.
+
+  Attributes:
+    configs: one per model, each its own single run's config.
+    dirs: each model's output directory.
+    sweep: None, or (field, values) crossed with the seeds.
+    stacked: whether the models train stacked (`--seeds`/`--sweep`, even
+      for one model) rather than as a plain run writing the workdir itself.
+  """
+
+  configs: tuple[Config, ...]
+  dirs: tuple[str, ...]
+  sweep: tuple[str, tuple[float, ...]] | None
+  stacked: bool
+
+  @property
+  def size(self) -> int:
+    return len(self.configs)
+
+  def describe(self) -> str:
+    """`2 seeds x 3 values of margin`, for the console."""
+    seeds = len({c.seed for c in self.configs})
+    what = f"{seeds} seed{'s' if seeds != 1 else ''}"
+    if self.sweep is not None:
+      what += f" x {len(self.sweep[1])} values of {self.sweep[0]}"
+    return what
+
+
+def plan_models(
+  config: Config,
+  workdir: str,
+  seeds: Sequence[int] | None = None,
+  sweep: tuple[str, Sequence[float]] | None = None,
+) -> Plan:
+  """The run's models: the config alone, or every seed crossed with every swept value.
+
+  Raises:
+    ConfigError: repeated seeds or values, an unsweepable field, or a value
+      the config refuses.
+  """
+  if seeds is None and sweep is None:
+    return Plan((config,), (workdir,), None, stacked=False)
+  seeds = [config.seed] if seeds is None else list(seeds)
+  if len(seeds) == 0 or len(set(seeds)) != len(seeds):
+    raise ConfigError(f"--seeds must list distinct seeds, got {seeds}.")
+  if sweep is None:
+    configs = [dataclasses.replace(config, seed=s) for s in seeds]
+    return Plan(tuple(configs), tuple(seed_dir(workdir, s) for s in seeds), None, stacked=True)
+  field, values = sweep[0], tuple(sweep[1])
+  if field not in SWEEPABLE:
+    raise ConfigError(f"--sweep {field}=...: only {' and '.join(SWEEPABLE)} can be swept.")
+  if len(values) == 0 or len(set(values)) != len(values):
+    raise ConfigError(f"--sweep {field}= must list distinct values, got {list(values)}.")
+  configs = [dataclasses.replace(config, seed=s, **{field: v}) for v in values for s in seeds]
+  dirs = [
+    seed_dir(os.path.join(workdir, f"{field}_{getattr(c, field):g}"), c.seed) for c in configs
+  ]
+  return Plan(tuple(configs), tuple(dirs), (field, values), stacked=True)
+
+
+def seed_dir(workdir: str, seed: int) -> str:
+  return os.path.join(workdir, f"seed_{seed}")
+
+
+class SweepTrainState(TrainState):
+  """A TrainState whose margin is a traced leaf, so each model has its own.
+
+  With a sweep, `tx` is `optax.inject_hyperparams(rmsprop)` with only the
+  learning rate injected: it lives in the optimizer state, a leaf per model,
+  and the update is bitwise that of plain `rmsprop`.
+  """
+
+  margin: jax.Array = flax.struct.field(pytree_node=True, default=1.0)
+
+
+def sweep_optimizer(config: Config) -> optax.GradientTransformation:
+  # Only the learning rate is injected: injecting decay and eps as well
+  # changes RMSProp's rounding, and a model would no longer equal its run.
+  if config.optimizer == "adam":
+    static = ("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov")
+    return optax.inject_hyperparams(optax.adam, static_args=static)(
+      learning_rate=config.learning_rate
+    )
+  static = ("decay", "eps", "initial_scale", "centered", "momentum", "nesterov", "bias_correction")
+  return optax.inject_hyperparams(optax.rmsprop, static_args=static)(
+    learning_rate=config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps
+  )
+
+
+def to_sweep_state(state: TrainState, config: Config, tx) -> SweepTrainState:
+  """A single-run state as a model of a sweep: its lr and margin become leaves."""
+  opt_state = tx.init(state.params)
+  opt_state = opt_state._replace(
+    hyperparams={"learning_rate": jnp.asarray(config.learning_rate, jnp.float32)}
+  )
+  return SweepTrainState(
+    step=state.step, apply_fn=state.apply_fn, params=state.params, tx=tx,
+    opt_state=opt_state, margin=jnp.asarray(config.margin, jnp.float32),
+    threshold=state.threshold, augment_strength=state.augment_strength,
+  )  # fmt: skip
+
+
+def to_single_state(state, template: TrainState) -> TrainState:
+  """One model of a stacked state, as its own single run's TrainState.
+
+  `template` is that run's initial state: its static parts (margin, the
+  plain RMSProp) are the single run's.
+  """
+  opt_state = state.opt_state.inner_state if isinstance(state, SweepTrainState) else state.opt_state
+  return template.replace(step=state.step, params=state.params, opt_state=opt_state)
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """[tree, tree, ...] -> one tree whose leaves have a leading model axis.
+
+  The first tree's structure is used: TrainStates made one by one carry
+  equal but distinct static parts (apply_fn, tx), which tree.map would
+  refuse to zip.
+  """
+  leaves = [jax.tree.leaves(t) for t in trees]
+  stacked = [np.stack([np.asarray(x) for x in xs]) for xs in zip(*leaves, strict=True)]
+  return jax.tree.unflatten(jax.tree.structure(trees[0]), stacked)
+
+
+def unstack(tree: Any, i: int) -> Any:
+  """The i-th model of a stacked tree of host arrays."""
+  return jax.tree.map(lambda x: np.asarray(x[i]), tree)

@@ -1,0 +1,426 @@
+"""One run of K >= 1 models: `train_and_evaluate(config, workdir, data, seeds=, sweep=)`.
+
+A plain run trains one model; `seeds` and `sweep` make it K (every seed
+crossed with every swept value, `siamese_jax.training.ensemble`). Whatever K, and
+whatever the devices and processes (`siamese_jax.training.placement`), there is one
+loop: start or resume, the epochs, the checkpoint, Ctrl-C, the non-finite
+stop, progress, the final evaluation and the results.
+
+What a run leaves (a plain run's model directory is the workdir itself;
+with seeds, `<workdir>/seed_<S>/`, see `siamese_jax.training.ensemble`):
+
+* `config.json` per model, written before training starts;
+* `metrics.jsonl` per model, one JSON object per finished epoch;
+  `epoch_seconds` is the epoch's training plus its validation;
+* `checkpoint.msgpack` in the workdir, every model's state, replaced
+  atomically after every epoch (and on Ctrl-C), so `resume=True` continues
+  the run bit for bit; with seeds, each model directory also gets its own
+  final checkpoint, so `load_trained` works on it;
+* `results.json` per model, written last; with seeds, `summary.json` in
+  the workdir: mean, spread, min and max over the models.
+
+Model i of a K-model run is bitwise its own plain run: the same keys,
+pairs and shuffles (`siamese_jax.sampling.splits`), and the same step. Only
+process 0 writes, and it holds the workdir's lock for the run's life.
+"""
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import jax
+import numpy as np
+
+from siamese_jax.core import distributed
+from siamese_jax.core.config import Config
+from siamese_jax.core.errors import NonFiniteLossError, SiameseJaxError, WorkdirError
+from siamese_jax.core.files import atomic_write_json
+from siamese_jax.core.progress import ProgressBar
+from siamese_jax.data.dataset import Dataset
+from siamese_jax.evaluation.final import final_evaluation
+from siamese_jax.rundir import checkpoint
+from siamese_jax.rundir.metric_writers import (
+  ConsoleWriter,
+  JsonlWriter,
+  MetricWriter,
+  MultiWriter,
+  TensorBoardWriter,
+)
+from siamese_jax.rundir.results import (
+  SUMMARY_NAME,
+  console_line,
+  headline,
+  print_results,
+  summarize,
+)
+from siamese_jax.rundir.workdir import (
+  METRICS_NAME,
+  RESULTS_NAME,
+  locked,
+  prepare_workdir,
+  truncate_metrics,
+)
+from siamese_jax.sampling.splits import RunData
+from siamese_jax.training.ensemble import Plan
+from siamese_jax.training.placement import Placement
+from siamese_jax.training.setup import build_run
+from siamese_jax.training.step import train_epoch
+
+
+class RunInterrupted(SiameseJaxError):
+  """The run was stopped by Ctrl-C after saving a checkpoint."""
+
+
+@dataclasses.dataclass
+class Position:
+  """Where training stands: the state(s), the next epoch and the step in it.
+
+  `partial` holds the per-step metrics, float[K, n], of the steps of `epoch`
+  already taken (a run resumed mid-epoch reports the whole epoch's mean).
+  """
+
+  state: Any
+  epoch: int
+  step: int
+  partial: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What the loop needs besides the position: the models, their data, the placement."""
+
+  config: Config  # as given: with seeds or a sweep, the shared one
+  plan: Plan
+  runs: tuple[RunData, ...]
+  placement: Placement
+  workdir: str
+  out: TextIO
+
+  @property
+  def steps(self) -> int:
+    return self.runs[0].steps
+
+
+class _SigintFlag:
+  """Turns the first Ctrl-C into a flag the loop checks between chunks."""
+
+  def __init__(self):
+    self.set = False
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.set:  # A second Ctrl-C: stop at once.
+      raise KeyboardInterrupt
+    self.set = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGINT, self._old)
+
+
+def train_and_evaluate(
+  config: Config,
+  workdir: str | os.PathLike,
+  data: Dataset,
+  *,
+  seeds: Sequence[int] | None = None,
+  sweep: tuple[str, Sequence[float]] | None = None,
+  resume: bool = False,
+  overwrite: bool = False,
+  chunk_steps: int = 200,
+  progress: bool = True,
+  tensorboard: bool = False,
+  plots: bool = True,
+  devices=None,
+  encoder=None,
+  stdout: TextIO | None = None,
+) -> dict[str, Any]:
+  """Trains the Siamese network (or K of them) on a dataset's pairs and evaluates it.
+
+  Args:
+    config: the run's hyperparameters (with seeds or a sweep: the shared
+      ones; `seed` and the swept field are replaced for each model).
+    workdir: where the files go (see the module docstring).
+    data: the dataset as it ships (see `siamese_jax.data.load.load_data`); the
+      run resizes and inverts it as its config says (`siamese_jax.data.preprocess`).
+    seeds: train one model per seed, in one program; files per seed.
+    sweep: None, or (field, values): "learning_rate" or "margin", crossed
+      with the seeds. The values are traced, so one compilation serves all.
+    resume: continue the run in `workdir` from its checkpoint; with more
+      epochs than it was started with, train longer.
+    overwrite: replace a run already in `workdir`.
+    chunk_steps: about how many steps run per device dispatch; the progress
+      bar moves once per chunk. Results do not depend on it.
+    progress: draw a progress bar on stderr when it is a terminal.
+    tensorboard: also write TensorBoard event files into each model's dir.
+    plots: write `distances.png` (needs matplotlib; skipped with a note if
+      it is not installed).
+    devices: the devices to train on (all of every process if None): one
+      model is data-parallel over them, K models are spread over them.
+    encoder: a Flax module mapping float[N, H, W] images to float[N, D]
+      embeddings, called as `encoder(x, train=...)`; None for the config's
+      built-in one. A resumed run, and `load_trained`, need the same one.
+    stdout: where the per-epoch lines go (sys.stdout if None).
+
+  Returns:
+    The contents of results.json (a plain run) or summary.json (seeds or a
+    sweep); {} in processes other than 0.
+
+  Raises:
+    SiameseJaxError subclasses for expected failures: bad config, workdir
+    problems, a non-finite loss, or an interruption (after checkpointing).
+  """
+  t_start = time.perf_counter()
+  out = stdout or sys.stdout
+  workdir = os.fspath(workdir)
+  # Every check of the config and data happens before the workdir is touched.
+  setup = build_run(
+    config, data, workdir=workdir, seeds=seeds, sweep=sweep, devices=devices, encoder=encoder
+  )
+  plan, runs, placement, initial = setup.plan, setup.runs, setup.placement, setup.initial
+  run = Run(config, plan, runs, placement, workdir, out)
+  writer = distributed.is_writer()
+  with locked(workdir) if writer else contextlib.nullcontext():
+    if writer:
+      _prepare(run, resume=resume, overwrite=overwrite)
+    else:
+      print(
+        f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
+        f"process 0 writes {workdir}",
+        file=sys.stderr,
+        flush=True,
+      )
+    position = _start_or_resume(run, initial, resume=resume)
+    if plan.stacked and writer:
+      print(
+        f"{plan.describe()} in one program on {placement.devices} device(s)", file=out, flush=True
+      )
+    writers = _make_writers(run, tensorboard=tensorboard)
+    try:
+      state = _train_epochs(run, position, writers, chunk_steps=chunk_steps, progress=progress)
+      host = placement.to_host(state)  # every model's final state, in process 0
+    except jax.errors.JaxRuntimeError as e:
+      if jax.process_count() == 1:
+        raise  # one process: not a lost peer, a bug worth its traceback
+      raise distributed.lost_peer(e, workdir) from None
+    finally:
+      for w in writers:
+        w.close()
+    if not writer:
+      return {}
+    return _finish(run, placement.singles(host), encoder=encoder, plots=plots, t_start=t_start)
+
+
+def _prepare(run: Run, *, resume: bool, overwrite: bool) -> None:
+  """Each model's directory: new, checked for resuming, or cleared (process 0)."""
+  for c, d in zip(run.plan.configs, run.plan.dirs, strict=True):
+    prepare_workdir(d, c, resume=resume, overwrite=overwrite)
+  if overwrite and run.plan.stacked:  # a plain run's workdir was cleared above
+    for name in (checkpoint.CHECKPOINT_NAME, SUMMARY_NAME):
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(run.workdir, name))
+
+
+def _start_or_resume(run: Run, initial, *, resume: bool) -> Position:
+  """The starting position: fresh from the init keys, or the workdir's checkpoint.
+
+  Raises:
+    WorkdirError: the checkpoint belongs to another config or other seeds.
+  """
+  placement, workdir = run.placement, run.workdir
+  position = Position(initial, 1, 0, {})
+  if resume and checkpoint.exists(workdir):
+    ckpt = checkpoint.load(workdir, jax.device_get(initial))
+    if not np.array_equal(ckpt.data_key, placement.key_bits()):
+      raise WorkdirError(
+        f"The checkpoint in {workdir!r} was written with other data keys; it belongs to "
+        "another config or other seeds. Start over with --overwrite."
+      )
+    partial = placement.loaded_metrics(ckpt.partial_metrics)
+    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, partial)
+    if distributed.is_writer():
+      print(
+        f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
+        file=run.out,
+        flush=True,
+      )
+  elif resume and distributed.is_writer():
+    print(f"No checkpoint in {workdir}; starting from epoch 1.", file=run.out, flush=True)
+  if resume and distributed.is_writer():
+    # Lines past the checkpoint were written before a kill; they come again.
+    for d in run.plan.dirs:
+      truncate_metrics(os.path.join(d, METRICS_NAME), position.epoch - 1)
+  position.state = placement.place(position.state)
+  return position
+
+
+def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
+  """Each model's metrics.jsonl (and TensorBoard); a plain run's console line too.
+
+  Processes other than 0 get writers that write nothing.
+  """
+  if not distributed.is_writer():
+    return [MultiWriter([]) for _ in run.plan.dirs]
+  writers = []
+  for d in run.plan.dirs:
+    sinks = [JsonlWriter(os.path.join(d, METRICS_NAME))]
+    if not run.plan.stacked:
+      sinks.insert(0, ConsoleWriter(total=run.config.epochs, stream=run.out))
+    if tensorboard:
+      sinks.append(TensorBoardWriter(os.path.join(d, "tensorboard")))
+    writers.append(MultiWriter(sinks))
+  return writers
+
+
+def _save(run: Run, host_state, epoch: int, step_in_epoch: int, metrics) -> str:
+  """Writes the run's checkpoint (process 0 only); returns its path."""
+  path = os.path.join(run.workdir, checkpoint.CHECKPOINT_NAME)
+  if distributed.is_writer():
+    metrics = run.placement.checkpoint_metrics(metrics)
+    bits = run.placement.key_bits()
+    checkpoint.save(
+      run.workdir,
+      checkpoint.Checkpoint(host_state, epoch, step_in_epoch, metrics, bits, run.config),
+    )
+  return path
+
+
+def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, progress: bool):
+  """Trains from `position` to the last epoch, logging and checkpointing each."""
+  with _SigintFlag() as sigint:
+    for epoch in range(position.epoch, run.config.epochs + 1):
+      t0 = time.perf_counter()
+      state, m = _train_one_epoch(run, position, sigint, chunk_steps, progress)
+      vals = run.placement.validate(state)
+      seconds = time.perf_counter() - t0  # training plus validation
+      lines = []
+      for i, (writer, val) in enumerate(zip(writers, vals, strict=True)):
+        scalars = {
+          "train_loss": float(np.mean(m["loss"][i])),
+          "train_accuracy": float(np.mean(m["accuracy"][i])),
+          **val,
+          "epoch_seconds": seconds,
+        }
+        writer.write_scalars(epoch, scalars)
+        lines.append(scalars)
+      _save(run, run.placement.to_host(state), epoch, 0, {})
+      if run.plan.stacked and distributed.is_writer():
+        print(console_line(epoch, run.config.epochs, lines), file=run.out, flush=True)
+      position = Position(state, epoch + 1, 0, {})
+  return position.state
+
+
+def _train_one_epoch(run: Run, position: Position, sigint, chunk_steps: int, progress: bool):
+  """Trains the rest of `position.epoch`.
+
+  Returns:
+    (state, the whole epoch's per-step metrics, float[K, steps]).
+
+  Raises:
+    NonFiniteLossError: naming the step (and the models), the last good
+      checkpoint kept.
+    RunInterrupted: after Ctrl-C, once the mid-epoch checkpoint is saved.
+  """
+  placement, epoch, steps = run.placement, position.epoch, run.steps
+  pairs, y, batches = placement.epoch_inputs(epoch)
+  label = f"epoch {epoch}/{run.config.epochs}"
+  if run.plan.stacked:
+    label += f", {run.plan.size} models"
+  bar = ProgressBar(label, steps, enabled=progress and distributed.is_writer())
+  bad_step = []
+
+  def on_chunk(done, total, host):
+    bar.update(done)
+    finite = np.isfinite(host["loss"]).reshape(placement.num_models, -1).all(axis=0)
+    if not finite.all():
+      bad_step.append(done - len(finite) + int(np.argmin(finite)))
+      return True
+    return placement.agree(sigint.set)
+
+  state, m, done = train_epoch(
+    position.state, placement.images, pairs, y, batches, placement.dropout_keys,
+    start=position.step, chunk_steps=chunk_steps, on_chunk=on_chunk,
+    chunk_fn=placement.chunk_fn, fetch=placement.fetch,
+  )  # fmt: skip
+  bar.close()
+  m = {k: np.reshape(v, (placement.num_models, -1)) for k, v in m.items()}
+  m = {k: np.concatenate([position.partial[k], v], axis=-1) if k in position.partial else v
+       for k, v in m.items()}  # fmt: skip
+  if bad_step:
+    step = (epoch - 1) * steps + bad_step[0] + 1
+    which = ""
+    if run.plan.stacked:
+      names = [os.path.relpath(d, run.workdir) for d, row in zip(run.plan.dirs, m["loss"],
+               strict=True) if not np.isfinite(row).all()]  # fmt: skip
+      which = f" of {', '.join(names)}"
+    kept = (
+      f"the last good checkpoint (after epoch {epoch - 1}) is kept in {run.workdir}"
+      if checkpoint.exists(run.workdir)
+      else "no checkpoint had been written yet"
+    )
+    raise NonFiniteLossError(
+      f"Training stopped: the loss{which} became non-finite at step {step} (epoch "
+      f"{epoch}); {kept}. Lower --learning-rate (now {run.config.learning_rate}) "
+      "or check the data."
+    )
+  if done < steps:  # Ctrl-C: keep what this epoch has done so far.
+    path = _save(run, placement.to_host(state), epoch - 1, done, m)
+    raise RunInterrupted(
+      f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
+      f"{path}. Resume by running the same command with --workdir {run.workdir} --resume."
+    )
+  return state, m
+
+
+def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[str, Any]:
+  """Each model's final evaluation and files; summary.json for several (process 0)."""
+  plan, out = run.plan, run.out
+  all_results = []
+  for c, d, r, state in zip(plan.configs, plan.dirs, run.runs, states, strict=True):
+    results = final_evaluation(state, c, r, d, plots=plots)
+    if encoder is not None:  # load_trained needs to be told which one.
+      results["encoder"] = f"custom ({type(encoder).__name__})"
+    results["num_pairs_per_epoch"] = r.num_pairs
+    if plan.stacked:
+      results["num_seeds_in_program"] = plan.size
+    results["total_seconds"] = time.perf_counter() - t_start
+    if plan.stacked:  # its own checkpoint, as its plain run leaves one
+      bits = np.asarray(jax.random.key_data(r.keys.data))
+      checkpoint.save(d, checkpoint.Checkpoint(state, c.epochs, 0, {}, bits, c))
+      print(f"{os.path.relpath(d, run.workdir)}:", file=out)
+    print_results(results, out)
+    atomic_write_json(os.path.join(d, RESULTS_NAME), results)
+    all_results.append(results)
+  if not plan.stacked:
+    return all_results[0]
+  if plan.sweep is None:
+    summary = summarize(all_results)
+    lines = headline(summary)
+  else:
+    field, values = plan.sweep
+    summary = {"sweep": {"field": field, "values": list(values)}, "by_value": {}}
+    lines = []
+    for v in values:
+      group = [
+        res for res, c in zip(all_results, plan.configs, strict=True) if getattr(c, field) == v
+      ]
+      summary["by_value"][f"{v:g}"] = summarize(group)
+      lines += [f"{field} {v:g}: {line}" for line in headline(summary["by_value"][f"{v:g}"])]
+  summary["seeds"] = sorted({c.seed for c in plan.configs})
+  summary["total_seconds"] = time.perf_counter() - t_start
+  atomic_write_json(os.path.join(run.workdir, SUMMARY_NAME), summary)
+  for line in lines:
+    print(line, file=out)
+  out.flush()
+  return summary

@@ -1,0 +1,87 @@
+"""`build_run`: everything a run needs before its first step, in one place.
+
+The loop (`siamese_jax.training.loop.train_and_evaluate`), the speed
+benchmark and the step benchmarks all start here, so what they time is what
+a run trains: the models (`ensemble.plan_models`), the run's input
+(`siamese_jax.data.preprocess`), each model's checked keys and splits
+(`siamese_jax.sampling.splits.check_data`), its initial state, and the
+placement that puts them on the devices. Nothing is written: every check of
+the config against the data happens here, before a workdir is touched.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from siamese_jax.core.config import Config
+from siamese_jax.data.dataset import Dataset
+from siamese_jax.data.preprocess import preprocess_dataset
+from siamese_jax.sampling.splits import RunData, check_data
+from siamese_jax.training.ensemble import Plan, plan_models, stack, sweep_optimizer, to_sweep_state
+from siamese_jax.training.placement import DataParallel, Placement, Stacked
+from siamese_jax.training.state import TrainState, create_train_state
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+  """A run ready to train.
+
+  Attributes:
+    plan: the models and where each writes.
+    data: the dataset as the network sees it (preprocessed).
+    runs: each model's keys, splits and pair counts.
+    templates: each model's initial single-run state.
+    placement: where the models sit and how their steps run.
+    initial: the state the loop starts from: `templates[0]` for one model,
+      the stacked templates (as sweep states with a sweep) for several.
+  """
+
+  plan: Plan
+  data: Dataset
+  runs: tuple[RunData, ...]
+  templates: tuple[TrainState, ...]
+  placement: Placement
+  initial: Any
+
+
+def build_run(
+  config: Config,
+  data: Dataset,
+  *,
+  workdir: str = "",
+  seeds: Sequence[int] | None = None,
+  sweep: tuple[str, Sequence[float]] | None = None,
+  devices=None,
+  encoder=None,
+) -> RunSetup:
+  """Plans, checks and places a run of one model or many (see the module docstring).
+
+  Args:
+    config: the run's config (with seeds or a sweep, the shared one).
+    data: the dataset as it ships.
+    workdir: where the models' directories go (only their paths are made).
+    seeds, sweep: as for `train_and_evaluate`.
+    devices: the devices to train on (all of every process if None).
+    encoder: a custom Flax encoder, or None for the config's built-in one.
+
+  Raises:
+    ConfigError: a config that does not fit the data or the devices.
+  """
+  plan = plan_models(config, workdir, seeds, sweep)
+  data = preprocess_dataset(data, config)  # the run's input size and polarity
+  runs = tuple(check_data(c, data) for c in plan.configs)
+  templates = tuple(
+    create_train_state(r.keys.init, c, encoder=encoder, image_shape=data.image_shape)
+    for c, r in zip(plan.configs, runs, strict=True)
+  )
+  if plan.stacked:
+    placement = Stacked(plan.configs, runs, templates, devices)
+    initial = list(templates)
+    if plan.sweep is not None:  # one optimizer; each model's lr is a leaf of its state
+      tx = sweep_optimizer(plan.configs[0])
+      initial = [to_sweep_state(s, c, tx) for s, c in zip(templates, plan.configs, strict=True)]
+    initial = stack(initial)
+  else:
+    placement = DataParallel(config, runs[0], devices)
+    initial = templates[0]
+  return RunSetup(plan, data, runs, templates, placement, initial)

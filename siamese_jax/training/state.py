@@ -1,0 +1,90 @@
+"""The train state: parameters, optimizer, and the loss's static settings.
+
+`create_train_state(key, config)` builds the Siamese network (the config's
+built-in encoder, or one given), initializes its parameters and the
+optimizer: RMSProp as in the Keras original, or Adam.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from siamese_jax.core.config import Config
+from siamese_jax.models import Siamese, builtin_encoder
+
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState plus the loss's and the augmentation's static settings.
+
+  `margin`, `threshold` and `augment_strength` are static (not traced): they
+  are fixed for a run, and holding them here lets `train_step` keep the
+  three-argument contract.
+  """
+
+  margin: float = flax.struct.field(pytree_node=False, default=1.0)
+  threshold: float = flax.struct.field(pytree_node=False, default=0.5)
+  # Strength of the random affine distortion of every training image
+  # (`siamese_jax.training.augment`); 0: none.
+  augment_strength: float = flax.struct.field(pytree_node=False, default=0.0)
+
+
+def make_model(
+  config: Config, *, encoder: nn.Module | None = None, fuse_branches: bool = True
+) -> Siamese:
+  """The Siamese network: `encoder`, or the config's built-in one, on both images."""
+  if encoder is None:
+    encoder = builtin_encoder(config)
+  return Siamese(encoder, fuse_branches)
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+  if config.optimizer == "adam":
+    return optax.adam(config.learning_rate)
+  # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
+  # at zero, and eps is added to nu inside the square root (optax's default,
+  # eps_in_sqrt=True); a test pins this.
+  return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+
+
+def create_train_state(
+  key: jax.Array,
+  config: Config,
+  *,
+  encoder: nn.Module | None = None,
+  image_shape: Sequence[int] = (28, 28),
+  fuse_branches: bool = True,
+) -> TrainState:
+  """Initializes the shared encoder's parameters and RMSProp's state.
+
+  Args:
+    key: PRNG key for the parameter initialization.
+    config: the run's configuration.
+    encoder: any Flax module mapping float[N, *image_shape] images to
+      float[N, D] embeddings, called as `encoder(x, train=...)`; the
+      config's built-in encoder (`config.encoder`) if None.
+    image_shape: (H, W) of the images.
+    fuse_branches: see `Siamese`.
+
+  Returns:
+    A TrainState at step 0.
+  """
+  model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  params = model.init(key, dummy, dummy, train=False)["params"]
+  state = TrainState.create(
+    apply_fn=model.apply,
+    params=params,
+    tx=make_optimizer(config),
+    margin=config.margin,
+    threshold=config.threshold,
+    augment_strength=config.augment_strength if config.augment == "affine" else 0.0,
+  )
+  # `create` starts `step` as a weakly typed Python 0; after one update it is
+  # a strong int32 array, and the changed signature would trace the step a
+  # second time. Start it as the int32 array it will be.
+  return state.replace(step=jnp.zeros((), jnp.int32))
