@@ -21,6 +21,10 @@ import sys
 import tempfile
 import time
 
+from siamese_jax import cli
+from siamese_jax.core.errors import SiameseJaxError
+from siamese_jax.data.load import load_data
+
 
 def _free_port() -> int:
   with socket.socket() as s:
@@ -43,7 +47,7 @@ def _run(commands: list[list[str]]) -> float:
   for p in procs:
     out, err = p.communicate()
     if p.returncode != 0:
-      raise SystemExit(f"{' '.join(p.args)} failed ({p.returncode}):\n{err}")
+      raise SiameseJaxError(f"{' '.join(p.args)} failed (exit code {p.returncode}):\n{err}")
   return time.perf_counter() - t
 
 
@@ -55,7 +59,17 @@ def main(argv=None) -> int:
   parser.add_argument("--processes", type=int, default=2)
   parser.add_argument("--json", default=None, help="also write the figures here")
   args = parser.parse_args(argv)
-  first = int(args.seeds.split(",")[0])
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+  except ValueError:
+    parser.error(f"--seeds takes comma-separated integers such as 0,1,2,3, got {args.seeds!r}.")
+  if args.epochs < 1 or args.processes < 2 or len(seeds) % args.processes:
+    parser.error(
+      f"--epochs must be >= 1 and --processes >= 2, dividing the {len(seeds)} seeds; got "
+      f"--epochs {args.epochs} --processes {args.processes}."
+    )
+  load_data(args.data_dir, progress=False)  # a bad --data-dir: one error here, not in each child
+  first = seeds[0]
   base = [
     sys.executable, "-m", "experiments.mnist_siamese", "--data-dir", args.data_dir,
     "--seeds", args.seeds, "--epochs", str(args.epochs), "--no-progress",
@@ -89,4 +103,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run_main(main))

@@ -22,6 +22,9 @@ import time
 
 import numpy as np
 
+from siamese_jax import cli
+from siamese_jax.recognition.index import BACKENDS
+
 
 def _data(n: int, q: int, dim: int):
   rng = np.random.default_rng(0)
@@ -68,6 +71,15 @@ def main(argv=None) -> int:
   parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)  # the subprocess's
   parser.add_argument("--ids-out", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  unknown = [b for b in args.backends.split(",") if b not in BACKENDS]
+  if unknown:
+    parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(BACKENDS)}.")
+  if (
+    min(args.gallery, args.queries, args.dim, args.k, args.budget_mib) < 1 or args.k > args.gallery
+  ):
+    parser.error(
+      "--gallery, --queries, --dim, --k and --budget-mib must be >= 1, --k <= --gallery."
+    )
   if args.backend is not None:
     print(json.dumps(one_backend(args)))
     return 0
@@ -114,4 +126,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run_main(main))

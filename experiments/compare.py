@@ -2,19 +2,18 @@
 
     python -m experiments.compare --workdir W A.png B.png
 
-For an MNIST run the images are 8-bit grayscale images of the run's size
-(28x28), a light digit on a dark background as in MNIST. A run that resizes
-and recolours its input (Omniglot's) takes 1-bit or 8-bit grayscale images
-of any size, such as Omniglot's own PNGs, and applies its preprocessing.
-Anything else is refused with the problem and the fix (exit code 1).
+The images may be any PIL reads (PNG of any mode, JPEG, BMP, ...). They go
+through the run's own input: read as grayscale, then resized and inverted as
+the run's config.json says (an MNIST run resizes other sizes to 28x28).
+Images drawn the other way round from the run's get a warning; a missing or
+unreadable file is refused with the problem and the fix (exit code 1).
 """
 
 import argparse
 import sys
 
 from siamese_jax import cli, load_trained, xla_flags
-from siamese_jax.data.images import read_png
-from siamese_jax.data.preprocess import needs_preprocessing
+from siamese_jax.losses.distances import euclidean_distance
 
 
 def main(argv):
@@ -22,12 +21,11 @@ def main(argv):
     prog="python -m experiments.compare", description=__doc__.splitlines()[0]
   )
   parser.add_argument("--workdir", required=True, help="a finished run's workdir")
-  parser.add_argument("images", nargs=2, metavar="PNG", help="the two images to compare")
+  parser.add_argument("images", nargs=2, metavar="IMAGE", help="the two images to compare")
   args = parser.parse_args(argv)
   model = load_trained(args.workdir)
-  any_size = needs_preprocessing(model.config)
-  a, b = (read_png(p, model.image_shape, any_size=any_size)[None] for p in args.images)
-  d = float(model.distance(a, b)[0])
+  e = model.embed_files(args.images)
+  d = float(euclidean_distance(e[:1], e[1:])[0])
   print(f"distance  {d:.4f}")
   print(f"threshold {model.threshold:.4f}")
   print("same" if d < model.threshold else "different")

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from siamese_jax import cli, load_data, make_pairs  # noqa: E402
 from siamese_jax.core.errors import ConfigError  # noqa: E402
+from siamese_jax.core.streams import PairsKey  # noqa: E402
 from siamese_jax.sampling.splits import run_keys  # noqa: E402
 
 
@@ -71,14 +72,18 @@ def main(argv):
   args = parser.parse_args(argv)
   if args.epochs < 2:
     parser.error("--epochs must be >= 2 (the first epoch compiles)")
+  data = load_data(args.data_dir)  # a bad --data-dir is named before Keras is looked for
   try:
     import keras
   except ImportError:
     raise ConfigError('This comparison needs Keras 3: pip install "keras>=3".') from None
-  data = load_data(args.data_dir)
   keys = run_keys(0)
-  tp, ty = make_pairs(jax.random.fold_in(keys.pairs, 0), data.train_labels, data.num_classes)
-  ep, ey = make_pairs(jax.random.fold_in(keys.pairs, 1), data.test_labels, data.num_classes)
+  tp, ty = make_pairs(
+    jax.random.fold_in(keys.pairs, PairsKey.TRAIN_PAIRS), data.train_labels, data.num_classes
+  )
+  ep, ey = make_pairs(
+    jax.random.fold_in(keys.pairs, PairsKey.TEST_PAIRS), data.test_labels, data.num_classes
+  )
   flat_tr = data.train_images.reshape(len(data.train_images), -1).astype(np.float32) / 255
   flat_te = data.test_images.reshape(len(data.test_images), -1).astype(np.float32) / 255
   x_tr, x_te = [flat_tr[tp[:, i]] for i in (0, 1)], [flat_te[ep[:, i]] for i in (0, 1)]

@@ -2,7 +2,8 @@
 
     python -m experiments.oneshot --workdir W --runs PATH [--json OUT]
 
-PATH is Lake's all_runs.zip, or the folder it unzips to (run01 .. run20).
+PATH is Lake's all_runs.zip, or the folder it unzips to (run01 .. run20;
+runs built by benchmarks.lake_runs may be fewer, run01 .. runNN).
 Every test item is classified as the training image nearest in embedding
 distance, after the run's own preprocessing of the 105x105 PNGs. Prints each
 run's errors and the mean accuracy; `--json` also writes them, with the key
@@ -14,7 +15,9 @@ import argparse
 import sys
 
 from siamese_jax import cli, load_trained, xla_flags
+from siamese_jax.core.errors import DataError
 from siamese_jax.core.files import atomic_write_json
+from siamese_jax.data.preprocess import needs_preprocessing
 from siamese_jax.evaluation.oneshot import read_runs, score_runs
 
 
@@ -27,6 +30,13 @@ def main(argv):
   parser.add_argument("--json", default=None, metavar="OUT", help="also write the scores here")
   args = parser.parse_args(argv)
   model = load_trained(args.workdir)
+  if not needs_preprocessing(model.config):
+    raise DataError(
+      f"{args.workdir} is a run on {model.image_shape[0]}x{model.image_shape[1]} images it "
+      "takes as they are (an MNIST-style run); Lake's runs are Omniglot's 105x105 drawings, "
+      "which only a run that resizes and inverts its input can score. Train one with "
+      "python -m experiments.omniglot."
+    )
   runs = read_runs(args.runs)
   scores = score_runs(model, runs)
   for name, r in scores["runs"].items():

@@ -7,11 +7,11 @@ training and validation.
 """
 
 import argparse
-import json
 import os
 import sys
 
 from siamese_jax import cli, plots
+from siamese_jax.rundir.workdir import read_config
 
 
 def main(argv):
@@ -26,8 +26,7 @@ def main(argv):
   label = "validation"
   config_path = os.path.join(args.workdir, "config.json")
   if os.path.isfile(config_path):
-    with open(config_path) as f:
-      holdout = json.load(f).get("holdout", 0)
+    holdout = read_config(config_path).holdout
     label = (
       "validation (held-out images)" if holdout else "validation (= test pairs, as the original)"
     )

@@ -5,9 +5,10 @@
         [--save-index PATH] [--index-backend exact|faiss-flat|faiss-hnsw|faiss-ivf]
     python -m experiments.recognize --workdir W --index PATH QUERY.png ...
 
-DIR holds one subfolder of PNGs per class (`DIR/<class>/<image>.png`, as
-torchvision's ImageFolder): every image is embedded by the run's model and
-enrolled under its folder's name. Each query prints its label and the
+DIR holds one subfolder of images per class (`DIR/<class>/<image>`, as
+torchvision's ImageFolder): every image (any PIL reads; other files are
+skipped with a warning) goes through the run's own input and is enrolled
+under its folder's name. Each query prints its label and the
 distance to its nearest enrolled image, or "unknown" when that distance
 exceeds the threshold: --threshold, else one calibrated on --calibrate-on
 (labelled held-out images; classes the gallery lacks count as unknown),
@@ -16,14 +17,13 @@ images closer than it are "the same class").
 """
 
 import argparse
+import math
 import sys
 
-import numpy as np
-
 from siamese_jax import cli, load_trained, plots, xla_flags
-from siamese_jax.data.images import read_folder, read_png
-from siamese_jax.data.preprocess import needs_preprocessing
-from siamese_jax.recognition import calibrate, load_index
+from siamese_jax.core.errors import ConfigError
+from siamese_jax.data.images import read_folder
+from siamese_jax.recognition import Index, calibrate, load_index
 from siamese_jax.recognition.index import BACKENDS
 
 
@@ -45,7 +45,9 @@ def main(argv):
   parser.add_argument(
     "--curve", default=None, metavar="PNG", help="with --calibrate-on: draw the calibration curve"
   )
-  parser.add_argument("--index-backend", choices=BACKENDS, default="exact")
+  parser.add_argument(
+    "--index-backend", choices=BACKENDS, default=None, help="with --gallery (default exact)"
+  )
   args = parser.parse_args(argv)
   if (args.gallery is None) == (args.index is None):
     parser.error("give one of --gallery DIR (enrol a folder) and --index PATH (a saved index).")
@@ -55,18 +57,35 @@ def main(argv):
     parser.error("--threshold and --calibrate-on both set the threshold; pass one of them.")
   if args.precision is not None and not 0 < args.precision <= 1:
     parser.error(f"--precision must lie in (0, 1], got {args.precision}.")
+  if args.threshold is not None and not (math.isfinite(args.threshold) and args.threshold > 0):
+    parser.error(f"--threshold must be a distance > 0, got {args.threshold}.")
+  for flag, value in (("--precision", args.precision), ("--curve", args.curve)):
+    if value is not None and args.calibrate_on is None:
+      parser.error(f"{flag} applies to calibration; add --calibrate-on DIR (held-out images).")
+  if args.index is not None and args.index_backend is not None:
+    parser.error(
+      "--index-backend applies when enrolling --gallery; a saved --index keeps the backend it "
+      "was saved with."
+    )
   model = load_trained(args.workdir)
-  any_size = needs_preprocessing(model.config)  # the run resizes and recolours its input
-  queries = [read_png(p, model.image_shape, any_size=any_size) for p in args.queries]
+  queries = model.embed_files(args.queries)
   if args.index is not None:
     index = load_index(args.index, model=model)
   else:
-    images, labels = read_folder(args.gallery, model.image_shape, any_size=any_size)
-    index = model.index(images, labels, backend=args.index_backend)
+    paths, labels = read_folder(args.gallery)
+    index = Index(
+      model.embed_files(paths), labels, backend=args.index_backend or "exact", model=model,
+      fingerprint=model.fingerprint,
+    )  # fmt: skip
     print(f"enrolled {len(index)} images of {len(set(labels))} classes from {args.gallery}")
+  if args.k > len(index):
+    raise ConfigError(
+      f"--k {args.k} is larger than the gallery, which holds {len(index)} images; use --k "
+      f"{len(index)} or fewer."
+    )
   if args.calibrate_on is not None:
-    images, labels = read_folder(args.calibrate_on, model.image_shape, any_size=any_size)
-    cal = calibrate(index, images, labels, target=args.precision or "f1")
+    paths, labels = read_folder(args.calibrate_on)
+    cal = calibrate(index, model.embed_files(paths), labels, target=args.precision or "f1")
     print(
       f"calibrated on {len(labels)} images: threshold {cal.threshold:.4f}, precision "
       f"{cal.precision:.3f}, recall {cal.recall:.3f}, F1 {cal.f1:.3f}"
@@ -80,9 +99,8 @@ def main(argv):
   if args.save_index:
     index.save(args.save_index)
     print(f"index saved to {args.save_index}")
-  emb = model.embed(np.stack(queries))
-  labels = index.classify(emb, k=min(args.k, len(index)))
-  distances, _ = index.search(emb, 1)
+  labels = index.classify(queries, k=args.k)
+  distances, _ = index.search(queries, 1)
   print(f"threshold {index.threshold:.4f}")
   for path, label, d in zip(args.queries, labels, distances[:, 0], strict=True):
     print(f"{path}\t{label}\t{d:.4f}")

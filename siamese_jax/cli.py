@@ -8,7 +8,8 @@ and run options, and turns the library's expected errors into exit codes:
   catches them;
 * 1: data and runtime errors (missing or corrupt files, unusable workdir,
   non-finite loss), as one paragraph on stderr without a traceback;
-* 130: stopped by Ctrl-C after saving a checkpoint.
+* 130: stopped by Ctrl-C, 143: stopped by SIGTERM, each after saving a
+  checkpoint and printing the command that resumes.
 """
 
 import argparse
@@ -79,6 +80,11 @@ def _flag_kwargs(field: dataclasses.Field, default) -> dict:
   return {"type": typ, "default": default, "help": f"{help_text} (default {shown})"}
 
 
+def flag_fields() -> list[dataclasses.Field]:
+  """The Config fields that are flags: those with help in their metadata."""
+  return [f for f in dataclasses.fields(Config) if f.metadata["help"] is not None]
+
+
 def make_parser(
   prog: str, description: str, defaults: Config | None = None
 ) -> argparse.ArgumentParser:
@@ -86,9 +92,7 @@ def make_parser(
   defaults = defaults or Config()
   parser = argparse.ArgumentParser(prog=prog, description=description)
   group = parser.add_argument_group("config (defaults are this program's preset)")
-  for field in dataclasses.fields(Config):
-    if field.metadata["help"] is None:
-      continue  # not a flag (`data` is recorded from --data-dir)
+  for field in flag_fields():
     group.add_argument(
       "--" + field.name.replace("_", "-"), **_flag_kwargs(field, getattr(defaults, field.name))
     )
@@ -134,7 +138,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
   run.add_argument("--resume", action="store_true", help="continue the run in --workdir")
   run.add_argument("--overwrite", action="store_true", help="replace a run already in --workdir")
   run.add_argument("--chunk-steps", type=int, default=200, help="steps per device dispatch")
-  run.add_argument("--no-progress", action="store_true", help="no progress bar")
+  run.add_argument(
+    "--no-progress", action="store_true", help="no progress bar, no reading progress"
+  )
   run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
 
 
@@ -176,8 +182,8 @@ def distributed_options(args: argparse.Namespace):
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
   """Builds the Config, turning a validation error into a usage error (exit 2)."""
-  # `data` is not a flag: train_from_args records it from --data-dir.
-  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if f.name != "data"}
+  # The fields without a flag (`data`, `data_fingerprint`) are recorded by the run.
+  values = {f.name: getattr(args, f.name) for f in flag_fields()}
   try:
     config = Config(**values)
   except ConfigError as e:
@@ -253,7 +259,7 @@ def train_from_args(
   workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config, args.seeds)
   if args.sweep is not None and args.workdir is None:
     workdir += f"-{args.sweep[0]}-sweep"
-  data = load_data(args.data_dir, tfds_name=args.tfds_name)
+  data = load_data(args.data_dir, tfds_name=args.tfds_name, progress=not args.no_progress)
   # config.json records where the data came from, for the programs that
   # read the finished run.
   config = dataclasses.replace(config, data=data_source(args.data_dir, args.tfds_name))
@@ -269,7 +275,8 @@ def train_from_args(
       tensorboard=args.tensorboard,
     )  # fmt: skip
   except RunInterrupted as e:
-    raise RunInterrupted(f"{e}\nTo resume: {resume_command(module, argv, workdir)}") from None
+    resume = resume_command(module, argv, workdir)
+    raise RunInterrupted(f"{e}\nTo resume: {resume}", e.exit_code) from None
   return TrainedRun(workdir, data, results)
 
 
@@ -301,7 +308,7 @@ def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None
     main(argv)
   except RunInterrupted as e:
     print(f"\n{e}", file=sys.stderr)
-    return 130
+    return e.exit_code
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -26,6 +26,7 @@ NEGATIVES = ("any", "within-group", "mixed")  # see siamese_jax.sampling.pairs.s
 AUGMENTS = ("none", "affine")  # see siamese_jax.training.augment
 RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
 OPTIMIZERS = ("rmsprop", "adam")
+SWEEPABLE = ("learning_rate", "margin")  # fields --sweep can vary (traced, one program)
 
 
 def _is_int(v) -> bool:
@@ -95,6 +96,9 @@ class Config:
       `.npz` path, or `tfds:<name>`; None for arrays handed over in code.
       Programs that read a finished run (`experiments.embed`, ...) load it
       unless told otherwise. It names the data; it changes no numbers.
+    data_fingerprint: what the data is (`Dataset.fingerprint`: counts,
+      shapes and a sha256 of the arrays), recorded by `train_and_evaluate`.
+      A resumed run is matched to its data by this, not by `data`'s path.
     image_size: resize every image to this square size first (None: keep
       the data's size); see `siamese_jax.data.preprocess`.
     resize_filter: "box", "bilinear" or "lanczos", for image_size.
@@ -158,6 +162,9 @@ class Config:
   )
   data: str | None = _field(  # recorded by the programs from --data-dir: no flag
     None, None, (lambda v: v is None or isinstance(v, str), "it must be a path or None")
+  )
+  data_fingerprint: str | None = _field(  # recorded by the run from the data itself: no flag
+    None, None, (lambda v: v is None or isinstance(v, str), "it must be a string or None")
   )
   image_size: int | None = _field(
     None,

@@ -15,6 +15,13 @@ class DataError(SiameseJaxError):
   """The dataset is missing, corrupt, or cannot be fetched."""
 
 
+class InputError(DataError, ValueError):
+  """Arrays handed to a trained model that it cannot take (shape, dtype, range).
+
+  Also a `ValueError`, as for `ConfigError`.
+  """
+
+
 class ConfigError(SiameseJaxError, ValueError):
   """A configuration value or flag is invalid.
 

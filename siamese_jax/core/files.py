@@ -20,26 +20,51 @@ class WriteError(WorkdirError):
   """A file could not be written; nothing was left half-written."""
 
 
-def write_error(path: str, e: OSError) -> WriteError:
+RUN_FIX = (
+  "the files already there, the last checkpoint among them, are intact. Free space on that "
+  "disk (or fix its permissions), then run the same command with --resume to continue; or "
+  "choose another --workdir."
+)
+
+
+def write_error(path: str, e: OSError, fix: str = RUN_FIX) -> WriteError:
+  """The error for a failed write of `path`; `fix` says what to do (a run's files by default)."""
   return WriteError(
-    f"Cannot write {path} ({e.strerror or e}). Nothing was left half-written: the files "
-    "already there, the last checkpoint among them, are intact. Free space on that disk "
-    "(or fix its permissions), then run the same command with --resume to continue; or "
-    "choose another --workdir."
+    f"Cannot write {path} ({e.strerror or e}). Nothing was left half-written: {fix}"
   )
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+# Files get the permissions a plain open() would give them (0666 less the
+# umask), not mkstemp's 0600: a checkpoint is as readable as metrics.jsonl.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(
+  path: str | os.PathLike, data: bytes, *, fix: str = RUN_FIX, before_replace=None
+) -> None:
+  """Writes `data` to `path` through a temporary file and a rename.
+
+  `before_replace()`, if given, runs once the temporary file is whole and
+  synced, just before it is renamed to `path` (a checkpoint moves the last
+  one aside there).
+
+  Raises:
+    WriteError: naming the file, with `fix` (a run's files by default).
+  """
   path = os.fspath(path)
   try:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
   except OSError as e:
-    raise write_error(path, e) from None
+    raise write_error(path, e, fix) from None
   try:
+    os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    if before_replace is not None:
+      before_replace()
     os.replace(tmp, path)
   except BaseException as e:
     try:
@@ -47,9 +72,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except FileNotFoundError:
       pass
     if isinstance(e, OSError):
-      raise write_error(path, e) from None
+      raise write_error(path, e, fix) from None
     raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-  atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, fix: str = RUN_FIX) -> None:
+  atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), fix=fix)

@@ -25,9 +25,10 @@ class ProgressBar:
     frac = min(1.0, done / self.total)
     filled = int(30 * frac)
     rate = done / max(1e-9, time.perf_counter() - self._start)
+    left = (self.total - done) / rate if rate > 0 else 0.0
     self.stream.write(
       f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} steps"
-      f"  {rate:,.0f} steps/s"
+      f"  {rate:,.0f} steps/s, about {left:.0f} s left\033[K"
     )
     self.stream.flush()
 

@@ -9,6 +9,7 @@ a file's bytes. This is the only library module that opens a `ZipFile`.
 
 import os
 import zipfile
+import zlib
 
 from siamese_jax.core.errors import DataError
 
@@ -78,7 +79,8 @@ class Archive:
         with open(os.path.join(self.path, name), "rb") as f:
           return f.read()
       return self._zip.read(self.prefix + name)
-    except (OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as e:
       raise DataError(
-        f"{self.path}: {name} cannot be read ({e}). Replace it with an intact copy."
+        f"{self.path}: {name} cannot be read ({e or type(e).__name__}): the file is corrupt. "
+        "Replace it with an intact copy."
       ) from None

@@ -12,6 +12,7 @@ read from the data, not assumed.
 """
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -92,6 +93,25 @@ class Dataset:
     split are made among the classes it holds.
     """
     return int(max(self.train_labels.max(), self.test_labels.max())) + 1
+
+  def fingerprint(self) -> str:
+    """What the data is, in one line: both splits' shapes, the classes, a sha256 of the arrays.
+
+    Two datasets with the same fingerprint hold the same images and labels
+    (and groups and drawers), wherever their files lie.
+    """
+    h = hashlib.sha256()
+    for name in ("train_images", "train_labels", "test_images", "test_labels", "train_groups",
+                 "test_groups", "train_drawers", "test_drawers"):  # fmt: skip
+      x = getattr(self, name)
+      if x is not None:
+        h.update(f"{name}{x.shape}{x.dtype}".encode())
+        h.update(np.ascontiguousarray(x).data)
+    train, test = self.train_images.shape, self.test_images.shape
+    return (
+      f"train {'x'.join(map(str, train))}, test {'x'.join(map(str, test))}, "
+      f"{self.num_classes} classes, sha256 {h.hexdigest()[:16]}"
+    )
 
   @property
   def image_shape(self) -> tuple[int, int]:

@@ -6,15 +6,17 @@ uint8[H, W] for 8-bit grayscale, uint8[H, W, C] for colour), or converted
 to a PIL mode when asked. Omniglot's images, Lake et al.'s official runs,
 `compare`, `recognize` and galleries all read through it.
 
-`read_png` reads one image for a trained run; `read_folder` reads
-`DIR/<class>/*`, as torchvision's ImageFolder lays a dataset out, into
-images and their class names. Bad input is one `DataError` that names the
-file or folder and the fix.
+`read_image` reads any image as 8-bit grayscale; `image_files` lists a
+folder's images and `read_folder` a gallery's, `DIR/<class>/*`, as
+torchvision's ImageFolder lays a dataset out. A trained run turns what they
+read into its own input (`siamese_jax.recognition.trained.TrainedModel.embed_files`).
+Bad input is one `DataError` that names the file or folder and the fix.
 """
 
 import io
 import os
 import sys
+import zlib
 
 import numpy as np
 
@@ -45,67 +47,63 @@ def decode(source: bytes | str, name: str | None = None, *, mode: str | None = N
       return np.asarray(img if mode is None else img.convert(mode))
   except FileNotFoundError:
     raise DataError(f"{name}: no such file.") from None
-  except (UnidentifiedImageError, OSError, ValueError) as e:
+  except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, zlib.error) as e:
+    # PIL reports a broken stream as any of these (SyntaxError: a bad PNG chunk).
     raise DataError(
-      f"{name}: not a readable image ({e}). Replace it with an intact file."
+      f"{name}: not a readable image ({e or type(e).__name__}). Replace it with an intact file."
     ) from None
 
 
-def read_png(path: str, image_shape, *, any_size: bool = False, quiet: bool = False) -> np.ndarray:
-  """One grayscale image for a trained run.
+def is_image_file(name: str) -> bool:
+  """Whether the name ends in an extension PIL reads (.png, .jpg, .bmp, .gif, .tif, ...)."""
+  from PIL import Image
 
-  Args:
-    path: the file.
-    image_shape: (H, W) the run was trained on.
-    any_size: the run resizes and recolours its input itself (Omniglot's
-      runs): any 1-bit or 8-bit grayscale image is taken as it is, bool or
-      uint8 [H', W']. Otherwise an 8-bit grayscale image of `image_shape`
-      is needed.
-    quiet: no note about a mostly light image.
+  Image.init()
+  return os.path.splitext(name)[1].lower() in Image.registered_extensions()
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8[H, W]: any image PIL reads, as 8-bit grayscale (1-bit as 0/255, colour as luma).
 
   Raises:
-    DataError: naming the file and what is wrong with it.
+    DataError: no such file, or not a readable image.
   """
-  h, w = image_shape
-  pixels = decode(path)
-  if pixels.ndim != 2 or (pixels.dtype == np.bool_ and not any_size):
-    kind = "a 1-bit" if pixels.dtype == np.bool_ else f"a {pixels.shape[-1]}-channel colour"
+  return decode(path, mode="L")
+
+
+def image_files(directory: str, *, what: str = "a folder") -> list[str]:
+  """The image files directly in `directory`, sorted; other files are skipped with one warning.
+
+  Raises:
+    DataError: no such folder, or no image in it.
+  """
+  if not os.path.isdir(directory):
+    raise DataError(f"{directory}: no such folder. Give a folder of images.")
+  names = sorted(e.name for e in os.scandir(directory) if e.is_file() and e.name[0] != ".")
+  images = [n for n in names if is_image_file(n)]
+  skipped = [n for n in names if not is_image_file(n)]
+  if skipped:
+    shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    print(f"warning: {directory}: skipped {len(skipped)} file(s) that are not images: {shown}",
+          file=sys.stderr)  # fmt: skip
+  if not images:
     raise DataError(
-      f"{path}: {kind} image, but an 8-bit grayscale one (PIL mode L) is needed. Convert it, "
-      f"e.g. PIL: Image.open(p).convert('L').resize(({w}, {h})).save(q)."
+      f"{directory}: {what} with no images (.png, .jpg, ...). Add images to it, or remove it."
     )
-  if any_size:
-    return pixels
-  if pixels.shape != (h, w):
-    raise DataError(
-      f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but the run was trained on {w}x{h} "
-      "images. Resize it to the run's image size."
-    )
-  if pixels.mean() > 127 and not quiet:
-    print(
-      f"note: {path} is mostly light; the training images are light digits on a dark "
-      "background, so invert it if it is a dark digit on white.",
-      file=sys.stderr,
-    )
-  return pixels
+  return [os.path.join(directory, n) for n in images]
 
 
-def read_folder(
-  directory: str, image_shape, *, any_size: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-  """Every image of `directory/<class>/`, sorted by class then file name.
+def read_folder(directory: str) -> tuple[list[str], np.ndarray]:
+  """The image files of `directory/<class>/`, sorted by class then file name.
 
-  Args:
-    directory: a folder with one subfolder of images per class.
-    image_shape: (H, W) every image must have (see `read_png`).
-    any_size: as for `read_png`; the images must then still share one size.
+  A gallery as torchvision's ImageFolder lays a dataset out. Files that are
+  not images are skipped with a warning naming them (`image_files`).
 
   Returns:
-    (images [N, H, W], str[N] class names).
+    (paths [N], str[N] class names); the files are read by whoever embeds them.
 
   Raises:
-    DataError: no such folder, no class subfolder, a class folder without
-      images, a file that is not an image, or an image of another size.
+    DataError: no such folder, no class subfolder, or a class folder without images.
   """
   if not os.path.isdir(directory):
     raise DataError(
@@ -117,19 +115,9 @@ def read_folder(
       f"{directory}: holds no class folders. Lay it out as {directory}/<class>/<image>.png, "
       "one subfolder per class."
     )
-  images, labels = [], []
+  paths, labels = [], []
   for c in classes:
-    folder = os.path.join(directory, c)
-    files = sorted(f for f in os.listdir(folder) if not f.startswith("."))
-    if not files:
-      raise DataError(f"{folder}: a class folder with no images. Add images to it, or remove it.")
-    for f in files:
-      images.append(read_png(os.path.join(folder, f), image_shape, any_size=any_size, quiet=True))
-      labels.append(c)
-  shapes = {x.shape for x in images}
-  if len(shapes) > 1:
-    raise DataError(
-      f"{directory}: images of several sizes ({', '.join(f'{s[1]}x{s[0]}' for s in sorted(shapes))}); "
-      "a gallery's images need one size."
-    )
-  return np.stack(images), np.asarray(labels)
+    files = image_files(os.path.join(directory, c), what="a class folder")
+    paths += files
+    labels += [c] * len(files)
+  return paths, np.asarray(labels)

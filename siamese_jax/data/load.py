@@ -36,6 +36,7 @@ def load_data(
   *,
   tfds_name: str = "mnist",
   tfds_data_dir: str | os.PathLike | None = None,
+  progress: bool = True,
 ) -> Dataset:
   """Loads a dataset from `data_dir`, `$SIAMESE_JAX_DATA_DIR`, or tfds.
 
@@ -46,6 +47,7 @@ def load_data(
       that is unset too, `tfds_name` comes from tensorflow-datasets.
     tfds_name: one of `TFDS_NAMES`; used only on the tfds route.
     tfds_data_dir: where tfds keeps its datasets (tfds' default if None).
+    progress: report slow reading (Omniglot's PNGs) on stderr.
 
   Returns:
     A `Dataset` with uint8 images (N, H, W) and int32 labels (N,).
@@ -57,7 +59,7 @@ def load_data(
   if data_dir is None:
     data_dir = os.environ.get(DATA_DIR_ENV) or None
   if data_dir is not None:
-    return _load_path(os.fspath(data_dir))
+    return _load_path(os.fspath(data_dir), progress)
   return _load_tfds(tfds_name, tfds_data_dir)
 
 
@@ -72,9 +74,9 @@ def load_recorded(source: str, *, tfds_data_dir: str | os.PathLike | None = None
   return _load_path(source)
 
 
-def _load_path(data_dir: str) -> Dataset:
+def _load_path(data_dir: str, progress: bool = True) -> Dataset:
   if is_omniglot_dir(data_dir):
-    return load_omniglot(data_dir)
+    return load_omniglot(data_dir, progress=progress)
   if data_dir.endswith(".npz") or os.path.isfile(data_dir):
     if not os.path.isfile(data_dir):
       raise DataError(

@@ -109,10 +109,13 @@ def _read_split(tree: Archive, first_class: int, first_group: int, progress: boo
     images[i] = _decode(tree.read(rel), f"{tree.path}: {rel}")
     now = time.perf_counter()
     if progress and now - shown > 2:
-      print(f"\rreading {tree.path}: {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+      eta = (now - t0) / (i + 1) * (n - i - 1)
+      print(f"\rreading {tree.path}: {i + 1}/{n}, about {eta:.0f} s left", end="",
+            file=sys.stderr, flush=True)  # fmt: skip
       shown = now
   if progress and shown:
-    print(f"\rreading {tree.path}: {n}/{n} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    done = f"\rreading {tree.path}: {n}/{n} in {time.perf_counter() - t0:.0f} s"
+    print(f"{done:<{len(done) + 20}}", file=sys.stderr)  # over the longer line before
   labels = np.array([first_class + char_id[(e[0], e[1])] for e in entries], np.int32)
   groups = np.array([first_group + alpha_id[e[0]] for e in entries], np.int32)
   drawers = np.array([e[2] for e in entries], np.int32)

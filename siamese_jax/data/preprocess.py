@@ -55,20 +55,27 @@ def preprocess_images(images, config) -> np.ndarray:
     )
   if config.invert:
     x = 255 - x
-  size = config.image_size
-  if size is not None and x.shape[1:] != (size, size):
-    from PIL import Image
-
-    resample = {
-      "box": Image.Resampling.BOX,
-      "bilinear": Image.Resampling.BILINEAR,
-      "lanczos": Image.Resampling.LANCZOS,
-    }[config.resize_filter]
-    out = np.empty((len(x), size, size), np.uint8)
-    for i, img in enumerate(x):
-      out[i] = np.asarray(Image.fromarray(img).resize((size, size), resample))
-    x = out
+  if config.image_size is not None:
+    x = resize(x, (config.image_size, config.image_size), config.resize_filter)
   return x
+
+
+def resize(images: np.ndarray, shape: tuple[int, int], resize_filter: str) -> np.ndarray:
+  """uint8[N, H, W] -> uint8[N, h, w] with PIL's filter ("box", "bilinear", "lanczos")."""
+  if images.shape[1:] == tuple(shape):
+    return images
+  from PIL import Image
+
+  resample = {
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
+  }[resize_filter]
+  h, w = shape
+  out = np.empty((len(images), h, w), np.uint8)
+  for i, img in enumerate(images):
+    out[i] = np.asarray(Image.fromarray(img).resize((w, h), resample))
+  return out
 
 
 def preprocess_dataset(data: Dataset, config) -> Dataset:

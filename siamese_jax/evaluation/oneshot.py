@@ -222,8 +222,11 @@ def _read_run_png(files: Archive, rel: str) -> np.ndarray:
   return pixels
 
 
-def read_runs(path: str | os.PathLike, *, count: int = 20) -> list[OfficialRun]:
+def read_runs(path: str | os.PathLike, *, count: int | None = None) -> list[OfficialRun]:
   """Lake et al.'s official one-shot runs, from all_runs.zip or its folder.
+
+  Reads run01 .. runNN: `count` of them, or (None) every one there is,
+  numbered from 01 without a gap (the official release holds 20).
 
   Raises:
     DataError: in one paragraph naming the file and the fix: a missing run,
@@ -231,6 +234,11 @@ def read_runs(path: str | os.PathLike, *, count: int = 20) -> list[OfficialRun]:
       another size.
   """
   files = _open_runs(os.fspath(path))
+  if count is None:
+    count = 0
+    while files.exists(f"run{count + 1:02d}/class_labels.txt"):
+      count += 1
+    count = max(count, 1)  # none at all: reading run01 says what is missing
   runs = []
   for r in range(1, count + 1):
     name = f"run{r:02d}"

@@ -15,8 +15,9 @@ measures how far apart two embeddings are goes through `from_squared`:
   the whole query x gallery matrix never exists; the blocks follow a memory
   budget. Neighbours are ranked by ||q||^2 + ||g||^2 - 2 q.g in float32 at
   the highest matmul precision, merged block by block with ties going to
-  the lower gallery id; the distances returned are then recomputed
-  directly (`euclidean_distance`), as the model's own;
+  the lower gallery id; a few more candidates than asked are then re-ranked
+  by their exact distance (`euclidean_distance`, the model's own), and the
+  k nearest returned in that order, with those distances;
 * `nearest_reduced`: the same search, each query block reduced to what
   its caller needs (the retrieval metrics) before the next one starts.
 
@@ -114,13 +115,20 @@ def nearest(
     budget_bytes: bounds the distance blocks.
 
   Returns:
-    (distances float32[Q, k], ids int32[Q, k]), nearest first.
+    (distances float32[Q, k], ids int32[Q, k]), nearest first: each row is
+    sorted by the distances returned with it, ties to the lower id.
   """
-  rows = (jax.ShapeDtypeStruct((k,), jnp.float32), jax.ShapeDtypeStruct((k,), jnp.int32))
-  return nearest_reduced(
-    queries, gallery, k, _with_distances, rows, exclude_self=exclude_self,
+  # A few more candidates than asked, ranked by the expansion, then re-ranked
+  # by the exact distance and cut: near ties, where the two disagree (by
+  # about 5e-6), come back in the order of the distances returned with them.
+  n = np.shape(gallery)[0]
+  wide = max(min(n - exclude_self, k + max(8, k // 4)), k)
+  rows = (jax.ShapeDtypeStruct((wide,), jnp.float32), jax.ShapeDtypeStruct((wide,), jnp.int32))
+  d, ids = nearest_reduced(
+    queries, gallery, wide, _with_distances, rows, exclude_self=exclude_self,
     budget_bytes=budget_bytes,
   )  # fmt: skip
+  return d[:, :k], ids[:, :k]
 
 
 def nearest_reduced(
@@ -167,9 +175,11 @@ def nearest_reduced(
 
 
 def _with_distances(start, q, ids, extra, gallery):
-  """`nearest`'s reduction: the found rows' distances, recomputed exactly, and their ids."""
+  """`nearest`'s reduction: the found rows by their exact distance (ties: lower id first)."""
   del start, extra
-  return found_distances(q, gallery, ids), ids
+  d = found_distances(q, gallery, ids)
+  order = jnp.lexsort((ids, d), axis=1)
+  return jnp.take_along_axis(d, order, axis=1), jnp.take_along_axis(ids, order, axis=1)
 
 
 @functools.partial(

@@ -32,6 +32,8 @@ import dataclasses
 import hashlib
 import io
 import math
+import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -216,7 +218,8 @@ class Index:
       backend=np.asarray(self.backend),
       fingerprint=np.asarray(self.fingerprint),
     )
-    atomic_write_bytes(path, buf.getvalue())
+    fix = "Free space on that disk (or fix its permissions), or choose another path to save to."
+    atomic_write_bytes(path, buf.getvalue(), fix=fix)
 
   def embeddings_of(self, items, what: str) -> np.ndarray:
     """float32[N, D]: `items` as they are if embeddings [N, D], else embedded by the model.
@@ -259,10 +262,19 @@ def load_index(path, *, model=None) -> Index:
   try:
     with np.load(path, allow_pickle=False) as z:
       fields = {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError) as e:
-    raise SearchIndexError(f"{path}: not a readable index file ({e}). Build it again.") from None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise SearchIndexError(
+      f"{path}: not a readable index file ({e or type(e).__name__}). It is corrupt or cut "
+      "short: build it again (--save-index)."
+    ) from None
   if fields.get("format", np.asarray("")).item() != FORMAT:
     raise SearchIndexError(f"{path}: not a siamese_jax index (no format tag). Build it again.")
+  missing = [k for k in ("version", "embeddings", "labels", "threshold", "backend",
+                         "fingerprint") if k not in fields]  # fmt: skip
+  if missing:
+    raise SearchIndexError(
+      f"{path}: an index file without {', '.join(missing)}: it is corrupt. Build it again."
+    )
   version = int(fields["version"])
   if version != VERSION:
     raise SearchIndexError(

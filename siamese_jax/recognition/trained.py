@@ -21,16 +21,18 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 from typing import Any
 
 import jax
 import numpy as np
 
 from siamese_jax.core.config import Config
-from siamese_jax.core.errors import DataError, WorkdirError
+from siamese_jax.core.errors import DataError, InputError, WorkdirError
 from siamese_jax.data.dataset import Dataset
+from siamese_jax.data.images import read_image
 from siamese_jax.data.load import load_data, load_recorded
-from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images
+from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images, resize
 from siamese_jax.evaluation.embed import embed
 from siamese_jax.losses.distances import euclidean_distance
 from siamese_jax.recognition.index import Index, fingerprint
@@ -70,11 +72,46 @@ class TrainedModel:
     x = self._images(images, "images")
     return np.asarray(embed(self.model.apply, self.params, x), np.float32)
 
+  def embed_files(self, paths) -> np.ndarray:
+    """float32[N, D]: image files (any PIL reads) embedded through the run's own input.
+
+    Each file is read as 8-bit grayscale (`siamese_jax.data.images`); a run
+    that resizes and inverts (Omniglot's) applies its preprocessing, as in
+    training; a run that does not (MNIST's) resizes a file of another size
+    to its images' size with its `resize_filter`. Files drawn in the
+    polarity opposite to the run's get one warning on stderr.
+
+    Raises:
+      DataError: naming a file that is missing or not a readable image.
+    """
+    pixels = [read_image(p) for p in paths]
+    self._warn_polarity(paths, pixels)
+    if needs_preprocessing(self.config):
+      x = [preprocess_images(p, self.config)[0] for p in pixels]
+    else:
+      x = [resize(p[None], self.image_shape, self.config.resize_filter)[0] for p in pixels]
+    if not x:
+      return self.embed(np.zeros((0, *self.image_shape), np.uint8))
+    return np.asarray(embed(self.model.apply, self.params, np.stack(x)), np.float32)
+
+  def _warn_polarity(self, paths, pixels) -> None:
+    """One warning for files whose background is the opposite of the run's input's."""
+    light_paper = self.config.invert  # a run that inverts takes dark ink on light paper
+    wrong = [p for p, x in zip(paths, pixels, strict=True) if (x.mean() > 127) != light_paper]
+    if wrong:
+      want = "dark ink on a light background" if light_paper else "light ink on a dark background"
+      shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+      print(
+        f"warning: {shown}: drawn the other way round from this run's images ({want}); "
+        "invert them, or the distances mean little.",
+        file=sys.stderr,
+      )
+
   def distance(self, x1, x2) -> np.ndarray:
     """float32[N]: Euclidean distance of each pair's embeddings."""
     e1, e2 = self.embed(x1), self.embed(x2)
     if len(e1) != len(e2):
-      raise ValueError(f"x1 and x2 must hold as many images, got {len(e1)} and {len(e2)}.")
+      raise InputError(f"x1 and x2 must hold as many images, got {len(e1)} and {len(e2)}.")
     return np.asarray(euclidean_distance(e1, e2), np.float32)
 
   def same(self, x1, x2) -> np.ndarray:
@@ -145,18 +182,18 @@ class TrainedModel:
     if x.ndim == 2 and x.shape[1] == h * w:
       x = x.reshape(len(x), h, w)
     if x.ndim != 3 or x.shape[1:] != (h, w):
-      raise ValueError(
+      raise InputError(
         f"{name}: expected images of shape (N, {h}, {w}) (or (N, {h * w})), got {x.shape}."
       )
     if x.dtype == np.uint8:
       return x
     if not np.issubdtype(x.dtype, np.floating):
-      raise ValueError(
+      raise InputError(
         f"{name}: expected uint8 pixels 0..255 or floats in [0, 1], got {x.dtype}. "
         "Convert with .astype(np.uint8) if the values are 0..255."
       )
     if x.size and (x.min() < 0 or x.max() > 1):
-      raise ValueError(
+      raise InputError(
         f"{name}: float pixels must lie in [0, 1], found {x.min():g}..{x.max():g}. "
         "Divide by 255, or pass uint8."
       )

@@ -1,2 +1,1 @@
-"""A run's directory: its lock, config.json, checkpoints, metric writers and results.
-"""
+"""A run's directory: its lock, config.json, checkpoints, metric writers and results."""

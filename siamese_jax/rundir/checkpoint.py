@@ -15,11 +15,26 @@ and of finished steps in the current epoch, that epoch's per-step metrics
 so far, the data key's raw bits (typed PRNG keys do not serialize, so
 `jax.random.key_data` is stored), and the config as JSON. It suits every
 encoder and dataset alike: MNIST's and Omniglot's runs store the same fields.
+
+**Proof.** The file is a header line, the sha256 of the payload, and the
+payload; `load` recomputes the digest, so flipped or missing bytes are
+found, never loaded as other weights. Each save first renames the previous
+checkpoint to `checkpoint.prev.msgpack`, so a checkpoint that fails
+verification leaves the one before it; resuming falls back to it (and, since
+every epoch's randomness is keyed by the epoch, still ends bitwise where an
+uninterrupted run ends). Files written before checksums existed load
+unverified.
+
+**History.** The checkpoint also carries the exact `metrics.jsonl` lines of
+every finished epoch (each model's), so a resumed run restores a corrupt or
+missing line instead of losing it (`siamese_jax.rundir.workdir.reconcile_metrics`).
 """
 
+import dataclasses
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+import sys
 
 import flax.serialization
 import numpy as np
@@ -30,62 +45,113 @@ from siamese_jax.core.errors import WorkdirError
 from siamese_jax.core.files import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.msgpack"
+PREVIOUS_NAME = "checkpoint.prev.msgpack"
+_MAGIC = b"siamese_jax checkpoint v2 sha256 "
 
 
-@dataclass
+@dataclasses.dataclass
 class Checkpoint:
   """What a run needs to continue exactly where it stopped."""
 
-  state: object  # TrainState
+  state: object  # TrainState (or K stacked)
   epoch: int  # epochs fully finished (and logged)
   step_in_epoch: int  # steps of epoch `epoch + 1` already taken
   partial_metrics: dict[str, np.ndarray]  # their per-step metrics
   data_key: np.ndarray  # raw key data of the run's data key
   config: Config
+  # Each model's metrics.jsonl lines of epochs 1..epoch, exactly as written;
+  # None in checkpoints written before they carried it.
+  history: list[list[str]] | None = None
 
 
 def save(workdir: str, ckpt: Checkpoint) -> str:
-  """Writes `<workdir>/checkpoint.msgpack` atomically; returns its path."""
-  payload = {
-    "state": flax.serialization.to_state_dict(parallel.to_host(ckpt.state)),
-    "epoch": ckpt.epoch,
-    "step_in_epoch": ckpt.step_in_epoch,
-    "partial_metrics": {k: np.asarray(v) for k, v in ckpt.partial_metrics.items()},
-    "data_key": np.asarray(ckpt.data_key),
-    "config": ckpt.config.to_json(),
-  }
+  """Writes `<workdir>/checkpoint.msgpack` atomically, keeping the previous one; returns its path."""
+  payload = flax.serialization.msgpack_serialize(
+    {
+      "state": flax.serialization.to_state_dict(parallel.to_host(ckpt.state)),
+      "epoch": ckpt.epoch,
+      "step_in_epoch": ckpt.step_in_epoch,
+      "partial_metrics": {k: np.asarray(v) for k, v in ckpt.partial_metrics.items()},
+      "data_key": np.asarray(ckpt.data_key),
+      "config": ckpt.config.to_json(),
+      "history": json.dumps(ckpt.history or []),
+    }
+  )
   path = os.path.join(workdir, CHECKPOINT_NAME)
-  atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
+  previous = os.path.join(workdir, PREVIOUS_NAME)
+
+  def keep_the_last():  # the new file is whole by now: a failed write changes nothing
+    if os.path.isfile(path):
+      os.replace(path, previous)
+
+  digest = hashlib.sha256(payload).hexdigest().encode()
+  atomic_write_bytes(path, _MAGIC + digest + b"\n" + payload, before_replace=keep_the_last)
   return path
 
 
 def exists(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, CHECKPOINT_NAME))
+  return any(os.path.isfile(os.path.join(workdir, n)) for n in (CHECKPOINT_NAME, PREVIOUS_NAME))
 
 
-def load(workdir: str, target_state) -> Checkpoint:
-  """Reads the checkpoint into the structure of `target_state`.
+def load(workdir: str, target_state, *, fall_back: bool = False, out=None) -> Checkpoint:
+  """Reads and verifies the checkpoint into the structure of `target_state`.
+
+  Args:
+    workdir: the run's directory.
+    target_state: a state of the run's structure (as initialized).
+    fall_back: when the newest checkpoint fails verification (or is gone),
+      use the previous one and say so in one line on `out` (stderr). A
+      finished run's model (`load_trained`) never falls back.
 
   Raises:
-    WorkdirError: if the file is unreadable or does not match the model.
+    WorkdirError: no checkpoint verifies, naming each file and what is wrong.
   """
-  path = os.path.join(workdir, CHECKPOINT_NAME)
+  names = (CHECKPOINT_NAME, PREVIOUS_NAME) if fall_back else (CHECKPOINT_NAME,)
+  problems = []
+  for name in names:
+    path = os.path.join(workdir, name)
+    try:
+      ckpt = _read(path, target_state)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      problems.append(f"{path}: {e.strerror if isinstance(e, OSError) else e}")
+      continue
+    if problems:
+      print(
+        f"note: {problems[0]}; resuming from the previous checkpoint, {name} (epoch "
+        f"{ckpt.epoch}, step {ckpt.step_in_epoch}).",
+        file=out or sys.stderr,
+        flush=True,
+      )
+    return ckpt
+  raise WorkdirError(
+    f"No checkpoint in {workdir!r} can be used: {'; '.join(problems)}. Start a new run with "
+    "--overwrite (or in another --workdir); nothing was changed in this one."
+  )
+
+
+def _read(path: str, target_state) -> Checkpoint:
+  with open(path, "rb") as f:
+    raw = f.read()
+  if raw.startswith(_MAGIC):
+    digest, _, payload = raw[len(_MAGIC) :].partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+      raise ValueError("its sha256 does not match its contents (the file is corrupt)")
+  else:  # written before checkpoints carried a checksum
+    payload = raw
   try:
-    with open(path, "rb") as f:
-      payload = flax.serialization.msgpack_restore(f.read())
-    state = flax.serialization.from_state_dict(target_state, payload["state"])
-    config = Config.from_dict(json.loads(payload["config"]))
-    metrics = {k: np.asarray(v) for k, v in payload.get("partial_metrics", {}).items()}
-    return Checkpoint(
-      state=state,
-      epoch=int(payload["epoch"]),
-      step_in_epoch=int(payload["step_in_epoch"]),
-      partial_metrics=metrics,
-      data_key=np.asarray(payload["data_key"]),
-      config=config,
-    )
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise WorkdirError(
-      f"{path} cannot be read as a checkpoint of this model ({e}). Start a new "
-      "run with --overwrite, or pick another --workdir."
-    ) from None
+    d = flax.serialization.msgpack_restore(payload)
+  except Exception as e:  # msgpack raises several kinds on garbage
+    raise ValueError(f"not a readable checkpoint ({type(e).__name__})") from None
+  try:
+    state = flax.serialization.from_state_dict(target_state, d["state"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"it does not hold a state of this model ({e})") from None
+  return Checkpoint(
+    state=state,
+    epoch=int(d["epoch"]),
+    step_in_epoch=int(d["step_in_epoch"]),
+    partial_metrics={k: np.asarray(v) for k, v in d.get("partial_metrics", {}).items()},
+    data_key=np.asarray(d["data_key"]),
+    config=Config.from_dict(json.loads(d["config"])),
+    history=json.loads(d["history"]) if "history" in d else None,
+  )

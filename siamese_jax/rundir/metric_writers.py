@@ -25,6 +25,11 @@ class MetricWriter(Protocol):
   def close(self) -> None: ...
 
 
+def jsonl_line(step: int, scalars: Mapping[str, float], key: str = "epoch") -> str:
+  """The metrics.jsonl line of one epoch, exactly as written (checkpoints keep copies)."""
+  return json.dumps({key: step, **scalars}, sort_keys=False) + "\n"
+
+
 class JsonlWriter:
   """Appends `{"epoch": step, **scalars}` as one line of JSON."""
 
@@ -33,14 +38,14 @@ class JsonlWriter:
     self._key = key
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    line = json.dumps({self._key: step, **scalars}, sort_keys=False) + "\n"
+    line = jsonl_line(step, scalars, self._key)
     try:
       with open(self._path, "a") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
     except OSError as e:
-      # A line cut short by a full disk is dropped on --resume (see workdir.py).
+      # A line cut short by a full disk is restored on --resume (see workdir.py).
       raise write_error(self._path, e) from None
 
   def close(self) -> None:

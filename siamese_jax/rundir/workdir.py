@@ -14,8 +14,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 
-from siamese_jax.core.config import Config
+from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError, WorkdirError
 from siamese_jax.core.files import atomic_write_bytes, atomic_write_json
 from siamese_jax.rundir import checkpoint
@@ -25,6 +26,9 @@ METRICS_NAME = "metrics.jsonl"
 RESULTS_NAME = "results.json"
 LOCK_NAME = ".lock"
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME, "distances.png")
+# What else a run may leave: the previous checkpoint, and a K-model run's summary.
+OTHER_RUN_FILES = (checkpoint.PREVIOUS_NAME, "summary.json")
+SWEPT_PREFIXES = tuple(f"{field}_" for field in SWEEPABLE)  # a sweep's model dirs
 
 
 @contextlib.contextmanager
@@ -40,6 +44,7 @@ def locked(workdir: str):
   """
   created = not os.path.isdir(workdir)
   path = os.path.join(workdir, LOCK_NAME)
+  _check_not_a_file(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,6 +75,19 @@ def locked(workdir: str):
     os.close(fd)
 
 
+def _check_not_a_file(workdir: str) -> None:
+  """Refuses a workdir path that is a file, or lies under one, as what it is."""
+  here = os.path.abspath(workdir)
+  while here and not os.path.isdir(here):
+    if os.path.exists(here):
+      what = "is a file" if here == os.path.abspath(workdir) else f"lies under the file {here!r}"
+      raise WorkdirError(f"Workdir {workdir!r} {what}, not a directory. Choose another --workdir.")
+    parent = os.path.dirname(here)
+    if parent == here:
+      return
+    here = parent
+
+
 def _check_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -90,19 +108,26 @@ def check_reuse(*, resume: bool, overwrite: bool) -> None:
     raise ConfigError("--resume and --overwrite contradict each other; pass one of them.")
 
 
-def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> None:
-  """Creates the workdir, or checks that it may be reused, then writes config.json.
+def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> bool:
+  """Creates the workdir, or checks that it may be reused; writes config.json for a new run.
 
   A resumed run may grow its `epochs` (training longer); any other change
-  of the config is refused.
+  of the config is refused, and its data is matched by fingerprint (a folder
+  that moved is the same data; other files at the same path are not). A
+  resumed run's config.json is not touched here: the loop rewrites it only
+  once the checkpoint has been read and verified (`write_config`).
+
+  Returns:
+    Whether config.json must be rewritten once the checkpoint is verified
+    (a resumed run that trains longer).
 
   Raises:
     WorkdirError: unwritable, holds another run (without overwrite), or the
-      run to resume has a different config (the message lists the fields).
+      run to resume has a different config or other data (the message says
+      which).
   """
   check_reuse(resume=resume, overwrite=overwrite)
   config_path = os.path.join(workdir, CONFIG_NAME)
-  has_run = any(os.path.exists(os.path.join(workdir, f)) for f in RUN_FILES)
   if resume:
     if not os.path.isfile(config_path):
       raise WorkdirError(
@@ -116,11 +141,11 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
         f"{old.epochs}. --resume may extend a run to more epochs, never fewer; start "
         "a new run in another --workdir for fewer."
       )
+    _check_same_data(workdir, config, old)
     # Training longer is allowed: every epoch's randomness is keyed by the
     # epoch number, so a run resumed with more epochs is the run started with them.
-    diff = {k: v for k, v in config.diff(old).items() if k != "epochs"}
-    if old.data is None:  # written before runs recorded their data
-      diff.pop("data", None)
+    ignored = {"epochs", "data", "data_fingerprint"}
+    diff = {k: v for k, v in config.diff(old).items() if k not in ignored}
     if diff:
       fields = ", ".join(f"{k} (run: {b!r}, now: {a!r})" for k, (a, b) in diff.items())
       raise WorkdirError(
@@ -129,10 +154,11 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
         "a new run in another --workdir."
       )
     _check_writable(workdir)
-    if config.epochs != old.epochs:
-      atomic_write_json(config_path, config.to_dict())
-    return
-  if has_run and not overwrite:
+    return config.epochs != old.epochs or config.data != old.data
+  if overwrite:
+    _check_writable(workdir)
+    clear_run(workdir)
+  elif _has_progress(workdir):
     what = "a run"
     if os.path.isfile(config_path):
       diff = config.diff(read_config(config_path))
@@ -143,19 +169,72 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
       "--overwrite to replace it, or choose another --workdir."
     )
   _check_writable(workdir)
-  if overwrite:
-    for f in RUN_FILES:
-      try:
-        os.unlink(os.path.join(workdir, f))
-      except FileNotFoundError:
-        pass
-  atomic_write_json(config_path, config.to_dict())
+  write_config(workdir, config)
+  return False
+
+
+def write_config(workdir: str, config: Config) -> None:
+  atomic_write_json(os.path.join(workdir, CONFIG_NAME), config.to_dict())
+
+
+def _has_progress(workdir: str) -> bool:
+  """Whether the workdir holds anything a new run would lose.
+
+  A config.json alone is a run that never finished an epoch (it stopped on
+  a non-finite loss, or was killed before its first checkpoint): nothing is
+  lost by starting again, so the same command (or a corrected one) may.
+  """
+  names = [f for f in RUN_FILES + OTHER_RUN_FILES if f != CONFIG_NAME]
+  return any(os.path.exists(os.path.join(workdir, f)) for f in names)
+
+
+def _check_same_data(workdir: str, config: Config, old: Config) -> None:
+  """Refuses to resume on other data: by fingerprint where the run recorded one."""
+  if old.data_fingerprint is not None and config.data_fingerprint is not None:
+    if old.data_fingerprint != config.data_fingerprint:
+      raise WorkdirError(
+        f"Cannot resume {workdir!r} on other data: the run trained on {old.data} "
+        f"({old.data_fingerprint}), but {config.data} holds {config.data_fingerprint}. "
+        "Point --data-dir at the run's own data (wherever it lies now), or start a new run."
+      )
+  elif old.data is not None and old.data != config.data:  # runs before fingerprints
+    raise WorkdirError(
+      f"Cannot resume {workdir!r} with other data: the run trained on {old.data}, not "
+      f"{config.data}. Point --data-dir at the run's own data, or start a new run."
+    )
+
+
+def clear_run(workdir: str) -> None:
+  """Removes everything a run writes in `workdir` (--overwrite), and nothing else.
+
+  That is the run files, the previous checkpoint, summary.json, TensorBoard
+  events and the model directories of seeds and sweeps (`seed_<S>/`,
+  `<field>_<value>/`), whatever run wrote them.
+  """
+  if not os.path.isdir(workdir):
+    return
+  for entry in os.scandir(workdir):
+    model_dir = entry.is_dir() and (
+      entry.name.startswith("seed_") or entry.name.startswith(SWEPT_PREFIXES)
+    )
+    if model_dir or entry.name == "tensorboard":
+      shutil.rmtree(entry.path)
+    elif entry.name in RUN_FILES + OTHER_RUN_FILES:
+      os.unlink(entry.path)
 
 
 def read_config(path: str) -> Config:
+  """The Config of a run's config.json.
+
+  Raises:
+    WorkdirError: unreadable, not JSON, not a JSON object, or not a valid config.
+  """
   try:
     with open(path) as f:
-      return Config.from_dict(json.load(f))
+      d = json.load(f)
+    if not isinstance(d, dict):
+      raise ValueError(f"it holds a JSON {type(d).__name__}, not an object of config fields")
+    return Config.from_dict(d)
   except (OSError, ValueError) as e:
     raise WorkdirError(
       f"{path} is not a readable config ({e}). Pass --overwrite to replace "
@@ -163,20 +242,43 @@ def read_config(path: str) -> Config:
     ) from None
 
 
-def truncate_metrics(path: str, keep_epochs: int) -> None:
-  """Keeps the metrics lines of epochs <= keep_epochs (the checkpoint's).
+def reconcile_metrics(path: str, keep_epochs: int, history: list[str] | None) -> int:
+  """Makes metrics.jsonl hold exactly the checkpoint's epochs 1..keep_epochs.
 
   Lines past the checkpoint were written before a kill and will be written
-  again; a line cut short by the kill does not parse and is dropped too.
+  again: they go. A line of a kept epoch that is missing, cut short or
+  corrupt is restored from the checkpoint's copy (`history`, the exact
+  lines), never dropped.
+
+  Returns:
+    How many lines were restored.
+
+  Raises:
+    WorkdirError: a kept epoch's line is missing or corrupt and the
+      checkpoint (written before it carried the lines) cannot restore it.
   """
-  if not os.path.exists(path):
-    return
-  kept = []
-  with open(path) as f:
-    for line in f:
-      try:
-        if json.loads(line)["epoch"] <= keep_epochs:
-          kept.append(line if line.endswith("\n") else line + "\n")
-      except (ValueError, KeyError, TypeError):
-        continue
-  atomic_write_bytes(path, "".join(kept).encode())
+  found = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for number, line in enumerate(f, 1):
+        try:
+          epoch = json.loads(line)["epoch"]
+        except (ValueError, KeyError, TypeError):
+          epoch = None  # unreadable: its epoch is found missing below
+        if isinstance(epoch, int) and 1 <= epoch <= keep_epochs and line.endswith("\n"):
+          found.setdefault(epoch, (number, line))
+  if history is not None and len(history) >= keep_epochs:
+    want = history[:keep_epochs]
+    restored = sum(found.get(e, (0, ""))[1] != want[e - 1] for e in range(1, keep_epochs + 1))
+  else:
+    missing = [e for e in range(1, keep_epochs + 1) if e not in found]
+    if missing:
+      raise WorkdirError(
+        f"{path} lacks a readable line for epoch {missing[0]} (of the {keep_epochs} the "
+        "checkpoint holds), and this checkpoint, written by an older version, carries no "
+        "copy to restore it from. Restore the file from a backup, or start over with "
+        "--overwrite."
+      )
+    want, restored = [found[e][1] for e in range(1, keep_epochs + 1)], 0
+  atomic_write_bytes(path, "".join(want).encode())
+  return restored

@@ -24,11 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from siamese_jax.core.config import Config
+from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError
 from siamese_jax.training.state import TrainState
-
-SWEEPABLE = ("learning_rate", "margin")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,6 +51,7 @@ from siamese_jax.rundir.metric_writers import (
   MetricWriter,
   MultiWriter,
   TensorBoardWriter,
+  jsonl_line,
 )
 from siamese_jax.rundir.results import (
   SUMMARY_NAME,
@@ -62,9 +63,11 @@ from siamese_jax.rundir.results import (
 from siamese_jax.rundir.workdir import (
   METRICS_NAME,
   RESULTS_NAME,
+  clear_run,
   locked,
   prepare_workdir,
-  truncate_metrics,
+  reconcile_metrics,
+  write_config,
 )
 from siamese_jax.sampling.splits import RunData
 from siamese_jax.training.ensemble import Plan
@@ -74,7 +77,15 @@ from siamese_jax.training.step import train_epoch
 
 
 class RunInterrupted(SiameseJaxError):
-  """The run was stopped by Ctrl-C after saving a checkpoint."""
+  """The run was stopped by Ctrl-C or SIGTERM after saving a checkpoint.
+
+  `exit_code` is the shell's for the signal: 130 for Ctrl-C (SIGINT), 143
+  for SIGTERM (what SLURM and Kubernetes send before they stop a job).
+  """
+
+  def __init__(self, message: str, exit_code: int = 130):
+    super().__init__(message)
+    self.exit_code = exit_code
 
 
 @dataclasses.dataclass
@@ -89,6 +100,7 @@ class Position:
   epoch: int
   step: int
   partial: dict[str, np.ndarray]
+  history: list[list[str]]  # each model's metrics.jsonl lines of the finished epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,26 +119,36 @@ class Run:
     return self.runs[0].steps
 
 
-class _SigintFlag:
-  """Turns the first Ctrl-C into a flag the loop checks between chunks."""
+class _StopFlag:
+  """Turns the first Ctrl-C or SIGTERM into a flag the loop checks between chunks.
+
+  The run then saves its checkpoint at that chunk's boundary and stops. A
+  second signal stops at once.
+  """
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
   def __init__(self):
-    self.set = False
-    self._old = None
+    self.signum = None
+    self._old = {}
+
+  @property
+  def set(self) -> bool:
+    return self.signum is not None
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGINT, self._handle)
+      self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
-    if self.set:  # A second Ctrl-C: stop at once.
+    if self.set:  # A second signal: stop at once.
       raise KeyboardInterrupt
-    self.set = True
+    self.signum = signum
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGINT, self._old)
+    for s, old in self._old.items():
+      signal.signal(s, old)
 
 
 def train_and_evaluate(
@@ -184,6 +206,8 @@ def train_and_evaluate(
   t_start = time.perf_counter()
   out = stdout or sys.stdout
   workdir = os.fspath(workdir)
+  # What the data is, not where it lies: a resumed run is matched to it by this.
+  config = dataclasses.replace(config, data_fingerprint=data.fingerprint())
   # Every check of the config and data happens before the workdir is touched.
   setup = build_run(
     config, data, workdir=workdir, seeds=seeds, sweep=sweep, devices=devices, encoder=encoder
@@ -192,8 +216,9 @@ def train_and_evaluate(
   run = Run(config, plan, runs, placement, workdir, out)
   writer = distributed.is_writer()
   with locked(workdir) if writer else contextlib.nullcontext():
+    rewrite = []
     if writer:
-      _prepare(run, resume=resume, overwrite=overwrite)
+      rewrite = _prepare(run, resume=resume, overwrite=overwrite)
     else:
       print(
         f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
@@ -201,7 +226,7 @@ def train_and_evaluate(
         file=sys.stderr,
         flush=True,
       )
-    position = _start_or_resume(run, initial, resume=resume)
+    position = _start_or_resume(run, initial, resume=resume, rewrite=rewrite)
     if plan.stacked and writer:
       print(
         f"{plan.describe()} in one program on {placement.devices} device(s)", file=out, flush=True
@@ -222,47 +247,84 @@ def train_and_evaluate(
     return _finish(run, placement.singles(host), encoder=encoder, plots=plots, t_start=t_start)
 
 
-def _prepare(run: Run, *, resume: bool, overwrite: bool) -> None:
-  """Each model's directory: new, checked for resuming, or cleared (process 0)."""
-  for c, d in zip(run.plan.configs, run.plan.dirs, strict=True):
-    prepare_workdir(d, c, resume=resume, overwrite=overwrite)
-  if overwrite and run.plan.stacked:  # a plain run's workdir was cleared above
-    for name in (checkpoint.CHECKPOINT_NAME, SUMMARY_NAME):
-      with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(run.workdir, name))
+def _prepare(run: Run, *, resume: bool, overwrite: bool) -> list[str]:
+  """Each model's directory: new, checked for resuming, or cleared (process 0).
+
+  Returns:
+    The model directories whose config.json a resumed run rewrites once its
+    checkpoint is verified.
+  """
+  if overwrite:  # everything any earlier run wrote here, its seed_* dirs too
+    clear_run(run.workdir)
+  return [
+    d
+    for c, d in zip(run.plan.configs, run.plan.dirs, strict=True)
+    if prepare_workdir(d, c, resume=resume, overwrite=overwrite)
+  ]
 
 
-def _start_or_resume(run: Run, initial, *, resume: bool) -> Position:
-  """The starting position: fresh from the init keys, or the workdir's checkpoint.
+def _start_or_resume(run: Run, initial, *, resume: bool, rewrite: list[str]) -> Position:
+  """The starting position: fresh from the init keys, or the workdir's verified checkpoint.
+
+  Only once the checkpoint is read and verified does anything in the workdir
+  change: the configs in `rewrite` (a run trained longer) are written, and
+  every model's metrics.jsonl is made to hold exactly the checkpoint's epochs.
 
   Raises:
-    WorkdirError: the checkpoint belongs to another config or other seeds.
+    WorkdirError: no checkpoint verifies, the checkpoint belongs to another
+      config or other seeds, or a lost epoch line cannot be restored.
   """
   placement, workdir = run.placement, run.workdir
-  position = Position(initial, 1, 0, {})
+  writer = distributed.is_writer()
+  position = Position(initial, 1, 0, {}, [[] for _ in run.plan.dirs])
   if resume and checkpoint.exists(workdir):
-    ckpt = checkpoint.load(workdir, jax.device_get(initial))
+    ckpt = checkpoint.load(workdir, jax.device_get(initial), fall_back=True)
     if not np.array_equal(ckpt.data_key, placement.key_bits()):
       raise WorkdirError(
         f"The checkpoint in {workdir!r} was written with other data keys; it belongs to "
         "another config or other seeds. Start over with --overwrite."
       )
     partial = placement.loaded_metrics(ckpt.partial_metrics)
-    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, partial)
-    if distributed.is_writer():
+    history = ckpt.history or [None] * len(run.plan.dirs)
+    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, partial, history)
+    if writer:
       print(
         f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
         file=run.out,
         flush=True,
       )
-  elif resume and distributed.is_writer():
+  elif resume and writer:
     print(f"No checkpoint in {workdir}; starting from epoch 1.", file=run.out, flush=True)
-  if resume and distributed.is_writer():
+  if resume and writer:
+    for d, c in zip(run.plan.dirs, run.plan.configs, strict=True):
+      if d in rewrite:
+        write_config(d, c)
     # Lines past the checkpoint were written before a kill; they come again.
-    for d in run.plan.dirs:
-      truncate_metrics(os.path.join(d, METRICS_NAME), position.epoch - 1)
+    restored = []
+    for i, d in enumerate(run.plan.dirs):
+      path = os.path.join(d, METRICS_NAME)
+      if reconcile_metrics(path, position.epoch - 1, position.history[i]):
+        restored.append(path)
+    if restored:
+      print(
+        f"note: restored lost epoch lines of {', '.join(restored)} from the checkpoint.",
+        file=sys.stderr,
+        flush=True,
+      )
+  # A checkpoint written before it carried the lines: they are the file's, now checked.
+  position.history = [
+    h if h is not None else _read_lines(os.path.join(d, METRICS_NAME))
+    for h, d in zip(position.history, run.plan.dirs, strict=True)
+  ]
   position.state = placement.place(position.state)
   return position
+
+
+def _read_lines(path: str) -> list[str]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return f.readlines()
 
 
 def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
@@ -283,7 +345,7 @@ def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
   return writers
 
 
-def _save(run: Run, host_state, epoch: int, step_in_epoch: int, metrics) -> str:
+def _save(run: Run, host_state, epoch: int, step_in_epoch: int, metrics, history) -> str:
   """Writes the run's checkpoint (process 0 only); returns its path."""
   path = os.path.join(run.workdir, checkpoint.CHECKPOINT_NAME)
   if distributed.is_writer():
@@ -291,17 +353,17 @@ def _save(run: Run, host_state, epoch: int, step_in_epoch: int, metrics) -> str:
     bits = run.placement.key_bits()
     checkpoint.save(
       run.workdir,
-      checkpoint.Checkpoint(host_state, epoch, step_in_epoch, metrics, bits, run.config),
+      checkpoint.Checkpoint(host_state, epoch, step_in_epoch, metrics, bits, run.config, history),
     )
   return path
 
 
 def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, progress: bool):
   """Trains from `position` to the last epoch, logging and checkpointing each."""
-  with _SigintFlag() as sigint:
+  with _StopFlag() as stop:
     for epoch in range(position.epoch, run.config.epochs + 1):
       t0 = time.perf_counter()
-      state, m = _train_one_epoch(run, position, sigint, chunk_steps, progress)
+      state, m = _train_one_epoch(run, position, stop, chunk_steps, progress)
       vals = run.placement.validate(state)
       seconds = time.perf_counter() - t0  # training plus validation
       lines = []
@@ -314,14 +376,15 @@ def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, pr
         }
         writer.write_scalars(epoch, scalars)
         lines.append(scalars)
-      _save(run, run.placement.to_host(state), epoch, 0, {})
+      history = [h + [jsonl_line(epoch, s)] for h, s in zip(position.history, lines, strict=True)]
+      _save(run, run.placement.to_host(state), epoch, 0, {}, history)
       if run.plan.stacked and distributed.is_writer():
         print(console_line(epoch, run.config.epochs, lines), file=run.out, flush=True)
-      position = Position(state, epoch + 1, 0, {})
+      position = Position(state, epoch + 1, 0, {}, history)
   return position.state
 
 
-def _train_one_epoch(run: Run, position: Position, sigint, chunk_steps: int, progress: bool):
+def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progress: bool):
   """Trains the rest of `position.epoch`.
 
   Returns:
@@ -346,7 +409,7 @@ def _train_one_epoch(run: Run, position: Position, sigint, chunk_steps: int, pro
     if not finite.all():
       bad_step.append(done - len(finite) + int(np.argmin(finite)))
       return True
-    return placement.agree(sigint.set)
+    return placement.agree(stop.set)
 
   state, m, done = train_epoch(
     position.state, placement.images, pairs, y, batches, placement.dropout_keys,
@@ -374,11 +437,13 @@ def _train_one_epoch(run: Run, position: Position, sigint, chunk_steps: int, pro
       f"{epoch}); {kept}. Lower --learning-rate (now {run.config.learning_rate}) "
       "or check the data."
     )
-  if done < steps:  # Ctrl-C: keep what this epoch has done so far.
-    path = _save(run, placement.to_host(state), epoch - 1, done, m)
+  if done < steps:  # Ctrl-C or SIGTERM: keep what this epoch has done so far.
+    path = _save(run, placement.to_host(state), epoch - 1, done, m, position.history)
+    name = "SIGTERM" if stop.signum == signal.SIGTERM else "Ctrl-C"
     raise RunInterrupted(
-      f"Interrupted at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
-      f"{path}. Resume by running the same command with --workdir {run.workdir} --resume."
+      f"Stopped by {name} at step {done}/{steps} of epoch {epoch}; checkpoint saved to "
+      f"{path}. Resume by running the same command with --workdir {run.workdir} --resume.",
+      exit_code=128 + (stop.signum or signal.SIGINT),
     )
   return state, m
 
