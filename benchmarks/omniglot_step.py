@@ -57,9 +57,15 @@ def main(argv):
     return pairs, y, epoch_batches(jax.random.fold_in(key, 1), run.num_pairs, config.batch_size)
 
   pairs, y, batches = draw(jax.random.key(0), index)
-  states = {"step": setup.initial}
-  # The same state without augmentation (a static field of the state).
-  states["step_no_augment"] = setup.initial.replace(augment_strength=0.0)
+  # Placed as the loop places them (so a chunk's output has its input's
+  # sharding and nothing recompiles), each in arrays of its own: a chunk
+  # donates the state it is given. The second is the same state without
+  # augmentation (a static field of the state).
+  host = jax.device_get(setup.initial)
+  states = {
+    "step": setup.placement.place(host),
+    "step_no_augment": setup.placement.place(host).replace(augment_strength=0.0),
+  }
   key = run.keys.dropout
   x = jnp.asarray(images[: 2 * config.batch_size], jnp.float32) / 255.0
   aug = jax.jit(lambda key, x: augment(key, x, config.augment_strength))

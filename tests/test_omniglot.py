@@ -167,3 +167,15 @@ def test_the_real_omniglot_zips(real_omniglot_dir, tmp_path):
       hit = np.flatnonzero((data.test_images == run.test[m] * np.uint8(255)).all((1, 2)))
       ref = np.flatnonzero((data.test_images == run.training[k] * np.uint8(255)).all((1, 2)))
       assert set(data.test_labels[hit]) == set(data.test_labels[ref])
+
+
+@pytest.mark.slow
+def test_the_omniglot_step_benchmark_runs(real_omniglot_dir, capsys):
+  # The default run's data and states through build_run, two steps a part.
+  from benchmarks import omniglot_step
+  from siamese_jax import cli
+
+  argv = ["--data-dir", real_omniglot_dir, "--rounds", "1", "--steps", "2"]
+  assert cli.run_main(omniglot_step.main, argv) == 0
+  out = capsys.readouterr().out
+  assert "step_no_augment" in out and "pairs/s" in out
