@@ -1,0 +1,183 @@
+"""The batch losses against plain NumPy transcriptions of their definitions, and on awkward batches."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from siamese_jax import losses
+from siamese_jax.losses import BATCH_LOSSES
+
+EPS = 1e-7
+
+
+def d_np(e):
+  e = np.asarray(e, np.float64)
+  return np.sqrt(np.maximum(((e[:, None] - e[None]) ** 2).sum(-1), EPS))
+
+
+def z_np(e):
+  e = np.asarray(e, np.float64)
+  return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def batch_contrastive_np(e, y, margin=1.0):
+  d, pos, neg = d_np(e), [], []
+  for i, j in itertools.combinations(range(len(y)), 2):
+    (pos if y[i] == y[j] else neg).append(d[i, j])
+  p = np.mean(np.square(pos)) if pos else 0.0
+  n = np.mean(np.square(np.maximum(margin - np.array(neg), 0))) if neg else 0.0
+  return p + n
+
+
+def batch_hard_np(e, y, margin=0.2):
+  d, terms = d_np(e), []
+  for a in range(len(y)):
+    p = [d[a, j] for j in range(len(y)) if j != a and y[j] == y[a]]
+    n = [d[a, j] for j in range(len(y)) if y[j] != y[a]]
+    if p and n:
+      terms.append(max(max(p) - min(n) + margin, 0))
+  return np.mean(terms) if terms else 0.0
+
+
+def semi_hard_np(e, y, margin=0.2):
+  d, terms = d_np(e), []
+  for a in range(len(y)):
+    negs = [n for n in range(len(y)) if y[n] != y[a]]
+    if not negs:
+      continue
+    for p in range(len(y)):
+      if p == a or y[p] != y[a]:
+        continue
+      farther = [d[a, n] for n in negs if d[a, n] > d[a, p]]
+      dn = min(farther) if farther else max(d[a, n] for n in negs)
+      terms.append(max(d[a, p] - dn + margin, 0))
+  return np.mean(terms) if terms else 0.0
+
+
+def multi_similarity_np(e, y, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
+  z = z_np(e)
+  s, total = z @ z.T, 0.0
+  for i in range(len(y)):
+    pos = [j for j in range(len(y)) if j != i and y[j] == y[i]]
+    neg = [k for k in range(len(y)) if y[k] != y[i]]
+    if not pos or not neg:
+      continue
+    kept_n = [k for k in neg if s[i, k] + epsilon > min(s[i, j] for j in pos)]
+    kept_p = [j for j in pos if s[i, j] - epsilon < max(s[i, k] for k in neg)]
+    total += np.log1p(sum(np.exp(-alpha * (s[i, j] - base)) for j in kept_p)) / alpha
+    total += np.log1p(sum(np.exp(beta * (s[i, k] - base)) for k in kept_n)) / beta
+  return total / len(y)
+
+
+def prototypical_np(e, y, num_support=1):
+  e = np.asarray(e, np.float64)
+  classes, protos, queries = [], {}, []
+  for c in dict.fromkeys(y):  # batch order
+    members = [i for i in range(len(y)) if y[i] == c]
+    if len(members) >= num_support:
+      classes.append(c)
+      protos[c] = e[members[:num_support]].mean(0)
+      queries += [(i, c) for i in members[num_support:]]
+  if not queries:
+    return 0.0
+  out = []
+  for i, c in queries:
+    logits = np.array([-((e[i] - protos[k]) ** 2).sum() for k in classes])
+    out.append(
+      np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[classes.index(c)]
+    )
+  return np.mean(out)
+
+
+def supcon_np(e, y, temperature=0.1):
+  z = z_np(e)
+  s, terms = z @ z.T / temperature, []
+  for i in range(len(y)):
+    pos = [p for p in range(len(y)) if p != i and y[p] == y[i]]
+    if not pos:
+      continue
+    others = np.array([s[i, a] for a in range(len(y)) if a != i])
+    lse = np.log(np.exp(others - others.max()).sum()) + others.max()
+    terms.append(-np.mean([s[i, p] - lse for p in pos]))
+  return np.mean(terms) if terms else 0.0
+
+
+REFERENCE = {
+  "batch-contrastive": batch_contrastive_np,
+  "triplet-hard": batch_hard_np,
+  "triplet-semihard": semi_hard_np,
+  "multi-similarity": multi_similarity_np,
+  "prototypical": prototypical_np,
+  "supcon": supcon_np,
+}
+PARAMS = {  # a second setting of each loss's parameters
+  "batch-contrastive": {"margin": 0.7},
+  "triplet-hard": {"margin": 0.5},
+  "triplet-semihard": {"margin": 0.5},
+  "multi-similarity": {"alpha": 1.0, "beta": 20.0, "base": 0.3, "epsilon": 0.2},
+  "prototypical": {"num_support": 2},
+  "supcon": {"temperature": 0.5},
+}
+
+
+def batch(seed, n=24, d=8, classes=5):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n)
+  e = rng.normal(size=(n, d)).astype(np.float32) * 0.5 + y[:, None] * 0.1
+  return e, y.astype(np.int32)
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_LOSSES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_each_loss_is_its_definition(name, seed):
+  e, y = batch(seed)
+  for params in ({}, PARAMS[name]):
+    got = float(jax.jit(lambda e, y, p=params: BATCH_LOSSES[name](e, y, **p))(e, y))
+    want = REFERENCE[name](e, list(y), **params)
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6), (name, params)
+
+
+AWKWARD = {
+  "one class": (np.arange(12, dtype=np.float32).reshape(6, 2) / 10, [3] * 6),
+  "all distinct": (np.arange(12, dtype=np.float32).reshape(6, 2) / 10, [0, 1, 2, 3, 4, 5]),
+  "a class of one": (np.arange(12, dtype=np.float32).reshape(6, 2) / 10, [0, 0, 1, 1, 2, 1]),
+  "identical rows": (
+    np.array([[1, 2], [1, 2], [0, 1], [0, 1], [3, 0], [3, 0]], np.float32),
+    [0, 0, 1, 1, 0, 1],
+  ),  # fmt: skip
+  # All-zero embeddings, as a final ReLU can give: no norm to divide by.
+  "zero rows": (
+    np.array([[0, 0], [0, 0], [1, 2], [1, 2], [0, 0], [3, 1]], np.float32),
+    [0, 0, 1, 1, 2, 2],
+  ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_LOSSES))
+@pytest.mark.parametrize("case", sorted(AWKWARD))
+def test_finite_with_a_finite_gradient_on_awkward_batches(name, case):
+  e, y = AWKWARD[case]
+  y = np.asarray(y, np.int32)
+  value, grad = jax.value_and_grad(BATCH_LOSSES[name])(jnp.asarray(e), jnp.asarray(y))
+  assert np.isfinite(float(value)), (name, case)
+  assert np.isfinite(np.asarray(grad)).all(), (name, case)
+  assert float(value) == pytest.approx(REFERENCE[name](e, list(y)), rel=1e-4, abs=1e-6)
+
+
+def test_empty_sets_add_nothing():
+  e = jnp.eye(4, dtype=jnp.float32)
+  distinct = jnp.arange(4)
+  assert float(losses.triplet_batch_hard_loss(e, distinct)) == 0.0  # no positives
+  assert float(losses.supcon_loss(e, distinct)) == 0.0
+  assert float(losses.prototypical_loss(e, distinct)) == 0.0  # no queries
+  # No negative pairs: only the positive part, mean of d^2.
+  same = jnp.zeros(4, jnp.int32)
+  assert float(losses.batch_contrastive_loss(e, same)) == pytest.approx(2.0)
+
+
+def test_shapes_are_checked():
+  with pytest.raises(ValueError, match=r"embeddings \(N, D\) and labels \(N,\)"):
+    losses.supcon_loss(jnp.zeros((4, 2)), jnp.zeros((4, 1), jnp.int32))
