@@ -4,7 +4,7 @@ A batch loss sees N embeddings and their N integer labels, and learns from
 every pair among them. Here, for all of them:
 
 * `pairwise_distance_matrix(e)`: float[N, N], d_ij = sqrt(max(||e_i - e_j||^2,
-  1e-7)), the one distance (`siamese_jax.losses.distances`), from the
+  1e-7)): `siamese_jax.losses.distances.pairwise_distances`, from the
   differences themselves, so the gradient is finite on identical rows;
 * `normalize(e)`: z = e / max(||e||, 1e-12), with a finite gradient at 0;
 * `label_masks(y)`: bool[N, N] positives (same label, j != i) and negatives.
@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from siamese_jax.losses.distances import from_squared
+from siamese_jax.losses.distances import pairwise_distances
 
 
 class LabelMasks(NamedTuple):
@@ -43,8 +43,7 @@ def label_masks(labels: jax.Array) -> LabelMasks:
 
 def pairwise_distance_matrix(embeddings: jax.Array) -> jax.Array:
   """float[N, N] Euclidean distances, clamped as the model's (finite gradient where i == j)."""
-  diff = embeddings[:, None, :] - embeddings[None, :, :]
-  return from_squared(jnp.sum(jnp.square(diff), axis=-1))
+  return pairwise_distances(embeddings, embeddings)
 
 
 def normalize(embeddings: jax.Array) -> jax.Array:
