@@ -11,7 +11,7 @@ from its own layer or those before it (README.md's map; tests/test_layout.py
 holds it).
 """
 
-from siamese_jax import evaluation  # noqa: E402  (the subpackage itself, by its name)
+from siamese_jax import evaluation, losses  # noqa: E402  (the subpackages themselves)
 from siamese_jax.core import parallel
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import (
@@ -36,6 +36,7 @@ from siamese_jax.training import (
   create_train_state,
   eval_step,
   gather_batch,
+  gather_images,
   train_and_evaluate,
   train_chunk,
   train_epoch,
@@ -45,6 +46,7 @@ from siamese_jax.training import (
 __all__ = [
   "checkpoint",
   "evaluation",
+  "losses",
   "parallel",
   "plots",
   "Config",
@@ -69,6 +71,7 @@ __all__ = [
   "eval_step",
   "evaluate",
   "gather_batch",
+  "gather_images",
   "load_data",
   "load_omniglot",
   "load_index",

@@ -63,8 +63,13 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path):
-  procs = start_group(data_dir, tmp_path / "multi")
+@pytest.mark.parametrize(
+  "extra",
+  [(), ("--loss", "supcon", "--classes-per-batch", "8", "--samples-per-class", "4")],
+  ids=["pairs", "pk"],
+)
+def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path, extra):
+  procs = start_group(data_dir, tmp_path / "multi", extra=extra)
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err
@@ -74,7 +79,8 @@ def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path):
   assert "process 1 of 2" in outs[1][1]
   assert "* Accuracy on test set" in outs[0][0]
   r = run_module(
-    "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, "--workdir", str(tmp_path / "one"),
+    "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, *extra,
+    "--workdir", str(tmp_path / "one"),
     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
   )  # fmt: skip
   assert r.returncode == 0, r.stderr
@@ -90,14 +96,23 @@ def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_train_four_seeds_as_one_process_on_two_devices(data_dir, tmp_path):
-  seeds = ("--seeds", "0,1,2,3")
+@pytest.mark.parametrize(
+  "count, extra",
+  [
+    (4, ()),  # two models a device: each device vmaps its two
+    # One model a device: each runs the single-run program (y is None there).
+    (2, ("--loss", "prototypical", "--classes-per-batch", "8", "--samples-per-class", "4")),
+  ],
+  ids=["pairs", "pk"],
+)
+def test_two_processes_train_seeds_as_one_process_on_two_devices(data_dir, tmp_path, count, extra):
+  seeds = ("--seeds", ",".join(map(str, range(count))), *extra)
   procs = start_group(data_dir, tmp_path / "multi", extra=seeds)
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err
-  assert "4 seeds in one program on 2 device(s)" in outs[0][0]
-  assert "over 4 seeds" in outs[0][0] and "epoch" not in outs[1][0]
+  assert f"{count} seeds in one program on 2 device(s)" in outs[0][0]
+  assert f"over {count} seeds" in outs[0][0] and "epoch" not in outs[1][0]
   r = run_module(
     "experiments.mnist_siamese", "--data-dir", data_dir, *RUN, *seeds,
     "--workdir", str(tmp_path / "one"),
@@ -107,7 +122,7 @@ def test_two_processes_train_four_seeds_as_one_process_on_two_devices(data_dir, 
   multi, one = tmp_path / "multi", tmp_path / "one"
   # Process 0 wrote every file, and exactly the one-process run's.
   assert sorted(os.listdir(multi)) == sorted(os.listdir(one))
-  for s in range(4):
+  for s in range(count):
     d = f"seed_{s}"
     assert sorted(os.listdir(multi / d)) == sorted(os.listdir(one / d))
     for name in ("metrics.jsonl", "results.json", "config.json"):

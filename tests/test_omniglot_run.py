@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from test_oneshot import write_runs
 
-from siamese_jax import load_trained
+from siamese_jax import Config, load_trained
+from siamese_jax.configs import OMNIGLOT
 from siamese_jax.data.omniglot import load_omniglot
 
 from conftest import run_module
@@ -22,7 +23,8 @@ def omniglot_run(omniglot_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run") / "w")
   r = run_module(
     "experiments.omniglot", "--data-dir", omniglot_dir, "--workdir", workdir,
-    "--epochs", "2", "--batch-size", "8", "--holdout-groups", "1", "--hidden-sizes", "16",
+    "--epochs", "2", "--classes-per-batch", "8", "--holdout-groups", "1", "--hidden-sizes", "16",
+    "--no-rotations",  # x4 the steps; tests/test_pk.py trains with rotations
     "--no-progress",
   )  # fmt: skip
   assert r.returncode == 0, r.stderr
@@ -34,7 +36,8 @@ def test_the_experiment_trains_and_reports_one_shot_accuracy(omniglot_run):
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
   assert (config["image_size"], config["invert"], config["resize_filter"]) == (28, True, "box")
-  assert config["encoder"] == "conv4" and config["negatives"] == "mixed"
+  assert config["encoder"] == "conv4" and config["loss"] == OMNIGLOT.loss
+  assert Config.from_dict(config).batch_sampler == "pk"
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   for k in ("20way_1shot", "5way_1shot", "20way_5shot"):

@@ -27,6 +27,12 @@ AUGMENTS = ("none", "affine")  # see siamese_jax.training.augment
 RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
 OPTIMIZERS = ("rmsprop", "adam")
 SWEEPABLE = ("learning_rate", "margin")  # fields --sweep can vary (traced, one program)
+# The pair loss, then the batch losses (the keys of siamese_jax.losses.BATCH_LOSSES).
+LOSSES = (
+  "contrastive", "batch-contrastive", "triplet-hard", "triplet-semihard", "multi-similarity",
+  "prototypical", "supcon",
+)  # fmt: skip
+SAMPLERS = ("pairs", "pk")  # siamese_jax.sampling.pairs, siamese_jax.sampling.pk
 
 
 def _is_int(v) -> bool:
@@ -40,6 +46,7 @@ def _is_real(v) -> bool:
 # A field's rule: (predicate, what the message says the value must be).
 INT_GE0 = (lambda v: _is_int(v) and v >= 0, "it must be an integer >= 0")
 INT_GE1 = (lambda v: _is_int(v) and v >= 1, "it must be an integer >= 1")
+INT_GE2 = (lambda v: _is_int(v) and v >= 2, "it must be an integer >= 2")
 POSITIVE = (lambda v: _is_real(v) and v > 0, "it must be a finite number > 0")
 NON_NEGATIVE = (lambda v: _is_real(v) and v >= 0, "it must be a finite number >= 0")
 UNIT = (lambda v: _is_real(v) and 0 <= v < 1, "it must lie in [0, 1)")
@@ -52,8 +59,11 @@ def _field(default, help_text: str | None, rule=None, *, choices: tuple[str, ...
   `siamese_jax.cli` builds every flag from these, and `Config.__post_init__`
   checks every rule: each is written once. `choices` is a rule too.
   """
-  if choices is not None:
-    rule = (lambda v: v in choices, f"it must be one of {', '.join(choices)}")
+  if choices is not None:  # a None default means "chosen by another field"
+    rule = (
+      lambda v: v in choices or (v is None and default is None),
+      f"it must be one of {', '.join(choices)}",
+    )
   meta = {"help": help_text, "choices": choices, "rule": rule}
   return dataclasses.field(default=default, metadata=meta)
 
@@ -115,6 +125,25 @@ class Config:
     optimizer: "rmsprop" (the original's) or "adam" (optax's defaults
       b1 0.9, b2 0.999, eps 1e-8, at `learning_rate`; the rmsprop_* fields
       are then unused).
+    loss: "contrastive", the original's pair loss, or a batch loss
+      (`siamese_jax.losses.BATCH_LOSSES`, docs/losses.md), which learns
+      from every pair of a P x K batch.
+    sampler: "pairs" (the original's pairs, or fresh ones) or "pk" (P
+      classes x K images a batch, `siamese_jax.sampling.pk`); None: the
+      loss's own, pairs for "contrastive" and pk for the batch losses
+      (`Config.batch_sampler`).
+    classes_per_batch, samples_per_class: P and K of the pk sampler; a
+      batch is P * K images (`batch_size` is the pairs sampler's).
+    group_batches: the pk sampler draws each batch's classes from as few
+      groups (Omniglot's alphabets) as it can, as the one-shot test asks.
+    rotations: the pk sampler also trains on the 90, 180 and 270 degree
+      rotations of every training class, each a class of its own (x4).
+    triplet_margin: the margin of "triplet-hard" and "triplet-semihard";
+      "batch-contrastive" uses `margin`.
+    ms_alpha, ms_beta, ms_base, ms_epsilon: "multi-similarity"'s
+      parameters (Wang et al. 2019).
+    num_support: "prototypical"'s support images per class.
+    temperature: "supcon"'s temperature.
   """
 
   seed: int = _field(0, "root PRNG seed", INT_GE0)
@@ -197,6 +226,41 @@ class Config:
     "rmsprop", "rmsprop (the original's) or adam, at --learning-rate", choices=OPTIMIZERS
   )
 
+  loss: str = _field(
+    "contrastive",
+    "contrastive: the original's pair loss; or a batch loss over every pair of a P x K batch "
+    "(docs/losses.md)",
+    choices=LOSSES,
+  )
+  sampler: str | None = _field(
+    None,
+    "how batches are drawn: pairs, or pk (P classes x K images); by default pairs for "
+    "--loss contrastive and pk for the batch losses",
+    choices=SAMPLERS,
+  )
+  classes_per_batch: int = _field(32, "P, the classes of a pk batch", INT_GE2)
+  samples_per_class: int = _field(4, "K, the images of each class in a pk batch", INT_GE2)
+  group_batches: bool = _field(
+    False, "draw each pk batch's classes from as few groups (Omniglot alphabets) as it can", BOOL
+  )
+  rotations: bool = _field(
+    False, "pk: add each training class's 90/180/270-degree rotations as new classes", BOOL
+  )
+  triplet_margin: float = _field(0.2, "the triplet losses' margin", POSITIVE)
+  ms_alpha: float = _field(2.0, "multi-similarity's positive scale alpha", POSITIVE)
+  ms_beta: float = _field(50.0, "multi-similarity's negative scale beta", POSITIVE)
+  ms_base: float = _field(0.5, "multi-similarity's similarity offset (lambda)", NON_NEGATIVE)
+  ms_epsilon: float = _field(0.1, "multi-similarity's mining slack epsilon", NON_NEGATIVE)
+  num_support: int = _field(1, "prototypical's support images per class", INT_GE1)
+  temperature: float = _field(0.1, "supcon's temperature", POSITIVE)
+
+  @property
+  def batch_sampler(self) -> str:
+    """The sampler the run uses: `sampler`, or the loss's own."""
+    if self.sampler is not None:
+      return self.sampler
+    return "pairs" if self.loss == "contrastive" else "pk"
+
   def __post_init__(self):
     # Accept lists (as JSON gives them) but store tuples: the dataclass is
     # frozen and hashable, and the model closes over it.
@@ -219,6 +283,31 @@ class Config:
       "holdout_groups",
       "hold out either images (--holdout) or whole groups (--holdout-groups), not both",
     )
+    pk = self.batch_sampler == "pk"
+    self._need(
+      pk == (self.loss != "contrastive"),
+      "sampler",
+      f"--loss {self.loss} learns from "
+      + (
+        "pairs (--sampler pairs)" if self.loss == "contrastive" else "P x K batches (--sampler pk)"
+      )
+      + "; use that --sampler, or leave it out",
+    )
+    if pk:
+      self._need(
+        self.pairs == "fixed" and self.negatives == "any",
+        "pairs",
+        "--pairs and --negatives choose the pairs sampler's pairs; with --sampler pk leave them "
+        "out (P x K batches hold every pair of their images)",
+      )
+      self._need(
+        self.samples_per_class > self.num_support or self.loss != "prototypical",
+        "num_support",
+        f"prototypical needs a query beside the support: --samples-per-class "
+        f"({self.samples_per_class}) must exceed --num-support",
+      )
+    self._need(pk or not self.rotations, "rotations", "rotated classes need --sampler pk")
+    self._need(pk or not self.group_batches, "group_batches", "grouped batches need --sampler pk")
 
   def _need(self, ok: bool, field: str, rule: str) -> None:
     if not ok:

@@ -46,6 +46,15 @@ class FreshPairsKey(enum.IntEnum):
 
 
 @enum.unique
+class PKKey(enum.IntEnum):
+  """Folded into a P x K epoch's key, the epoch's BATCHES key (`sampling.pk.pk_batches`)."""
+
+  MEMBERS = 0  # the shuffle of each class's images before they are cut into K-chunks
+  ROUNDS = 1  # the order of the classes in each round (folded again with the round)
+  GROUPS = 2  # the order of the groups in each round, with `group_batches`
+
+
+@enum.unique
 class StepKey(enum.IntEnum):
   """Folded into a step's key, `fold_in(dropout_key, step)`; dropout uses that key itself."""
 

@@ -7,6 +7,7 @@ a batch: pure functions of (embeddings, labels), jittable, finite with a
 finite gradient on any batch (`batch.py` holds what they share).
 """
 
+from siamese_jax.losses.batch import nearest_neighbour_accuracy
 from siamese_jax.losses.batch_contrastive import batch_contrastive_loss
 from siamese_jax.losses.contrastive import contrastive_loss, pair_accuracy
 from siamese_jax.losses.distances import DISTANCE_EPS, euclidean_distance
@@ -25,3 +26,21 @@ BATCH_LOSSES = {
   "prototypical": prototypical_loss,
   "supcon": supcon_loss,
 }
+
+# Each batch loss's parameters, by the `Config` field that sets each. A
+# "margin" comes from the train state (`TrainState.margin`), so that
+# `--sweep margin` can vary it per model; the others are static.
+LOSS_FIELDS = {
+  "batch-contrastive": {"margin": "margin"},
+  "triplet-hard": {"margin": "triplet_margin"},
+  "triplet-semihard": {"margin": "triplet_margin"},
+  "multi-similarity": {"alpha": "ms_alpha", "beta": "ms_beta", "base": "ms_base",
+                       "epsilon": "ms_epsilon"},
+  "prototypical": {"num_support": "num_support"},
+  "supcon": {"temperature": "temperature"},
+}  # fmt: skip
+
+# The losses of unit embeddings: the model itself normalizes their output,
+# so that every distance it is judged by (episodes, retrieval, galleries) is
+# the one the loss trained.
+NORMALIZED_LOSSES = ("multi-similarity", "supcon")

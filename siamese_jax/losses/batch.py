@@ -56,3 +56,14 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of `values` where `mask`; 0 where the mask is empty."""
   count = jnp.sum(mask)
   return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1)
+
+
+def nearest_neighbour_accuracy(embeddings: jax.Array, labels: jax.Array) -> jax.Array:
+  """float[]: the share of a batch's images whose nearest other image has their label.
+
+  A batch loss's training accuracy (precision at 1 within the batch), as
+  `pair_accuracy` is the pair loss's.
+  """
+  d = pairwise_distance_matrix(embeddings)
+  d = jnp.where(jnp.eye(labels.shape[0], dtype=bool), jnp.inf, d)
+  return jnp.mean((labels[jnp.argmin(d, axis=1)] == labels).astype(jnp.float32))

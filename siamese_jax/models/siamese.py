@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from siamese_jax.losses.batch import normalize
 from siamese_jax.losses.distances import euclidean_distance
 
 
@@ -19,10 +20,13 @@ class Siamese(nn.Module):
       `encoder(x, train=...)`. Its parameters live under "encoder".
     fuse_branches: embed both images in one (2B, ...) pass (the default and
       the faster); False applies the encoder twice, for comparison.
+    normalize: divide each embedding by its norm (max(||e||, 1e-12)), for
+      the losses of unit embeddings (`siamese_jax.losses.NORMALIZED_LOSSES`).
   """
 
   encoder: nn.Module
   fuse_branches: bool = True
+  normalize: bool = False
 
   def __call__(self, x1: jax.Array, x2: jax.Array, *, train: bool) -> jax.Array:
     """Distance between the embeddings of each pair.
@@ -38,11 +42,18 @@ class Siamese(nn.Module):
     if x1.shape != x2.shape:
       raise ValueError(f"x1 and x2 must have the same shape, got {x1.shape} and {x2.shape}.")
     if not self.fuse_branches:
-      return euclidean_distance(self.encoder(x1, train=train), self.encoder(x2, train=train))
+      return euclidean_distance(self.encode(x1, train=train), self.encode(x2, train=train))
     b = x1.shape[0]
-    e = self.encoder(jnp.concatenate([x1, x2], axis=0), train=train)
+    e = self.encode(jnp.concatenate([x1, x2], axis=0), train=train)
     return euclidean_distance(e[:b], e[b:])
+
+  def encode(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """float[B, ...] images -> float[B, D] embeddings (a batch loss's training input)."""
+    e = self.encoder(x, train=train)
+    if self.normalize:
+      e = normalize(e)
+    return e
 
   def embed(self, x: jax.Array) -> jax.Array:
     """float[B, ...] images -> float[B, D] embeddings, no dropout."""
-    return self.encoder(x, train=False)
+    return self.encode(x, train=False)

@@ -19,6 +19,7 @@ from siamese_jax.core.errors import ConfigError, DataError
 from siamese_jax.core.streams import HELDOUT_GROUPS_SEED, PairsKey
 from siamese_jax.data.dataset import Dataset
 from siamese_jax.sampling.pairs import count_pairs, dense_labels, make_pairs, make_pairs_within
+from siamese_jax.sampling.pk import PKPool, make_pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +200,9 @@ class RunData:
     num_pairs: training pairs per epoch.
     steps: optimizer steps per epoch (num_pairs // batch_size).
     num_classes: the dataset's class count (`Dataset.num_classes`).
+    pool: with the pk sampler, what its batches are drawn from (the
+      training images, with their rotations if asked); None with pairs.
+      `num_pairs` is then the images an epoch trains on.
   """
 
   keys: RunKeys
@@ -206,6 +210,7 @@ class RunData:
   num_pairs: int
   steps: int
   num_classes: int
+  pool: PKPool | None = None
 
   @property
   def monitor(self) -> PairSet:
@@ -244,6 +249,13 @@ def check_data(config: Config, data: Dataset) -> RunData:
       f"negatives={config.negatives!r} draws negatives within each example's group "
       "(Omniglot's alphabets); this data has no groups. Use --negatives any."
     )
+  if config.batch_sampler == "pk":
+    train = sets.train
+    pool = make_pool(
+      train.images, train.labels, train.groups, config.classes_per_batch,
+      config.samples_per_class, group_batches=config.group_batches, rotations=config.rotations,
+    )  # fmt: skip
+    return RunData(keys, sets, pool.plan.images_per_epoch, pool.plan.steps, data.num_classes, pool)
   # Pairs per epoch: the fixed pairs, or as many fresh ones as the original
   # makes of the whole training split (108,400 on MNIST, holdout or not).
   num_pairs = sets.fresh_pairs if config.pairs == "fresh" else len(sets.train.pairs)

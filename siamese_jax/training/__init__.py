@@ -10,6 +10,7 @@ from siamese_jax.training.step import (
   epoch_batches,
   eval_step,
   gather_batch,
+  gather_images,
   train_chunk,
   train_epoch,
   train_step,

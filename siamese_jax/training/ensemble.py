@@ -26,6 +26,7 @@ import optax
 
 from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError
+from siamese_jax.losses import LOSS_FIELDS
 from siamese_jax.training.state import TrainState
 
 
@@ -84,6 +85,14 @@ def plan_models(
     raise ConfigError(f"--sweep {field}=...: only {' and '.join(SWEEPABLE)} can be swept.")
   if len(values) == 0 or len(set(values)) != len(values):
     raise ConfigError(f"--sweep {field}= must list distinct values, got {list(values)}.")
+  if (
+    field == "margin"
+    and "margin" not in LOSS_FIELDS.get(config.loss, {"margin": "margin"}).values()
+  ):
+    raise ConfigError(
+      f"--sweep margin=...: --loss {config.loss} does not use --margin (only contrastive and "
+      "batch-contrastive do). Sweep the learning rate, or run one model per value."
+    )
   configs = [dataclasses.replace(config, seed=s, **{field: v}) for v in values for s in seeds]
   dirs = [
     seed_dir(os.path.join(workdir, f"{field}_{getattr(c, field):g}"), c.seed) for c in configs
@@ -128,8 +137,9 @@ def to_sweep_state(state: TrainState, config: Config, tx) -> SweepTrainState:
   )
   return SweepTrainState(
     step=state.step, apply_fn=state.apply_fn, params=state.params, tx=tx,
-    opt_state=opt_state, margin=jnp.asarray(config.margin, jnp.float32),
-    threshold=state.threshold, augment_strength=state.augment_strength,
+    opt_state=opt_state, margin=jnp.asarray(state.margin, jnp.float32),
+    threshold=state.threshold, augment_strength=state.augment_strength, loss=state.loss,
+    loss_params=state.loss_params,
   )  # fmt: skip
 
 

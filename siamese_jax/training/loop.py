@@ -456,7 +456,10 @@ def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[s
     results = final_evaluation(state, c, r, d, plots=plots)
     if encoder is not None:  # load_trained needs to be told which one.
       results["encoder"] = f"custom ({type(encoder).__name__})"
-    results["num_pairs_per_epoch"] = r.num_pairs
+    if r.pool is None:
+      results["num_pairs_per_epoch"] = r.num_pairs
+    else:  # P x K batches: the images an epoch trains on
+      results["num_images_per_epoch"] = r.num_pairs
     if plan.stacked:
       results["num_seeds_in_program"] = plan.size
     results["total_seconds"] = time.perf_counter() - t_start

@@ -37,6 +37,7 @@ from siamese_jax.core.streams import EpochKey, PairsKey
 from siamese_jax.evaluation import oneshot
 from siamese_jax.evaluation.pairs import embed_images, evaluate_embedded, to_host_scalars
 from siamese_jax.sampling.pairs import class_index, sample_pairs
+from siamese_jax.sampling.pk import pk_batches
 from siamese_jax.sampling.splits import RunData
 from siamese_jax.training.ensemble import stack, to_single_state, unstack
 from siamese_jax.training.state import TrainState
@@ -82,10 +83,14 @@ class Placement(Protocol):
 
 
 class EpochInputs(NamedTuple):
-  """One epoch's training inputs on the device(s)."""
+  """One epoch's training inputs on the device(s).
+
+  With the pk sampler (a batch loss), `pairs` holds each training image's
+  label, int32[N] (or [K, N]), `y` is None, and `batches` index images.
+  """
 
   pairs: jax.Array  # int32[P, 2] (or [K, P, 2]) indices into the images
-  y: jax.Array  # float32[P] (or [K, P]) pair labels, 1.0 = same class
+  y: jax.Array | None  # float32[P] (or [K, P]) pair labels, 1.0 = same class
   batches: jax.Array  # int32[S, B] (or [K, S, B]) pair indices of each step
 
 
@@ -154,18 +159,29 @@ class DataParallel:
   def __init__(self, config: Config, run: RunData, devices=None):
     self.num_models = 1
     self.mesh = parallel.data_mesh(devices)
-    parallel.check_batch_size(config.batch_size, self.mesh)
+    pool = run.pool
+    parallel.check_batch_size(
+      config.batch_size if pool is None else pool.plan.batch_size, self.mesh
+    )
     self.devices = self.mesh.devices.size
     self._run = run
     train = run.sets.train
-    self.images, self._pairs, self._y = parallel.put_replicated(
-      (train.images, train.pairs, train.y), self.mesh
-    )
     self.dropout_keys = run.keys.dropout
-    self._make_batches = jax.jit(
-      lambda key: epoch_batches(key, run.num_pairs, config.batch_size),
-      out_shardings=parallel.batch_sharded(self.mesh),
-    )
+    sharded = parallel.batch_sharded(self.mesh)
+    if pool is None:
+      self.images, self._pairs, self._y = parallel.put_replicated(
+        (train.images, train.pairs, train.y), self.mesh
+      )
+      self._make_batches = jax.jit(
+        lambda key: epoch_batches(key, run.num_pairs, config.batch_size), out_shardings=sharded
+      )
+    else:  # P x K batches of images; the plan's tables are arguments, not constants
+      plan = pool.plan
+      self.images, self._pairs = parallel.put_replicated((pool.images, pool.labels), self.mesh)
+      self._y = None
+      tables = parallel.put_replicated((plan.members, plan.sizes, plan.class_groups), self.mesh)
+      make = jax.jit(lambda key, t: pk_batches(key, plan, *t), out_shardings=sharded)
+      self._make_batches = functools.partial(lambda key, t: make(key, t), t=tables)
     self._fresh = None
     if config.pairs == "fresh":
       rep = parallel.replicated(self.mesh)
@@ -234,7 +250,14 @@ class Stacked:
   ):
     config = configs[0]
     counts = {r.num_pairs for r in runs}
-    if len(counts) > 1:
+    pools = [r.pool for r in runs]
+    if pools[0] is not None and len({p.plan.static() for p in pools}) > 1:
+      raise ConfigError(
+        f"With --holdout {config.holdout}, the seeds keep different numbers of training images "
+        "per class, so their P x K epochs differ in shape and cannot stack in one program. "
+        "Run the seeds one by one, or use --holdout-groups."
+      )
+    if pools[0] is None and len(counts) > 1:
       raise ConfigError(
         f"With --holdout {config.holdout} and fixed pairs, the seeds keep different numbers of "
         f"training pairs ({', '.join(f'{r.num_pairs:,}' for r in runs)}), which one program "
@@ -251,12 +274,22 @@ class Stacked:
     # Without a holdout every model trains on all the training images: one
     # replicated copy. With one, each model has its own images.
     self._shared = config.holdout == 0
+    # With P x K batches, the pool's images (the training split, rotated too if asked).
+    train_images = [
+      s.train.images if p is None else p.images for s, p in zip(sets, pools, strict=True)
+    ]
     if self._shared:
-      self.images = _global(sets[0].train.images, rep)
+      self.images = _global(train_images[0], rep)
     else:
-      self.images = _global(stack([s.train.images for s in sets]), self._split)
+      self.images = _global(stack(train_images), self._split)
     self._pairs = self._y = None
-    if config.pairs == "fixed":
+    self._plan = self._tables = None
+    if pools[0] is not None:  # each model's labels and plan tables
+      self._plan = pools[0].plan
+      self._pairs = _global(stack([p.labels for p in pools]), self._split)
+      tables = [(p.plan.members, p.plan.sizes, p.plan.class_groups) for p in pools]
+      self._tables = jax.tree.map(lambda x: _global(x, self._split), stack(tables))
+    elif config.pairs == "fixed":
       self._pairs = _global(stack([s.train.pairs for s in sets]), self._split)
       self._y = _global(stack([s.train.y for s in sets]), self._split)
     self._index = None
@@ -281,8 +314,11 @@ class Stacked:
     )
     self._monitors = {}
 
-  def _make_inputs(self, data_keys, index, pairs, y, epoch):
+  def _make_inputs(self, data_keys, index, pairs, y, tables, epoch):
     keys = jax.vmap(lambda k: _epoch_keys(k, epoch))(data_keys)
+    if tables is not None:
+      plan = self._plan
+      return pairs, y, jax.vmap(lambda k, t: pk_batches(k, plan, *t))(keys[0], tables)
     if index is not None:
       n, c = self._num_pairs, self._num_classes
       neg = self._negatives
@@ -297,7 +333,9 @@ class Stacked:
 
   def epoch_inputs(self, epoch: int):
     return EpochInputs(
-      *self._inputs(self._data_keys, self._index, self._pairs, self._y, np.int32(epoch))
+      *self._inputs(
+        self._data_keys, self._index, self._pairs, self._y, self._tables, np.int32(epoch)
+      )
     )
 
   def fetch(self, metrics) -> dict[str, np.ndarray]:
@@ -397,7 +435,8 @@ def train_chunk_stacked(
     if jax.tree.leaves(states)[0].shape[0] == 1:  # one model here: the single-run program
       first = functools.partial(jax.tree.map, lambda x: x[0])
       imgs = images if shared_images else images[0]
-      out = one(first(states), imgs, pairs[0], y[0], batches[0], keys[0])
+      labels = None if y is None else y[0]  # None: a batch loss's P x K batches
+      out = one(first(states), imgs, pairs[0], labels, batches[0], keys[0])
       return jax.tree.map(lambda x: x[None], out)
     in_axes = (0, None if shared_images else 0, 0, 0, 0, 0)
     return jax.vmap(one, in_axes=in_axes)(states, images, pairs, y, batches, keys)

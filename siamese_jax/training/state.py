@@ -15,22 +15,29 @@ import optax
 from flax.training import train_state
 
 from siamese_jax.core.config import Config
+from siamese_jax.losses import LOSS_FIELDS, NORMALIZED_LOSSES
 from siamese_jax.models import Siamese, builtin_encoder
 
 
 class TrainState(train_state.TrainState):
   """flax's TrainState plus the loss's and the augmentation's static settings.
 
-  `margin`, `threshold` and `augment_strength` are static (not traced): they
-  are fixed for a run, and holding them here lets `train_step` keep the
-  three-argument contract.
+  `margin`, `threshold`, `augment_strength`, `loss` and `loss_params` are
+  static (not traced): they are fixed for a run, and holding them here lets
+  `train_step` keep the three-argument contract.
   """
 
+  # The loss's margin: `contrastive`'s and `batch-contrastive`'s `margin`,
+  # the triplet losses' `triplet_margin` (a sweep makes it a traced leaf).
   margin: float = flax.struct.field(pytree_node=False, default=1.0)
   threshold: float = flax.struct.field(pytree_node=False, default=0.5)
   # Strength of the random affine distortion of every training image
   # (`siamese_jax.training.augment`); 0: none.
   augment_strength: float = flax.struct.field(pytree_node=False, default=0.0)
+  # "contrastive" (pairs) or a key of `siamese_jax.losses.BATCH_LOSSES`
+  # (P x K batches), and that loss's other parameters as ((name, value), ...).
+  loss: str = flax.struct.field(pytree_node=False, default="contrastive")
+  loss_params: tuple = flax.struct.field(pytree_node=False, default=())
 
 
 def make_model(
@@ -39,7 +46,14 @@ def make_model(
   """The Siamese network: `encoder`, or the config's built-in one, on both images."""
   if encoder is None:
     encoder = builtin_encoder(config)
-  return Siamese(encoder, fuse_branches)
+  return Siamese(encoder, fuse_branches, normalize=config.loss in NORMALIZED_LOSSES)
+
+
+def loss_settings(config: Config) -> tuple[float, tuple]:
+  """(margin, the other parameters) of the config's loss, as the train state holds them."""
+  fields = dict(LOSS_FIELDS.get(config.loss, {"margin": "margin"}))
+  margin = getattr(config, fields.pop("margin", "margin"))
+  return margin, tuple((name, getattr(config, field)) for name, field in sorted(fields.items()))
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -76,13 +90,16 @@ def create_train_state(
   model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   params = model.init(key, dummy, dummy, train=False)["params"]
+  margin, loss_params = loss_settings(config)
   state = TrainState.create(
     apply_fn=model.apply,
     params=params,
     tx=make_optimizer(config),
-    margin=config.margin,
+    margin=margin,
     threshold=config.threshold,
     augment_strength=config.augment_strength if config.augment == "affine" else 0.0,
+    loss=config.loss,
+    loss_params=loss_params,
   )
   # `create` starts `step` as a weakly typed Python 0; after one update it is
   # a strong int32 array, and the changed signature would trace the step a

@@ -26,7 +26,13 @@ import numpy as np
 
 from siamese_jax.core import parallel
 from siamese_jax.core.streams import StepKey
-from siamese_jax.losses import contrastive_loss, pair_accuracy
+from siamese_jax.losses import (
+  BATCH_LOSSES,
+  LOSS_FIELDS,
+  contrastive_loss,
+  nearest_neighbour_accuracy,
+  pair_accuracy,
+)
 from siamese_jax.sampling.shuffle import permutation
 from siamese_jax.sampling.splits import steps_per_epoch
 from siamese_jax.training.augment import augment
@@ -37,28 +43,49 @@ Metrics = dict[str, jax.Array]
 
 
 def train_step_body(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
-  """One RMSProp step on one batch, unjitted: the body that `train_step`,
+  """One optimizer step on one batch, unjitted: the body that `train_step`,
   `train_chunk` and the stacked models' chunk (`siamese_jax.training.placement`) share."""
   dropout_key = jax.random.fold_in(key, state.step)
+  pairs = state.loss == "contrastive"
   if state.augment_strength > 0:
     # Its own stream of the step's key: the same (run, step) distorts the same way.
-    b = batch["x1"].shape[0]
-    x = augment(
-      jax.random.fold_in(dropout_key, StepKey.AUGMENT),
-      jnp.concatenate([batch["x1"], batch["x2"]]),
-      state.augment_strength,
-    )
-    batch = {**batch, "x1": x[:b], "x2": x[b:]}
+    augment_key = jax.random.fold_in(dropout_key, StepKey.AUGMENT)
+    if pairs:
+      b = batch["x1"].shape[0]
+      x = augment(augment_key, jnp.concatenate([batch["x1"], batch["x2"]]), state.augment_strength)
+      batch = {**batch, "x1": x[:b], "x2": x[b:]}
+    else:
+      batch = {**batch, "x": augment(augment_key, batch["x"], state.augment_strength)}
 
-  def loss_fn(params):
+  def pair_loss(params):
     d = state.apply_fn(
       {"params": params}, batch["x1"], batch["x2"], train=True, rngs={"dropout": dropout_key}
     )
     return contrastive_loss(d, batch["y"], state.margin), d
 
-  (loss, d), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def batch_loss(params):
+    e = state.apply_fn(
+      {"params": params}, batch["x"], train=True, rngs={"dropout": dropout_key}, method="encode"
+    )
+    return BATCH_LOSSES[state.loss](e, batch["labels"], **_params(state)), e
+
+  (loss, out), grads = jax.value_and_grad(pair_loss if pairs else batch_loss, has_aux=True)(
+    state.params
+  )
   state = state.apply_gradients(grads=grads)
-  return state, {"loss": loss, "accuracy": pair_accuracy(d, batch["y"], state.threshold)}
+  if pairs:
+    accuracy = pair_accuracy(out, batch["y"], state.threshold)
+  else:
+    accuracy = nearest_neighbour_accuracy(out, batch["labels"])
+  return state, {"loss": loss, "accuracy": accuracy}
+
+
+def _params(state: TrainState) -> dict:
+  """The batch loss's keyword arguments: its static ones, and the state's margin if it has one."""
+  params = dict(state.loss_params)
+  if "margin" in LOSS_FIELDS[state.loss]:
+    params["margin"] = state.margin
+  return params
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -67,14 +94,18 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainSt
 
   Args:
     state: the TrainState; donated, so do not reuse the one passed in.
-    batch: {"x1": float32[B, H, W] (or [B, H * W] for the MLP), "x2": same,
-      "y": float32[B] with 1.0 = same digit}.
+    batch: for the pair loss (`state.loss == "contrastive"`), {"x1":
+      float32[B, H, W] (or [B, H * W] for the MLP), "x2": same, "y":
+      float32[B] with 1.0 = same digit}; for a batch loss, {"x":
+      float32[N, H, W], "labels": int32[N]} (a P x K batch).
     key: dropout key; folded with `state.step` inside, so pass the same key
       every step.
 
   Returns:
-    (new state, {"loss": float32[], "accuracy": float32[]}), where accuracy
-    is mean((d < threshold) == y) under this step's dropout.
+    (new state, {"loss": float32[], "accuracy": float32[]}), under this
+    step's dropout. Accuracy is mean((d < threshold) == y) for pairs, and
+    the share of images whose nearest other image in the batch has their
+    label for a batch loss.
   """
   return train_step_body(state, batch, key)
 
@@ -90,6 +121,12 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
   Returns:
     {"loss": float32[], "accuracy": float32[]}.
   """
+  if state.loss != "contrastive":
+    e = state.apply_fn({"params": state.params}, batch["x"], method="embed")
+    return {
+      "loss": BATCH_LOSSES[state.loss](e, batch["labels"], **_params(state)),
+      "accuracy": nearest_neighbour_accuracy(e, batch["labels"]),
+    }
   d = state.apply_fn({"params": state.params}, batch["x1"], batch["x2"], train=False)
   return {
     "loss": contrastive_loss(d, batch["y"], state.margin),
@@ -119,6 +156,20 @@ def gather_batch(images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Arr
   return {"x1": x[:b], "x2": x[b:], "y": y[idx]}
 
 
+def gather_images(images: jax.Array, labels: jax.Array, idx: jax.Array) -> Batch:
+  """Forms a P x K batch on the device from image indices.
+
+  Args:
+    images: uint8[N, H, W] the split's images, on the device.
+    labels: int32[N] their class labels.
+    idx: int32[B] which images form this batch (`siamese_jax.sampling.pk`).
+
+  Returns:
+    {"x": float32[B, H, W] scaled to [0, 1], "labels": int32[B]}.
+  """
+  return {"x": images[idx].astype(jnp.float32) / 255.0, "labels": labels[idx]}
+
+
 @functools.partial(jax.jit, donate_argnums=0, static_argnames="length")
 def train_chunk(
   state: TrainState,
@@ -135,8 +186,11 @@ def train_chunk(
 
   Args:
     state: donated TrainState.
-    images, pairs, y: the split on the device, as for `gather_batch`.
-    batches: int32[S, B] the epoch's batches of pair indices.
+    images, pairs, y: the split on the device, as for `gather_batch`; for a
+      batch loss, `pairs` is instead int32[N] each image's label and `y` is
+      None, as for `gather_images`.
+    batches: int32[S, B] the epoch's batches of pair indices (a batch loss:
+      of image indices).
     start: int32[] first step of this chunk within `batches`.
     key: dropout key, as for `train_step`.
     length: number of steps (static: each distinct length compiles once).
@@ -152,7 +206,11 @@ def chunk_body(state, images, pairs, y, batches, start, key, *, length: int):
   rows = jax.lax.dynamic_slice_in_dim(batches, start, length)
 
   def body(state, idx):
-    return train_step_body(state, gather_batch(images, pairs, y, idx), key)
+    if state.loss == "contrastive":
+      batch = gather_batch(images, pairs, y, idx)
+    else:
+      batch = gather_images(images, pairs, idx)
+    return train_step_body(state, batch, key)
 
   return jax.lax.scan(body, state, rows)
 

@@ -1,0 +1,253 @@
+"""The P x K sampler: batches of P distinct classes x K images each, an epoch at a time, on the device.
+
+A batch loss (`siamese_jax.losses.BATCH_LOSSES`) learns from every pair of
+its batch, so the batch must hold several images of each of its classes.
+An epoch is drawn from the epoch's key alone (so it is bitwise reproducible
+and a run resumes mid-epoch exactly), in three steps:
+
+1. Each class's images are shuffled and cut into chunks of K.
+2. The chunks are laid out in rounds: round j holds the j-th chunk of every
+   class that has one, in a random order. Every round then holds each class
+   at most once, and consecutive P chunks form a batch. A batch that
+   straddles two rounds could meet a class twice, so the classes at the end
+   of round j that share a batch with round j + 1 are drawn last in round
+   j + 1: no batch ever holds a class twice.
+3. With `group_batches`, each round orders its classes by group (a random
+   order of the groups, then of the classes in each), so a batch takes its
+   classes from as few groups as it can: when a group has fewer classes
+   than P, the batch goes on into the next group instead of failing.
+
+What sits out an epoch (a different draw every epoch):
+
+* a class's last `n mod K` images after its shuffle;
+* when class sizes differ, the rounds with fewer than P classes left (the
+  largest classes' surplus, which no batch of P distinct classes could
+  hold), so each class gives at most as many chunks as rounds with P
+  classes;
+* the last (chunks mod P) chunks of the last round.
+
+So with equal class sizes (Omniglot: 20 drawings of every character) and
+K dividing them, only the last partial batch sits out, and an epoch with
+P dividing the chunk count covers every image exactly once.
+
+With `rotations`, each training image is added rotated by 90, 180 and 270
+degrees, each rotation of a class a class of its own (Omniglot's usual
+practice, x4 classes), and of a group of its own.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from siamese_jax.core.errors import ConfigError
+from siamese_jax.core.streams import PKKey
+
+
+@dataclasses.dataclass(frozen=True)
+class PKPlan:
+  """What an epoch of P x K batches is made from: static, from the class sizes.
+
+  Attributes:
+    members: int32[C, L] each class's image indices, padded with 0 past its size.
+    sizes: int32[C] each class's image count.
+    class_groups: int32[C] each class's group (all 0 without groups).
+    classes_per_batch, samples_per_class: P and K.
+    rounds: rounds of chunks taken (each holds at least P classes).
+    steps: batches per epoch.
+    group_batches: whether batches keep to few groups.
+  """
+
+  members: np.ndarray
+  sizes: np.ndarray
+  class_groups: np.ndarray
+  classes_per_batch: int
+  samples_per_class: int
+  rounds: int
+  steps: int
+  group_batches: bool
+
+  @property
+  def batch_size(self) -> int:
+    return self.classes_per_batch * self.samples_per_class
+
+  @property
+  def images_per_epoch(self) -> int:
+    return self.steps * self.batch_size
+
+  def static(self) -> tuple:
+    """What fixes the program's shapes: models stack only if theirs agree."""
+    return (self.members.shape, self.classes_per_batch, self.samples_per_class, self.rounds,
+            self.steps, self.group_batches)  # fmt: skip
+
+
+def plan_pk(
+  labels: np.ndarray,
+  groups: np.ndarray | None,
+  classes_per_batch: int,
+  samples_per_class: int,
+  *,
+  group_batches: bool = False,
+) -> PKPlan:
+  """The epoch's static structure from the training labels, checked.
+
+  Args:
+    labels: int[N] dense class labels 0..C-1 of the training images.
+    groups: int[N] each image's group, or None.
+    classes_per_batch: P; samples_per_class: K.
+    group_batches: keep each batch to few groups (needs `groups`).
+
+  Raises:
+    ConfigError: P larger than the classes, K larger than the smallest
+      class, or groups asked of data without them.
+  """
+  labels = np.asarray(labels)
+  p, k = classes_per_batch, samples_per_class
+  num_classes = int(labels.max()) + 1 if len(labels) else 0
+  sizes = np.bincount(labels, minlength=num_classes).astype(np.int32)
+  if p > num_classes:
+    raise ConfigError(
+      f"classes_per_batch={p}: the training split has only {num_classes} classes. "
+      f"Use --classes-per-batch {num_classes} or fewer."
+    )
+  smallest = int(sizes.min())
+  if k > smallest:
+    raise ConfigError(
+      f"samples_per_class={k}: class {int(np.argmin(sizes))} has only {smallest} training "
+      f"images, and every class must fill a chunk of K. Use --samples-per-class {smallest} "
+      "or fewer."
+    )
+  if group_batches and groups is None:
+    raise ConfigError(
+      "group_batches draws each batch from few groups (Omniglot's alphabets); this data has "
+      "no groups. Leave out --group-batches."
+    )
+  members = np.zeros((num_classes, int(sizes.max())), np.int32)
+  order = np.argsort(labels, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+  for c in range(num_classes):
+    members[c, : sizes[c]] = order[starts[c] : starts[c] + sizes[c]]
+  class_groups = np.zeros(num_classes, np.int32)
+  if groups is not None:
+    class_groups[labels] = np.asarray(groups)  # a class lies in one group
+  chunks = sizes // k
+  counts = np.array([(chunks > j).sum() for j in range(int(chunks.max()))])
+  rounds = int(np.sum(counts >= p))  # counts only fall: the rounds kept come first
+  steps = int(counts[:rounds].sum()) // p
+  return PKPlan(members, sizes, class_groups, p, k, rounds, steps, group_batches)
+
+
+@dataclasses.dataclass(frozen=True)
+class PKPool:
+  """What a P x K run trains on: its images (with their rotations, if asked), labels and plan."""
+
+  images: np.ndarray  # uint8[N, H, W]
+  labels: np.ndarray  # int32[N] dense class labels
+  plan: PKPlan
+
+
+def make_pool(
+  images: np.ndarray,
+  labels: np.ndarray,
+  groups: np.ndarray | None,
+  classes_per_batch: int,
+  samples_per_class: int,
+  *,
+  group_batches: bool = False,
+  rotations: bool = False,
+) -> PKPool:
+  """The training split as the P x K sampler draws from it (see `plan_pk`, `with_rotations`)."""
+  if rotations:
+    images, labels, groups = with_rotations(images, labels, groups)
+  plan = plan_pk(labels, groups, classes_per_batch, samples_per_class, group_batches=group_batches)
+  return PKPool(images, np.asarray(labels, np.int32), plan)
+
+
+def pk_batches(key: jax.Array, plan: PKPlan, members=None, sizes=None, class_groups=None):
+  """int32[steps, P * K]: an epoch's batches of image indices, a pure function of `key`.
+
+  Each row is P classes x K images, class by class. `members`, `sizes` and
+  `class_groups` default to the plan's; pass them as device arrays inside a
+  jitted function, so that XLA does not embed them as constants.
+  """
+  members = jnp.asarray(plan.members if members is None else members)
+  sizes = jnp.asarray(plan.sizes if sizes is None else sizes)
+  class_groups = jnp.asarray(plan.class_groups if class_groups is None else class_groups)
+  p, k = plan.classes_per_batch, plan.samples_per_class
+  num_classes, width = members.shape
+
+  # 1. Each class's images in a random order (padding last), then cut into K-chunks.
+  noise = jax.random.uniform(jax.random.fold_in(key, PKKey.MEMBERS), (num_classes, width))
+  noise = jnp.where(jnp.arange(width)[None, :] < sizes[:, None], noise, 2.0)
+  shuffled = jnp.take_along_axis(members, jnp.argsort(noise, axis=1), axis=1)
+  chunks = sizes // k
+
+  # 2. Rounds: each orders the classes that have a j-th chunk.
+  counts = jnp.sum(chunks[None, :] > jnp.arange(plan.rounds)[:, None], axis=1)  # [R]
+  ends = jnp.cumsum(counts)
+  starts = ends - counts
+  # The last `tail` classes of round j share a batch with the start of round j + 1.
+  tails = ends % p
+  rounds_key = jax.random.fold_in(key, PKKey.ROUNDS)
+  groups_key = jax.random.fold_in(key, PKKey.GROUPS)
+  iota = jnp.arange(num_classes, dtype=jnp.int32)
+
+  def one_round(last_tail, j):
+    absent = (chunks <= j).astype(jnp.int32)
+    order_noise = jax.random.uniform(jax.random.fold_in(rounds_key, j), (num_classes,))
+    group_noise = jnp.zeros((num_classes,))
+    if plan.group_batches:
+      num_groups = int(plan.class_groups.max()) + 1
+      group_noise = jax.random.uniform(jax.random.fold_in(groups_key, j), (num_groups,))
+      group_noise = group_noise[class_groups]
+    # Present classes first; among them, last round's tail last; then by group, then at random.
+    *_, order = jax.lax.sort(
+      (absent, last_tail.astype(jnp.int32), group_noise, order_noise, iota), num_keys=4
+    )
+    position = jnp.zeros((num_classes,), jnp.int32).at[order].set(iota)
+    tail = (position >= counts[j] - tails[j]) & (position < counts[j])
+    return tail, order
+
+  _, orders = jax.lax.scan(
+    one_round, jnp.zeros((num_classes,), bool), jnp.arange(plan.rounds, dtype=jnp.int32)
+  )  # [R, C]
+
+  # 3. The rounds one after another; every P consecutive chunks are a batch.
+  used = plan.steps * p
+  slot = starts[:, None] + iota[None, :]  # [R, C] each entry's place in the epoch
+  slot = jnp.where(iota[None, :] < counts[:, None], slot, used)  # absent: dropped
+  rounds = jnp.broadcast_to(jnp.arange(plan.rounds, dtype=jnp.int32)[:, None], orders.shape)
+  seq_class = jnp.zeros((used,), jnp.int32).at[slot].set(orders, mode="drop")
+  seq_round = jnp.zeros((used,), jnp.int32).at[slot].set(rounds, mode="drop")
+  columns = seq_round[:, None] * k + jnp.arange(k, dtype=jnp.int32)[None, :]  # [used, K]
+  images = shuffled[seq_class[:, None], columns]
+  return images.reshape(plan.steps, p * k)
+
+
+def with_rotations(
+  images: np.ndarray, labels: np.ndarray, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+  """Adds every image rotated by 90, 180 and 270 degrees, each rotation a class of its own.
+
+  The originals keep their places (0..N-1); rotation r of image i is at
+  r * N + i, with label r * C + its class and group r * G + its group.
+
+  Args:
+    images: uint8[N, H, H] (square); labels: int[N] in 0..C-1; groups: int[N] or None.
+
+  Raises:
+    ConfigError: images that are not square.
+  """
+  if images.shape[1] != images.shape[2]:
+    raise ConfigError(
+      f"rotations need square images; these are {images.shape[1]}x{images.shape[2]}. "
+      "Leave out --rotations, or give --image-size."
+    )
+  num_classes = int(labels.max()) + 1
+  images = np.concatenate([np.rot90(images, r, axes=(1, 2)) for r in range(4)])
+  labels = np.concatenate([labels + r * num_classes for r in range(4)]).astype(np.int32)
+  if groups is not None:
+    num_groups = int(groups.max()) + 1
+    groups = np.concatenate([groups + r * num_groups for r in range(4)]).astype(np.int32)
+  return np.ascontiguousarray(images), labels, groups
