@@ -102,7 +102,9 @@ def main(argv):
       times[name].append(f())
   med = {name: statistics.median(ts) for name, ts in times.items()}
   step = med["step"]
-  print(f"Omniglot default run, {run.steps} steps of {config.batch_size} pairs per epoch")
+  print(
+    f"Omniglot pair-loss run (OMNIGLOT_CONTRASTIVE), {run.steps} steps of {config.batch_size} pairs per epoch"
+  )
   for name, t in med.items():
     print(f"  {name:16s} {1000 * t:8.1f} ms per step  ({100 * t / step:5.1f}% of a step)")
   print(f"  epoch of steps   {run.steps * step:8.1f} s  ({config.batch_size / step:.0f} pairs/s)")

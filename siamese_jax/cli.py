@@ -63,8 +63,9 @@ def _optional_int(text: str) -> int | None:
 def _flag_kwargs(field: dataclasses.Field, default) -> dict:
   """argparse keywords for one Config field, from its type, default and metadata."""
   help_text, choices = field.metadata["help"], field.metadata["choices"]
-  if choices is not None:
-    return {"choices": choices, "default": default, "help": f"{help_text} (default %(default)s)"}
+  if choices is not None:  # a None default is explained by the help itself
+    shown = "" if default is None else " (default %(default)s)"
+    return {"choices": choices, "default": default, "help": help_text + shown}
   if field.type is bool:
     return {"action": argparse.BooleanOptionalAction, "default": default, "help": help_text}
   optional = type(None) in typing.get_args(field.type)
