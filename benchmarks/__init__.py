@@ -1,6 +1,13 @@
-"""Benchmarks beside the library: speed, memory and the matmul floor.
+"""Benchmarks beside the library: commands that print figures, never imported by research code.
 
-`python -m experiments.benchmark` runs them; research code never imports
-them. `speed.py` times epochs, validation, seeds and whole runs; `floor.py`
-times the step's matmuls alone and the step built up from them.
+* `speed.py`: epochs, validation, seeds and whole runs of the MNIST default
+  (`python -m experiments.benchmark` runs it);
+* `floor.py`: the step's matmuls alone, and the step built up from them;
+* `processes.py`: K seeds over several processes against one process;
+* `search.py`: the gallery search against faiss (flat, HNSW, IVF);
+* `omniglot_step.py`: what an Omniglot pair step costs, piece by piece;
+* `conv4_stages.py`: the conv4 step stage by stage, and in bfloat16;
+* `losses.py`: each batch loss against the step it trains;
+* `loss_study.py`: one run per loss or setting, tabulated on validation;
+* `lake_runs.py`: one-shot runs in Lake et al.'s format from the evaluation alphabets.
 """

@@ -26,7 +26,8 @@ import optax
 from siamese_jax.core.config import Config
 from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
 from siamese_jax.models.dropout import keep_mask
-from siamese_jax.training import TrainState, gather_batch, make_optimizer, train_epoch
+from siamese_jax.sampling.pairs import gather_batch
+from siamese_jax.training import TrainState, make_optimizer, train_epoch
 
 # The stages, in order; each has everything the ones before it have.
 MATMULS, BIAS_RELU, DROPOUT, LOSS, RMSPROP, GATHER = range(6)
@@ -220,7 +221,10 @@ def step_breakdown(
 
   def run_library():
     nonlocal library
-    library, _, _ = train_epoch(library, *split, batches, key, chunk_steps=chunk_steps)
+    images, pairs, y = split
+    library, _, _ = train_epoch(
+      library, images, {"pairs": pairs, "y": y}, batches, key, chunk_steps=chunk_steps
+    )
     return library
 
   runs = [lambda s=s: run_stage(s) for s in range(len(STAGES))] + [run_library]

@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 
-from siamese_jax.core.config import LOSSES
 from siamese_jax.core.files import atomic_write_json
+from siamese_jax.losses import BATCH_LOSSES, LOSSES
 
 COLUMNS = {  # experiment -> [(results.json key, header)], validation first
   "omniglot": [
@@ -51,7 +51,7 @@ def main(argv) -> int:
   parser.add_argument("--experiment", choices=sorted(COLUMNS), default="omniglot")
   parser.add_argument("--data-dir", default=None)
   parser.add_argument("--out", required=True)
-  parser.add_argument("--losses", default=",".join(LOSSES[1:]), help="comma-separated")
+  parser.add_argument("--losses", default=",".join(BATCH_LOSSES), help="comma-separated")
   parser.add_argument(
     "--variants",
     default=None,

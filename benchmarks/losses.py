@@ -29,7 +29,7 @@ import numpy as np
 
 from siamese_jax import xla_flags
 from siamese_jax.configs import OMNIGLOT
-from siamese_jax.losses import BATCH_LOSSES, LOSS_FIELDS
+from siamese_jax.losses import BATCH_LOSSES, LOSSES
 from siamese_jax.sampling.pk import pk_batches, plan_pk
 from siamese_jax.training import create_train_state, train_chunk
 
@@ -56,7 +56,7 @@ def main(argv):
     config = dataclasses.replace(OMNIGLOT, loss=name, sampler="pk", classes_per_batch=p,
                                  samples_per_class=k)  # fmt: skip
     state = create_train_state(jax.random.key(0), config)
-    params = {a: getattr(config, f) for a, f in LOSS_FIELDS[name].items()}
+    params = LOSSES[name].params(config)
     loss = BATCH_LOSSES[name]
 
     @jax.jit
@@ -77,7 +77,13 @@ def main(argv):
       state = states.get(name, state)
       t0 = time.perf_counter()
       state, m = train_chunk(
-        state, images, labels_d, None, batches, jnp.int32(0), jax.random.key(2), length=args.steps
+        state,
+        images,
+        {"labels": labels_d},
+        batches,
+        jnp.int32(0),
+        jax.random.key(2),
+        length=args.steps,
       )
       jax.block_until_ready(m)
       t1 = time.perf_counter()

@@ -53,8 +53,8 @@ def main(argv):
 
   @jax.jit
   def draw(key, index):
-    pairs, y = sample_pairs(key, None, run.num_pairs, k, index=index, negatives=config.negatives)
-    return pairs, y, epoch_batches(jax.random.fold_in(key, 1), run.num_pairs, config.batch_size)
+    pairs, y = sample_pairs(key, None, run.per_epoch, k, index=index, negatives=config.negatives)
+    return pairs, y, epoch_batches(jax.random.fold_in(key, 1), run.per_epoch, config.batch_size)
 
   pairs, y, batches = draw(jax.random.key(0), index)
   # Placed as the loop places them (so a chunk's output has its input's
@@ -74,7 +74,7 @@ def main(argv):
     start = jax.device_put(np.int32(0))
     t = time.perf_counter()
     states[name], m = train_chunk(
-      states[name], images, pairs, y, batches, start, key, length=args.steps
+      states[name], images, {"pairs": pairs, "y": y}, batches, start, key, length=args.steps
     )
     jax.block_until_ready(m)
     return (time.perf_counter() - t) / args.steps

@@ -48,22 +48,34 @@ import jax.numpy as jnp
 from benchmarks.floor import floor_epoch_seconds, format_breakdown, step_breakdown
 from siamese_jax.core import parallel
 from siamese_jax.core.config import Config
+from siamese_jax.core.errors import ConfigError
 from siamese_jax.data.dataset import Dataset
 from siamese_jax.evaluation.pairs import evaluate
-from siamese_jax.training import (
-  build_run,
-  create_train_state,
-  gather_batch,
-  train_chunk,
-  train_epoch,
-  train_step,
-)
+from siamese_jax.sampling.pairs import gather_batch
+from siamese_jax.training import build_run, create_train_state, train_chunk, train_epoch, train_step
 
 gather_batch_jit = jax.jit(gather_batch)
 
-MACS_PER_IMAGE = 784 * 128 + 128 * 128 + 128 * 128
-FLOP_PER_IMAGE_FORWARD = 2 * MACS_PER_IMAGE
-FLOP_PER_TRAIN_PAIR = 2 * FLOP_PER_IMAGE_FORWARD * 2 + 2 * 2 * 2 * (128 * 128)
+
+def flop_counts(config: Config, image_shape=(28, 28)) -> tuple[int, int]:
+  """(FLOP of one image forward, FLOP of one training pair) of the config's MLP.
+
+  Matmuls only, as the module docstring counts them: a pair is two images
+  forward, their weight gradients (as much again), and the input gradients
+  of every layer but the first.
+
+  Raises:
+    ConfigError: an encoder other than the MLP, whose work this does not count.
+  """
+  if config.encoder != "mlp":
+    raise ConfigError(
+      f"The benchmark counts the MLP's FLOPs; --encoder {config.encoder} is not counted. "
+      "Use --encoder mlp."
+    )
+  widths = [image_shape[0] * image_shape[1], *config.hidden_sizes]
+  layers = [a * b for a, b in zip(widths, widths[1:], strict=False)]
+  forward = 2 * sum(layers)
+  return forward, 2 * forward * 2 + 2 * 2 * sum(layers[1:])
 
 
 def machine_peak_gflops() -> dict[str, Any]:
@@ -232,7 +244,8 @@ def run_benchmark(
     return parallel.put_replicated(tree, mesh)
 
   images = placement.images
-  pairs, y, _ = placement.epoch_inputs(1)  # fixed pairs: every epoch's
+  epoch_data, _ = placement.epoch_inputs(1)  # fixed pairs: every epoch's
+  pairs, y = epoch_data["pairs"], epoch_data["y"]
   test_images, test_pairs, test_y = put((sets.test.images, sets.test.pairs, sets.test.y))
   steps = run.steps
   pairs_per_epoch = steps * config.batch_size
@@ -257,7 +270,13 @@ def run_benchmark(
     batches.block_until_ready()
     t = time.perf_counter()
     state, _, _ = train_epoch(
-      state, images, pairs, y, batches, keys.dropout, chunk_steps=chunk_steps, chunk_fn=chunk_fn
+      state,
+      images,
+      epoch_data,
+      batches,
+      keys.dropout,
+      chunk_steps=chunk_steps,
+      chunk_fn=chunk_fn,
     )
     jax.block_until_ready(state)
     return state, time.perf_counter() - t
@@ -316,9 +335,10 @@ def _report(config, data, sets, mesh, pairs_per_epoch, m, chunk_steps, fuse_bran
   xla_flop_per_pair = m["xla_flop_per_pair"]
   train_epoch_s = _median(train_s)
   val_epoch_s = _median(val_s)
-  train_flop = FLOP_PER_TRAIN_PAIR * pairs_per_epoch
-  val_flop_executed = FLOP_PER_IMAGE_FORWARD * len(data.test_images)
-  val_flop_per_pair = 2 * FLOP_PER_IMAGE_FORWARD * len(sets.test.pairs)
+  per_image, per_pair = flop_counts(config, data.image_shape)
+  train_flop = per_pair * pairs_per_epoch
+  val_flop_executed = per_image * len(data.test_images)
+  val_flop_per_pair = 2 * per_image * len(sets.test.pairs)
   machine = machine_peak_gflops()
   ceiling = matmul_ceiling_gflops()
   achieved = train_flop / train_epoch_s / 1e9
@@ -346,7 +366,8 @@ def _report(config, data, sets, mesh, pairs_per_epoch, m, chunk_steps, fuse_bran
     "train_pairs_per_second": pairs_per_epoch / train_epoch_s,
     "loop_train_pairs_per_second": pairs_per_epoch / _median(loop_s),
     "train_gflop_per_epoch": train_flop / 1e9,
-    "flop_per_train_pair": FLOP_PER_TRAIN_PAIR,
+    "flop_per_train_pair": per_pair,
+    "num_val_pairs": len(sets.test.pairs),
     "xla_flop_per_train_pair": xla_flop_per_pair,
     "eval_gflop_executed": val_flop_executed / 1e9,
     "eval_gflop_per_pair_equivalent": val_flop_per_pair / 1e9,
@@ -376,7 +397,7 @@ def format_report(r: dict[str, Any]) -> str:
     f"scan is {r['scan_speedup_over_loop']:.2f}x faster",
     f"floor, the step's 8 matmuls alone: {r['floor_seconds_per_epoch']:.3f} s/epoch; the "
     f"training epoch is {r['train_over_floor']:.2f}x the floor",
-    f"validation (17,820 pairs): {r['eval_seconds_per_epoch']:.4f} s/epoch",
+    f"validation ({r['num_val_pairs']:,} pairs): {r['eval_seconds_per_epoch']:.4f} s/epoch",
     f"epoch (train + validation): {r['epoch_seconds']:.3f} s",
     f"work: {r['train_gflop_per_epoch']:.1f} GFLOP/epoch training "
     f"({r['flop_per_train_pair']:,} FLOP/pair counted; XLA counts "
@@ -403,9 +424,9 @@ def format_report(r: dict[str, Any]) -> str:
 
 def _placement_epoch(placement, state, e: int, chunk_steps: int):
   """One training epoch as the loop runs it, through a run's placement: the new state."""
-  pairs, y, batches = placement.epoch_inputs(e + 1)
+  data, batches = placement.epoch_inputs(e + 1)
   return train_epoch(
-    state, placement.images, pairs, y, batches, placement.dropout_keys,
+    state, placement.images, data, batches, placement.dropout_keys,
     chunk_steps=chunk_steps, chunk_fn=placement.chunk_fn, fetch=placement.fetch,
   ).state  # fmt: skip
 

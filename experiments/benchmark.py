@@ -28,7 +28,7 @@ from benchmarks.speed import (
 )
 from siamese_jax import Config, cli, load_data, xla_flags
 from siamese_jax.core.config import DROPOUT_RNGS
-from siamese_jax.core.files import atomic_write_json
+from siamese_jax.core.files import atomic_write_json, check_output
 from siamese_jax.data.dataset import DATA_DIR_ENV
 
 
@@ -77,6 +77,7 @@ def main(argv):
   )
   parser.add_argument("--json", default=None, help="also write the figures as JSON here")
   args = parser.parse_args(argv)
+  check_output(args.json, "--json")
   if args.epochs < 2 or args.loop_epochs < 1 or args.chunk_steps < 1:
     parser.error("--epochs must be >= 2, --loop-epochs and --chunk-steps >= 1")
   try:

@@ -30,13 +30,12 @@ from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accura
 from siamese_jax.models import CNN, MLP, Conv4, Siamese
 from siamese_jax.recognition import Index, TrainedModel, calibrate, load_index, load_trained
 from siamese_jax.rundir import checkpoint
-from siamese_jax.sampling.pairs import make_pairs, sample_pairs
+from siamese_jax.sampling.pairs import gather_batch, make_pairs, sample_pairs
+from siamese_jax.sampling.pk import gather_images
 from siamese_jax.training import (
   TrainState,
   create_train_state,
   eval_step,
-  gather_batch,
-  gather_images,
   train_and_evaluate,
   train_chunk,
   train_epoch,

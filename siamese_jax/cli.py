@@ -26,7 +26,9 @@ from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError, SiameseJaxError
 from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
 from siamese_jax.data.load import TFDS_NAMES
+from siamese_jax.losses import LOSSES
 from siamese_jax.rundir.workdir import check_reuse
+from siamese_jax.sampling import SAMPLERS, check, unused_fields
 from siamese_jax.training.ensemble import plan_models
 
 
@@ -60,14 +62,37 @@ def _optional_int(text: str) -> int | None:
     raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
+# The fields whose values are the names of a table's entries.
+TABLES = {"loss": LOSSES, "sampler": SAMPLERS}
+
+
+class _Given(argparse._StoreAction):
+  """Stores a Config flag's value and records that the user gave it."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    super().__call__(parser, namespace, values, option_string)
+    namespace.given_fields = getattr(namespace, "given_fields", set()) | {self.dest}
+
+
+class _GivenBool(argparse.BooleanOptionalAction):
+  """`--flag` / `--no-flag`, recording that the user gave one."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    super().__call__(parser, namespace, values, option_string)
+    namespace.given_fields = getattr(namespace, "given_fields", set()) | {self.dest}
+
+
 def _flag_kwargs(field: dataclasses.Field, default) -> dict:
   """argparse keywords for one Config field, from its type, default and metadata."""
-  help_text, choices = field.metadata["help"], field.metadata["choices"]
+  help_text = field.metadata["help"]
+  choices = field.metadata["choices"] or (
+    tuple(TABLES[field.name]) if field.name in TABLES else None
+  )
   if choices is not None:  # a None default is explained by the help itself
     shown = "" if default is None else " (default %(default)s)"
-    return {"choices": choices, "default": default, "help": help_text + shown}
+    return {"choices": choices, "default": default, "help": help_text + shown, "action": _Given}
   if field.type is bool:
-    return {"action": argparse.BooleanOptionalAction, "default": default, "help": help_text}
+    return {"action": _GivenBool, "default": default, "help": help_text}
   optional = type(None) in typing.get_args(field.type)
   base = next(a for a in typing.get_args(field.type) if a is not type(None)) if optional else None
   kind = base if optional else field.type
@@ -78,7 +103,12 @@ def _flag_kwargs(field: dataclasses.Field, default) -> dict:
   else:
     typ = float if kind is float else str
   shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-  return {"type": typ, "default": default, "help": f"{help_text} (default {shown})"}
+  return {
+    "type": typ,
+    "default": default,
+    "help": f"{help_text} (default {shown})",
+    "action": _Given,
+  }
 
 
 def flag_fields() -> list[dataclasses.Field]:
@@ -189,6 +219,27 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     config = Config(**values)
   except ConfigError as e:
     parser.error(str(e).replace("Config.", "--").replace("_", "-"))
+  given = getattr(args, "given_fields", set())
+  unused = unused_fields(config)
+  # A preset's setting that the run the flags chose never reads (the
+  # Omniglot preset's rotations, with --loss contrastive) falls back to the
+  # default; a flag the user gave is refused below instead.
+  defaults = Config()
+  config = dataclasses.replace(
+    config, **{f: getattr(defaults, f) for f in unused if f not in given}
+  )
+  given = sorted(given & set(unused))
+  if given:  # a flag that does nothing is refused, never silently ignored
+    parser.error(
+      " ".join(f"--{f.replace('_', '-')} does not apply to this run: {unused[f]}." for f in given)
+      + " Leave "
+      + ("it" if len(given) == 1 else "them")
+      + " out."
+    )
+  try:
+    check(config)
+  except ConfigError as e:
+    parser.error(str(e).replace("Config.", "--").replace("_", "-"))
   if args.chunk_steps < 1:
     parser.error(f"--chunk-steps={args.chunk_steps} is invalid: it must be >= 1.")
   try:
@@ -219,12 +270,22 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
   return config
 
 
+# How the running program was started, when not as `python -m MODULE`: the
+# console script sets ["siamese-jax", NAME] (`siamese_jax.programs.run`).
+LAUNCHER: list[str] | None = None
+
+
+def prog(name: str) -> str:
+  """A program's name in its usage line: as the user started it."""
+  return " ".join(LAUNCHER) if LAUNCHER else f"python -m experiments.{name}"
+
+
 def resume_command(module: str, argv: Sequence[str], workdir: str) -> str:
   """The command line that resumes a run started with `argv`."""
   args = [a for a in argv if a not in ("--overwrite", "--resume")]
   if not any(a == "--workdir" or a.startswith("--workdir=") for a in args):
     args += ["--workdir", workdir]
-  return shlex.join(["python", "-m", module, *args, "--resume"])
+  return shlex.join([*(LAUNCHER or ["python", "-m", module]), *args, "--resume"])
 
 
 def default_workdir(name: str, config: Config, seeds=None) -> str:

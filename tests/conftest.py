@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -145,8 +146,10 @@ def run_module(
   )
 
 
-# Timing, and what describes the machine rather than the run.
-TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices", "xla_flags"}
+# Timing, and what describes the machine or the program rather than the run
+# (runs compared across processes set XLA_FLAGS differently, and record it).
+TIMING = {"epoch_seconds", "total_seconds", "num_seeds_in_program", "num_devices",
+          "num_processes", "xla_flags"}  # fmt: skip
 
 
 def jsonl(path):
@@ -157,6 +160,25 @@ def jsonl(path):
 def results(path):
   with open(path) as f:
     return {k: v for k, v in json.load(f).items() if k not in TIMING}
+
+
+def strip(path):
+  """A run's metrics.jsonl lines or JSON file, without TIMING's fields."""
+  return jsonl(path) if str(path).endswith(".jsonl") else results(path)
+
+
+def assert_same_run(a, b):
+  """Two run directories hold the same metrics, results and checkpoint state."""
+  same_files(a, b, names=("metrics.jsonl", "results.json", "checkpoint.msgpack"))
+
+
+def wait_for(path, proc, timeout=120):
+  """Waits until `path` exists, failing if `proc` ends or `timeout` seconds pass."""
+  t = time.time()
+  while not os.path.exists(path):
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() - t < timeout
+    time.sleep(0.01)
 
 
 def same_files(a, b, names=("config.json", "metrics.jsonl", "results.json", "checkpoint.msgpack")):
@@ -259,3 +281,25 @@ def real_omniglot_dir() -> str:
   if not path:
     pytest.skip(f"real Omniglot not given: set {OMNIGLOT_ENV} to a folder of its official zips")
   return path
+
+
+def write_runs(root, count=2, seed=0) -> tuple[str, list[np.ndarray]]:
+  """Runs in Lake's layout: run NN's test items are the training characters in
+  a shuffled order, each drawn again with a small shift."""
+  rng = np.random.default_rng(seed)
+  answers = []
+  for r in range(1, count + 1):
+    name = f"run{r:02d}"
+    chars = [omniglot_char(rng) for _ in range(20)]
+    order = rng.permutation(20)
+    lines = []
+    for k, c in enumerate(chars):
+      write_png(os.path.join(root, name, "training", f"class{k + 1:02d}.png"), c)
+    for i, k in enumerate(order):
+      write_png(os.path.join(root, name, "test", f"item{i + 1:02d}.png"),
+                np.roll(chars[k], 1, axis=1))  # fmt: skip
+      lines.append(f"{name}/test/item{i + 1:02d}.png {name}/training/class{k + 1:02d}.png")
+    with open(os.path.join(root, name, "class_labels.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+    answers.append(order)
+  return root, answers

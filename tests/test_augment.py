@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from siamese_jax.core.config import Config
 from siamese_jax.training import create_train_state, train_step
@@ -53,6 +54,7 @@ def test_warp_moves_pixels_where_the_transform_says():
   assert abs(turned.sum() - 1.0) < 1e-5 and max(turned[2, 4], turned[6, 4]) > 0.999
 
 
+@pytest.mark.slow
 def test_the_step_augments_by_step_and_reproducibly():
   config = Config(encoder="conv4", hidden_sizes=(16,), augment="affine", final_relu=False)
   plain = Config(encoder="conv4", hidden_sizes=(16,), final_relu=False)

@@ -1,6 +1,7 @@
 """The batch losses against plain NumPy transcriptions of their definitions, and on awkward batches."""
 
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,8 @@ import pytest
 
 from siamese_jax import losses
 from siamese_jax.losses import BATCH_LOSSES
+
+from conftest import synthetic_mnist
 
 EPS = 1e-7
 
@@ -181,3 +184,39 @@ def test_empty_sets_add_nothing():
 def test_shapes_are_checked():
   with pytest.raises(ValueError, match=r"embeddings \(N, D\) and labels \(N,\)"):
     losses.supcon_loss(jnp.zeros((4, 2)), jnp.zeros((4, 1), jnp.int32))
+
+
+def _toy_centroid_loss(embeddings, labels, temperature=0.1):
+  """A loss written for the test: each image's softmax over the batch's class centroids."""
+  onehot = jax.nn.one_hot(labels, 10)
+  centroids = (onehot.T @ embeddings) / jnp.maximum(onehot.sum(0), 1.0)[:, None]
+  d2 = jnp.sum(jnp.square(embeddings[:, None, :] - centroids[None]), axis=-1)
+  logits = jnp.where(onehot.sum(0)[None] > 0, -d2 / temperature, -jnp.inf)
+  return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * onehot, axis=-1))
+
+
+@pytest.mark.slow
+def test_a_new_loss_is_one_table_entry_and_trains_through_the_loop(tmp_path, monkeypatch):
+  # docs/losses.md, "Adding a loss": a function and one entry, nothing in training/.
+  from siamese_jax import cli, train_and_evaluate
+  from siamese_jax.configs import MNIST
+  from siamese_jax.losses import LOSSES, Loss
+
+  calls = []
+
+  def toy(embeddings, labels, temperature):
+    calls.append(embeddings.shape)  # at trace time: proves the loop called this entry
+    return _toy_centroid_loss(embeddings, labels, temperature)
+
+  monkeypatch.setitem(LOSSES, "toy", Loss(toy, "pk", {"temperature": "temperature"}))
+  parser = cli.make_parser("t", "t", MNIST)
+  config = cli.config_from_args(parser, parser.parse_args(["--loss", "toy", "--epochs", "3",
+                                 "--classes-per-batch", "8", "--samples-per-class", "4"]))  # fmt: skip
+  data = synthetic_mnist(n_train=600, n_test=100)
+  results = train_and_evaluate(config, tmp_path / "w", data, plots=False, progress=False)
+  assert (32, 128) in calls
+  lines = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  losses = [x["train_loss"] for x in lines]
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  assert results["test_precision_at_1"] > 0.9
+  assert json.loads((tmp_path / "w" / "config.json").read_text())["loss"] == "toy"

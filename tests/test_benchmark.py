@@ -5,20 +5,24 @@ import json
 import pytest
 
 from benchmarks.speed import (
-  FLOP_PER_TRAIN_PAIR,
+  flop_counts,
   format_report,
   machine_peak_gflops,
   run_benchmark,
 )
-from siamese_jax import Config
+from siamese_jax import Config, ConfigError
 
 from conftest import run_module, synthetic_mnist, write_mnist_dir
 
 
-def test_flop_count_by_hand():
-  # Forward: 2 images x 2 x 133,120; weight grads the same; input grads of
-  # layers 2 and 3 for both images: 2 x 2 x 2 x 16,384.
-  assert FLOP_PER_TRAIN_PAIR == 532_480 + 532_480 + 131_072
+def test_flop_count_by_hand_follows_the_config():
+  # The default: forward 2 x 133,120 an image; a pair is 2 images x 2 (forward
+  # and weight grads) x 266,240, plus input grads of layers 2 and 3: 2 x 2 x 2 x 16,384.
+  assert flop_counts(Config()) == (266_240, 532_480 + 532_480 + 131_072)
+  # 784-64-32: 50,176 + 2,048 multiply-adds; input grads of layer 2 only.
+  assert flop_counts(Config(hidden_sizes=(64, 32))) == (104_448, 4 * 104_448 + 4 * 2_048)
+  with pytest.raises(ConfigError, match="--encoder cnn"):
+    flop_counts(Config(encoder="cnn"))
 
 
 def test_machine_peak_is_counted_from_cpuinfo():
@@ -50,7 +54,7 @@ def test_run_benchmark_reports_every_figure():
   pairs = r["train_pairs_per_second"] * r["train_seconds_per_epoch"]
   assert pairs == pytest.approx((1180 // 32) * 32)  # 10 x 59 x 2 pairs, in whole batches
   assert r["train_gflops_achieved"] == pytest.approx(
-    FLOP_PER_TRAIN_PAIR * pairs / r["train_seconds_per_epoch"] / 1e9
+    r["flop_per_train_pair"] * pairs / r["train_seconds_per_epoch"] / 1e9
   )
   assert r["train_over_floor"] == pytest.approx(
     r["train_seconds_per_epoch"] / r["floor_seconds_per_epoch"]

@@ -88,6 +88,7 @@ def test_fresh_pairs_mode_trains_on_new_pairs(tmp_path, small_mnist):
   )
 
 
+@pytest.mark.slow
 def test_tensorboard_events_through_the_same_writer(tmp_path, small_mnist):
   train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "w", small_mnist, tensorboard=True)
   files = os.listdir(tmp_path / "w/tensorboard")

@@ -6,6 +6,7 @@ paragraph naming the input, never a traceback.
 
 import json
 import os
+import shutil
 import signal
 import zipfile
 
@@ -13,7 +14,6 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from test_oneshot import write_runs
 
 import siamese_jax as sj
 from siamese_jax import cli
@@ -29,18 +29,14 @@ from siamese_jax.rundir.workdir import clear_run, prepare_workdir, read_config, 
 
 from conftest import (
   checkpoint_state,
+  jsonl,
   start_module,
   synthetic_mnist,
   write_mnist_dir,
+  write_npz,
   write_omniglot,
+  write_runs,
 )
-
-TIMING = ("epoch_seconds", "total_seconds")
-
-
-def jsonl(path):
-  with open(path) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +160,49 @@ def test_a_lost_line_without_a_copy_is_refused_naming_file_and_epoch(tmp_path):
 
 
 def test_overwrite_removes_every_model_directory_an_earlier_run_left(tmp_path):
-  for d in ("seed_0", "seed_7", "margin_2/seed_0", "tensorboard"):
+  config = sj.Config().to_json()
+  for d in ("seed_0", "seed_7", "margin_2/seed_0"):
     (tmp_path / d).mkdir(parents=True)
+    (tmp_path / d / "config.json").write_text(config)
     (tmp_path / d / "results.json").write_text("{}")
-  for f in ("summary.json", "checkpoint.msgpack", "checkpoint.prev.msgpack", "config.json"):
+  (tmp_path / "tensorboard").mkdir()
+  (tmp_path / "config.json").write_text(config)
+  for f in ("summary.json", "checkpoint.msgpack", "checkpoint.prev.msgpack"):
     (tmp_path / f).write_text("x")
   (tmp_path / "notes.txt").write_text("mine")  # not the run's: kept
   (tmp_path / "seeds_of_doubt").mkdir()  # not a model directory: kept
   clear_run(str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ["notes.txt", "seeds_of_doubt"]
+
+
+def test_overwrite_keeps_the_users_own_folders_whatever_their_names(tmp_path):
+  # Issue 32: these were removed because their names match a model directory's.
+  for d in ("seed_photos", "margin_notes", "learning_rate_study", "tensorboard"):
+    (tmp_path / d).mkdir()
+    (tmp_path / d / "results.json").write_text("{}")  # even a run-like file name
+  (tmp_path / "seed_1").mkdir()  # a model directory's name, with the user's file in it
+  (tmp_path / "seed_1" / "photo.png").write_bytes(b"png")
+  clear_run(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == [
+    "learning_rate_study", "margin_notes", "seed_1", "seed_photos", "tensorboard"
+  ]  # fmt: skip
+  assert (tmp_path / "seed_photos" / "results.json").exists()
+  assert (tmp_path / "seed_1" / "photo.png").exists()
+  # A real run's checkpoint proves a run, its config.json aside.
+  (tmp_path / "margin_notes" / "seed_0").mkdir()
+  ckpt = tmp_path / "margin_notes" / "seed_0" / "checkpoint.msgpack"
+  ckpt.write_bytes(b"siamese_jax checkpoint v2 sha256 " + b"0" * 64)
+  clear_run(str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "margin_notes")) == ["results.json"]
+
+
+def test_swept_values_that_print_alike_get_folders_of_their_own():
+  from siamese_jax.training.ensemble import plan_models
+
+  plan = plan_models(sj.Config(), "w", sweep=("margin", [1.0000001, 1.0000002, 0.5]))
+  assert len(set(plan.dirs)) == 3
+  assert plan.dirs[:2] == ("w/margin_1.0000001/seed_0", "w/margin_1.0000002/seed_0")
+  assert plan.dirs[2] == "w/margin_0.5/seed_0"  # names that were exact stay as they were
 
 
 def test_a_run_that_never_finished_an_epoch_does_not_block_its_workdir(tmp_path):
@@ -222,7 +252,21 @@ def test_an_index_write_error_speaks_of_the_index(tmp_path):
     index.save(str(tmp_path / "no/such/dir/gallery.index"))
   assert "another path" in str(e.value) and "checkpoint" not in str(e.value)
   with pytest.raises(WriteError, match="--resume"):  # a run's file speaks of the run
-    atomic_write_bytes(str(tmp_path / "no/such/metrics.jsonl"), b"x")
+    JsonlWriter(str(tmp_path / "no/such/metrics.jsonl")).write_scalars(1, {"loss": 1.0})
+
+
+def test_an_output_write_error_speaks_of_the_output(tmp_path):
+  # oneshot --json, open_set --json, embed --out, recognize --curve: not the run's files.
+  for write in (
+    lambda p: atomic_write_bytes(p, b"x"),
+    lambda p: sj.plots.calibration_curve(
+      sj.calibrate(sj.Index.from_embeddings(np.eye(2, dtype=np.float32), [0, 1]),
+                   np.eye(2, dtype=np.float32), [0, 1]), p),
+  ):  # fmt: skip
+    with pytest.raises(WriteError) as e:
+      write(str(tmp_path / "no/such/dir/out.json"))
+    assert "another path" in str(e.value)
+    assert "checkpoint" not in str(e.value) and "--resume" not in str(e.value)
 
 
 # Corrupt files ------------------------------------------------------------------
@@ -476,6 +520,139 @@ PROGRAMS = [
   ("benchmarks.processes", ["--data-dir", MISSING], 1, MISSING),
   ("benchmarks.processes", ["--data-dir", "{data}", "--seeds", "0,x"], 2, "0,x"),
   ("benchmarks.search", ["--backends", "exact,bogus"], 2, "bogus"),
+  # Issue 32: integers a run turns into keys or indices.
+  ("experiments.mnist_siamese", ["--data-dir", "{data}", "--seed", "1099511627776"], 2, "--seed"),
+  (
+    "experiments.mnist_siamese",
+    ["--data-dir", "{data}", "--seed", "18446744073709551616"],
+    2,
+    "--seed",
+  ),  # fmt: skip
+  ("experiments.mnist_siamese", ["--data-dir", "{data}", "--seeds", "0,4294967296"], 2, "--seeds"),
+  ("experiments.mnist_siamese", ["--data-dir", "{big_label}", "--workdir", "{tmp}/l"], 1, "label"),
+  ("experiments.open_set", ["--workdir", "{run}", "--per-class", "-1"], 2, "--per-class"),
+  ("experiments.open_set", ["--workdir", "{run}", "--calibrate-n", "-5"], 2, "--calibrate-n"),
+  ("experiments.open_set", ["--workdir", "{run}", "--seed", "-1"], 2, "--seed"),
+  ("experiments.oneshot_figures", ["--workdir", "{run}", "--episodes", "0"], 2, "--episodes"),
+  # Issue 32: outputs checked before the work, not after it.
+  (
+    "experiments.oneshot",
+    ["--workdir", "{run}", "--runs", MISSING, "--json", "{tmp}/no/s.json"],
+    2,
+    "{tmp}/no does not exist",
+  ),
+  (
+    "experiments.open_set",
+    ["--workdir", "{run}", "--json", "{tmp}/no/o.json"],
+    2,
+    "{tmp}/no does not exist",
+  ),
+  (
+    "experiments.recognize",
+    [
+      "--workdir",
+      "{run}",
+      "--gallery",
+      "{gallery}",
+      "q.png",
+      "--calibrate-on",
+      "{gallery}",
+      "--curve",
+      "{tmp}/no/c.png",
+    ],
+    2,
+    "{tmp}/no does not exist",
+  ),
+  (
+    "experiments.embed",
+    ["--workdir", "{run}", "--split", "test", "--out", "{tmp}/bad.index/x"],
+    2,
+    "bad.index is a file, not a folder",
+  ),
+  ("experiments.plot_curves", ["{run}", "--out", "{tmp}"], 2, "is a folder"),
+  # Issue 32: sizes the flags allow that no encoder or machine takes; a results.json cut short.
+  (
+    "experiments.mnist_siamese",
+    ["--data-dir", "{data}", "--workdir", "{tmp}/c8", "--encoder", "conv4", "--image-size", "8"],
+    2,
+    "--image-size",
+  ),
+  (
+    "experiments.mnist_siamese",
+    ["--data-dir", "{data}", "--workdir", "{tmp}/h", "--hidden-sizes", "100000000"],
+    2,
+    "--hidden-sizes",
+  ),
+  ("experiments.compare", ["--workdir", "{cut}", "a.png", "b.png"], 1, "results.json"),
+  ("experiments.compare", ["--workdir", "{empty}", "a.png", "b.png"], 1, "holds no threshold"),
+  ("experiments.plot_curves", ["{nokey}"], 1, "line 1 has no train_loss"),
+  # Issue 32: bombs, impossible saved fields, a config edited by hand.
+  ("experiments.compare", ["--workdir", "{run}", "{bomb}", "{bomb}"], 1, "decompression bomb"),
+  (
+    "experiments.recognize",
+    ["--workdir", "{run}", "--index", "{neg_index}", "{query}"],
+    1,
+    "not a distance > 0",
+  ),
+  (
+    "experiments.recognize",
+    ["--workdir", "{run}", "--index", "{str_index}", "{query}"],
+    1,
+    "is not a number",
+  ),
+  (
+    "experiments.mnist_siamese",
+    ["--data-dir", "{idx_bomb}", "--workdir", "{tmp}/ib"],
+    1,
+    "header declares shape (3000000, 28, 28)",
+  ),
+  (
+    "experiments.mnist_siamese",
+    [
+      "--data-dir",
+      "{data}",
+      "--workdir",
+      "{edited}",
+      "--resume",
+      "--margin",
+      "2",
+      "--batch-size",
+      "32",
+      "--epochs",
+      "3",
+    ],
+    1,
+    "margin (run: 1.0, now: 2.0)",
+  ),
+  # Issue 32: values that cannot work, refused by name or told apart from the learning rate.
+  ("experiments.mnist_siamese", ["--data-dir", "{data}", "--rmsprop-eps", "0"], 2, "--rmsprop-eps"),
+  (
+    "experiments.mnist_siamese",
+    ["--data-dir", "{data}", "--workdir", "{tmp}/m", "--margin", "1e30", "--epochs", "1"],
+    1,
+    "not the learning rate",
+  ),  # fmt: skip
+  (
+    "experiments.mnist_siamese",
+    [
+      "--data-dir",
+      "{data}",
+      "--workdir",
+      "{tmp}/b",
+      "--loss",
+      "multi-similarity",
+      "--ms-beta",
+      "1e30",
+      "--classes-per-batch",
+      "4",
+      "--samples-per-class",
+      "4",
+      "--epochs",
+      "1",
+    ],
+    1,
+    "--ms-beta 1e+30",
+  ),  # fmt: skip
 ]
 
 
@@ -486,8 +663,37 @@ def test_every_program_refuses_bad_input_in_one_paragraph(tmp_path, mnist_run, c
   (tmp_path / "nullcfg/config.json").write_text("null")
   (tmp_path / "nullcfg/metrics.jsonl").write_text("")
   (tmp_path / "bad.index").write_bytes(b"PK\x03\x04 cut short")
+  data = synthetic_mnist(n_train=100, n_test=20)
+  labels = data.train_labels.astype(np.int64)
+  labels[0] = 2**32 + 1  # would wrap into class 1 as int32
+  big_label = write_npz(tmp_path / "big_label.npz", data, y_train=labels)
+  for name, text in (("cut", '{"threshold'), ("empty", "{}")):
+    shutil.copytree(run, tmp_path / name)
+    (tmp_path / name / "results.json").write_text(text)
+  shutil.copytree(run, tmp_path / "edited")
+  edited = json.loads((tmp_path / "edited" / "config.json").read_text())
+  (tmp_path / "edited" / "config.json").write_text(json.dumps({**edited, "margin": 2.0}))
+  bomb = _png_header_only(tmp_path / "bomb.png", 12_000, 12_000)
+  for name, field, value in (("neg_index", "threshold", -1.0), ("str_index", "version", "x")):
+    path = str(tmp_path / f"{name}.index")
+    sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2], threshold=0.5).save(path)
+    with np.load(path, allow_pickle=False) as z:
+      fields = {k: z[k] for k in z.files}
+    with open(path, "wb") as f:
+      np.savez(f, **{**fields, field: np.asarray(value)})
+  idx_bomb = write_mnist_dir(tmp_path / "idx_bomb", data)
+  head = b"\x00\x00\x08\x03" + np.array([3_000_000, 28, 28], ">u4").tobytes()
+  with open(os.path.join(idx_bomb, "train-images-idx3-ubyte.gz"), "wb") as f:
+    f.write(__import__("gzip").compress(head + bytes(1000)))
+  shutil.copytree(run, tmp_path / "nokey")
+  (tmp_path / "nokey" / "metrics.jsonl").write_text('{"epoch": 1, "train_accuracy": 0.5}\n')
   first = os.path.join(gallery, sorted(os.listdir(gallery))[0])
   fill = {"{run}": run, "{data}": data_dir, "{gallery}": gallery, "{tmp}": str(tmp_path),
+          "{big_label}": str(big_label), "{cut}": str(tmp_path / "cut"),
+          "{empty}": str(tmp_path / "empty"), "{nokey}": str(tmp_path / "nokey"),
+          "{edited}": str(tmp_path / "edited"), "{bomb}": bomb, "{idx_bomb}": idx_bomb,
+          "{neg_index}": str(tmp_path / "neg_index.index"),
+          "{str_index}": str(tmp_path / "str_index.index"),
           "{bad_index}": str(tmp_path / "bad.index"),
           "{query}": os.path.join(first, os.listdir(first)[0])}  # fmt: skip
   failures = []
@@ -507,3 +713,117 @@ def test_every_program_refuses_bad_input_in_one_paragraph(tmp_path, mnist_run, c
     if rc != code or text not in err or "Traceback" in err or not err.strip():
       failures.append(f"{module} {' '.join(args)}: exit {rc} (want {code}), stderr {err!r}")
   assert failures == [], "\n".join(failures)
+
+
+# Images of every depth, and bombs (issue 32) ---------------------------------------
+
+
+def _png_header_only(path, width, height):
+  """A PNG whose header declares width x height 1-bit pixels, with one tiny data chunk."""
+  import struct
+  import zlib
+
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+  ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+  raw = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+  open(path, "wb").write(raw + chunk(b"IEND", b""))
+  return str(path)
+
+
+def test_every_depth_reaches_the_model_as_the_same_picture_in_8_bits(tmp_path):
+  from siamese_jax.data.images import read_image, to_uint8
+
+  gray = np.array([[0, 128, 255]], np.uint8)
+  Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit PNG
+  Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "f.tif")  # float TIFF
+  Image.fromarray(gray > 100).save(tmp_path / "b.png")  # 1-bit
+  assert read_image(str(tmp_path / "g16.png")).tolist() == gray.tolist()  # was clipped to 255
+  assert read_image(str(tmp_path / "f.tif")).tolist() == gray.tolist()  # was 0, 0, 1
+  assert read_image(str(tmp_path / "b.png")).tolist() == [[0, 255, 255]]
+  assert to_uint8(gray > 100, "a").tolist() == [[0, 255, 255]]
+  assert to_uint8(gray.astype(np.uint16) * 257, "a").tolist() == gray.tolist()
+  assert to_uint8(gray.astype(np.int64), "a").tolist() == gray.tolist()  # 8-bit values, any int
+  with pytest.raises(DataError, match="int64 pixels 0..256 are not 8-bit"):
+    to_uint8(np.array([0, 256]), "a")
+  with pytest.raises(DataError, match=r"a: float pixels must lie in \[0, 1\]"):
+    to_uint8(gray.astype(np.float32), "a")
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+  from siamese_jax.data.images import read_image
+
+  path = _png_header_only(tmp_path / "bomb.png", 20_000, 20_000)  # past PIL's own limit
+  with pytest.raises(DataError, match=r"bomb\.png: .*decompression bomb"):
+    read_image(path)
+  below_pil = _png_header_only(tmp_path / "b12k.png", 12_000, 12_000)  # past ours alone
+  with pytest.raises(DataError, match=r"b12k\.png: 12000x12000 pixels.*decompression bomb"):
+    read_image(below_pil)
+  # Inside an Omniglot zip: the same paragraph, naming the member.
+  root = tmp_path / "omni"
+  write_omniglot(root, zipped=True)
+  zpath = root / "images_background.zip"
+  with zipfile.ZipFile(zpath) as z:
+    first = next(n for n in z.namelist() if n.endswith(".png"))
+    members = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+  members[first] = open(path, "rb").read()
+  with zipfile.ZipFile(zpath, "w") as z:
+    for n, data in members.items():
+      z.writestr(n, data)
+  with pytest.raises(DataError, match="decompression bomb"):
+    load_omniglot(str(root), progress=False)
+
+
+def test_a_zip_member_that_would_inflate_past_any_file_of_the_data_is_refused(tmp_path):
+  from siamese_jax.data.archive import MAX_MEMBER_BYTES, Archive
+
+  with zipfile.ZipFile(tmp_path / "z.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("big.png", b"\0" * (MAX_MEMBER_BYTES + 1))
+  with pytest.raises(DataError, match="would inflate to 67,108,865 bytes.*zip bomb"):
+    Archive(str(tmp_path / "z.zip")).read("big.png")
+
+
+def test_an_idx_gzip_is_read_as_a_stream_and_a_huge_header_is_refused(tmp_path):
+  import gzip
+
+  from siamese_jax.data.idx import read_idx
+
+  # A header declaring 50 x MNIST's images: refused before anything is inflated.
+  head = b"\x00\x00\x08\x03" + np.array([3_000_000, 28, 28], ">u4").tobytes()
+  (tmp_path / "big.gz").write_bytes(gzip.compress(head + b"\0" * 1000))
+  with pytest.raises(DataError, match=r"big\.gz: header declares shape \(3000000, 28, 28\)"):
+    read_idx(tmp_path / "big.gz")
+  # Data past the header: counted without being kept, and refused.
+  ok = b"\x00\x00\x08\x01" + np.array([4], ">u4").tobytes()
+  (tmp_path / "long.gz").write_bytes(gzip.compress(ok + b"\1" * 4 + b"\0" * (3 << 20)))
+  with pytest.raises(DataError, match=r"long\.gz: header declares shape \(4,\) .* holds 3145732"):
+    read_idx(tmp_path / "long.gz")
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("threshold", -1.0, "saved threshold -1.0 is not a distance > 0"),
+    ("threshold", np.inf, "saved threshold inf is not a distance > 0"),
+    ("version", "two", "its version .* is not a number"),
+  ],
+)
+def test_a_saved_index_with_impossible_fields_is_one_error(tmp_path, field, value, message):
+  path = str(tmp_path / "g.index")
+  sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2], threshold=0.5).save(path)
+  with np.load(path, allow_pickle=False) as z:
+    fields = {k: z[k] for k in z.files}
+  fields[field] = np.asarray(value)
+  with open(path, "wb") as f:
+    np.savez(f, **fields)
+  with pytest.raises(SearchIndexError, match=message):
+    sj.load_index(path)
+  with pytest.raises(SearchIndexError, match="a distance > 0"):
+    sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2], threshold=float("nan"))
+
+
+def test_an_index_of_another_width_is_blamed_on_the_index():
+  index = sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2])
+  with pytest.raises(SearchIndexError, match="queries are 2-wide.*index holds 3-wide.*another"):
+    index.search(np.zeros((4, 2), np.float32))

@@ -34,6 +34,7 @@ def _leaves_close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(u), np.asarray(v), **tol)
 
 
+@pytest.mark.slow
 def test_whole_step_stage_computes_the_library_step():
   # Without dropout (the one thing drawn differently), the last stage must
   # train exactly what `train_chunk` trains: same gather, loss, RMSProp.
@@ -45,7 +46,8 @@ def test_whole_step_stage_computes_the_library_step():
     state.params, state.opt_state, *split, batches, key
   )
   lib, lib_metrics = train_chunk(
-    create_train_state(jax.random.key(1), config), *split, batches, jnp.int32(0), key,
+    create_train_state(jax.random.key(1), config), split[0], {"pairs": split[1], "y": split[2]},
+    batches, jnp.int32(0), key,
     length=batches.shape[0],
   )  # fmt: skip
   _leaves_close(params, lib.params, rtol=2e-5, atol=1e-7)

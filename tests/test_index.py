@@ -158,6 +158,7 @@ def test_faiss_backends_find_the_exact_neighbours(backend):
     assert recall >= 0.8, recall
 
 
+@pytest.mark.slow
 def test_a_trained_model_indexes_images_and_refuses_another_models_index(tmp_path, small_mnist):
   config = sj.Config(epochs=1, batch_size=32)
   sj.train_and_evaluate(config, tmp_path / "a", small_mnist, plots=False)

@@ -23,22 +23,24 @@ LAYERS = [
   {"core", "xla_flags"},
   {"rundir"},
   {"data"},
-  {"sampling"},
   {"losses"},
+  {"sampling"},
   {"models"},
   {"evaluation"},
   {"training"},
   {"recognition"},
-  {"configs", "cli"},
+  {"configs", "cli", "programs", "__main__"},
 ]
-SUBPACKAGES = ["core", "rundir", "data", "sampling", "losses", "models", "evaluation", "training",
-               "recognition"]  # fmt: skip
+SUBPACKAGES = ["core", "rundir", "data", "losses", "sampling", "models", "evaluation", "training",
+               "recognition", "programs"]  # fmt: skip
 
 
 def layer_of(unit: str) -> int:
   for i, units in enumerate(LAYERS):
     if unit in units:
       return i
+  if unit in siamese_jax.__all__:  # `from siamese_jax import load_trained`: the package's top
+    return len(LAYERS) - 1
   raise AssertionError(f"siamese_jax.{unit} has no layer: add it to LAYERS and the README map")
 
 
@@ -97,7 +99,9 @@ def test_every_module_has_a_layer_and_few_stay_at_the_top():
   units = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
   for unit in units - {"__init__", "__pycache__"}:
     layer_of(unit)
-  assert len(SUBPACKAGES) >= 5
+  # Every folder of the package is listed (its docstrings are then checked below).
+  folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+  assert set(SUBPACKAGES) == folders
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)
@@ -119,7 +123,7 @@ def test_random_streams_keep_their_values_and_are_distinct():
   # Changing one of these changes every run's numbers: they are pinned.
   assert {s.name: int(s) for s in streams.PairsKey} == {
     "TRAIN_PAIRS": 0, "TEST_PAIRS": 1, "HOLDOUT": 2, "VAL_PAIRS": 3, "SEEN_PAIRS": 4,
-    "UNSEEN_PAIRS": 5, "TEST_EPISODES": 7, "VAL_EPISODES": 8,
+    "UNSEEN_PAIRS": 5, "TEST_EPISODES": 7, "VAL_EPISODES": 8, "VAL_BATCHES": 9,
   }  # fmt: skip
   assert {s.name: int(s) for s in streams.EpochKey} == {"BATCHES": 0, "FRESH_PAIRS": 1}
   assert int(streams.FreshPairsKey.WITHIN_GROUP) == 6
@@ -154,3 +158,27 @@ def test_image_open_and_zipfile_live_in_one_module_each():
           if "zipfile.ZipFile(" in p.read_text()}  # fmt: skip
   assert opens == {"data/images.py"}
   assert zips == {"data/archive.py"}
+
+
+def test_every_test_that_trains_or_starts_a_process_is_marked_slow():
+  # `pytest -m "not slow"` is the edit loop: nothing in it trains a model or
+  # starts a program.
+  heavy = {"train_and_evaluate", "run_module", "start_module", "start_group", "run_cli",
+           "train_step", "train_chunk", "train_epoch"}  # fmt: skip
+  unmarked = []
+  for path in sorted(pathlib.Path(__file__).parent.glob("test_*.py")):
+    tree = ast.parse(path.read_text())
+    marks = [ast.unparse(n.value) for n in tree.body if isinstance(n, ast.Assign)
+             and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)]  # fmt: skip
+    if any("slow" in m for m in marks):
+      continue
+    for node in tree.body:
+      if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+        continue
+      calls = [c.func for c in ast.walk(node) if isinstance(c, ast.Call)]
+      names = {getattr(f, "id", getattr(f, "attr", "")) for f in calls}
+      spawns = any(getattr(getattr(f, "value", None), "id", "") == "subprocess" for f in calls)
+      slow = any("slow" in ast.unparse(d) for d in node.decorator_list)
+      if (names & heavy or spawns) and not slow:
+        unmarked.append(f"{path.name}::{node.name}")
+  assert unmarked == []

@@ -16,6 +16,7 @@ def test_real_mnist_shapes(real_mnist):
   )
 
 
+@pytest.mark.slow
 def test_short_run_beats_95_percent(tmp_path, real_mnist):
   results = train_and_evaluate(Config(epochs=3), tmp_path / "run", real_mnist)
   assert results["num_train_pairs"] == 108_400 and results["num_test_pairs"] == 17_820

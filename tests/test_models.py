@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from siamese_jax import Config, create_train_state
 
@@ -38,6 +39,7 @@ def test_images_may_come_as_28x28():
   np.testing.assert_array_equal(d_img, d_flat)
 
 
+@pytest.mark.slow
 def test_conv4_four_blocks_to_an_embedding():
   config = Config(encoder="conv4", hidden_sizes=(32, 16), final_relu=False, dropout=0.0)
   state = create_train_state(jax.random.key(0), config, image_shape=(28, 28))
@@ -55,6 +57,7 @@ def test_conv4_four_blocks_to_an_embedding():
   assert big.params["encoder"]["Dense_0"]["kernel"].shape == (288, 16)
 
 
+@pytest.mark.slow
 def test_embedding_chunks_fit_the_memory_budget():
   from siamese_jax.evaluation.embed import embed_chunk_size, embed_images
 

@@ -250,3 +250,14 @@ def test_epoch_seconds_count_training_and_validation_alike(tmp_path, small_mnist
   for path in ("one", "two/seed_0", "two/seed_1"):
     line = json.loads((tmp_path / path / "metrics.jsonl").read_text())
     assert line["epoch_seconds"] >= 0.5, path
+
+
+@pytest.mark.slow
+def test_resuming_seeds_in_another_order_names_the_order_and_destroys_nothing(
+  tmp_path, small_mnist
+):
+  train_and_evaluate(CONFIG, tmp_path / "w", small_mnist, seeds=[0, 1], plots=False)
+  before = sorted(p.name for p in (tmp_path / "w").iterdir())
+  with pytest.raises(WorkdirError, match=r"same seeds in another order\. Resume with --seeds 0,1"):
+    train_and_evaluate(CONFIG, tmp_path / "w", small_mnist, seeds=[1, 0], resume=True)
+  assert sorted(p.name for p in (tmp_path / "w").iterdir()) == before

@@ -135,8 +135,10 @@ def test_holdout_groups_validate_on_whole_unseen_alphabets(omniglot_dir):
 
 
 def test_config_refuses_contradictions():
+  from siamese_jax.sampling import check
+
   with pytest.raises(ConfigError, match="--pairs fresh"):
-    Config(negatives="within-group")
+    check(Config(negatives="within-group"))
   with pytest.raises(ConfigError, match="not both"):
     Config(holdout=10, holdout_groups=2)
   with pytest.raises(ConfigError, match="image_size"):

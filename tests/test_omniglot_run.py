@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from test_oneshot import write_runs
 
 from siamese_jax import Config, load_trained
 from siamese_jax.configs import OMNIGLOT
 from siamese_jax.data.omniglot import load_omniglot
+from siamese_jax.sampling import sampler_name
 
-from conftest import run_module
+from conftest import run_module, write_runs
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_the_experiment_trains_and_reports_one_shot_accuracy(omniglot_run):
     config = json.load(f)
   assert (config["image_size"], config["invert"], config["resize_filter"]) == (28, True, "box")
   assert config["encoder"] == "conv4" and config["loss"] == OMNIGLOT.loss
-  assert Config.from_dict(config).batch_sampler == "pk"
+  assert sampler_name(Config.from_dict(config)) == "pk"
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   for k in ("20way_1shot", "5way_1shot", "20way_5shot"):
@@ -140,3 +140,17 @@ def test_the_figures(omniglot_run, tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   r = run_module("experiments.oneshot_figures", "--workdir", workdir, "--alphabet", "Klingon")
   assert r.returncode == 1 and "no such evaluation alphabet; one of Alpha0_eva" in r.stderr
+
+
+def test_figures_of_alphabets_smaller_than_the_way_are_one_paragraph(omniglot_run, tmp_path,
+                                                                     monkeypatch, capsys):  # fmt: skip
+  # Issue 32: evaluation alphabets of fewer than 20 characters (no 20-way episode) were a
+  # traceback. `episodes` finds none in such data; here it is told so directly.
+  from siamese_jax import cli
+  from siamese_jax.programs import oneshot_figures
+
+  workdir, _ = omniglot_run
+  monkeypatch.setattr(oneshot_figures, "episodes", lambda *a, **k: None)
+  rc = cli.run_main(oneshot_figures.main, ["--workdir", workdir, "--out", str(tmp_path)])
+  err = capsys.readouterr().err
+  assert rc == 1 and "no 20-way 1-shot episode can be drawn" in err and "Traceback" not in err

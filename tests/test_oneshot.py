@@ -16,7 +16,7 @@ from siamese_jax.evaluation.oneshot import (
   score_runs,
 )
 
-from conftest import omniglot_char, write_png
+from conftest import write_png, write_runs
 
 
 def _toy(classes=40, drawers=6, per_group=10):
@@ -72,28 +72,6 @@ def test_metrics_have_a_95_interval_from_the_episodes():
   # Fewer ways and more shots are easier.
   assert m["test_oneshot_5way_1shot"] > m["test_oneshot_20way_1shot"]
   assert m["test_oneshot_20way_5shot"] > m["test_oneshot_20way_1shot"]
-
-
-def write_runs(root, count=2, seed=0) -> tuple[str, list[np.ndarray]]:
-  """Runs in Lake's layout: run NN's test items are the training characters in
-  a shuffled order, each drawn again with a small shift."""
-  rng = np.random.default_rng(seed)
-  answers = []
-  for r in range(1, count + 1):
-    name = f"run{r:02d}"
-    chars = [omniglot_char(rng) for _ in range(20)]
-    order = rng.permutation(20)
-    lines = []
-    for k, c in enumerate(chars):
-      write_png(os.path.join(root, name, "training", f"class{k + 1:02d}.png"), c)
-    for i, k in enumerate(order):
-      write_png(os.path.join(root, name, "test", f"item{i + 1:02d}.png"),
-                np.roll(chars[k], 1, axis=1))  # fmt: skip
-      lines.append(f"{name}/test/item{i + 1:02d}.png {name}/training/class{k + 1:02d}.png")
-    with open(os.path.join(root, name, "class_labels.txt"), "w") as f:
-      f.write("\n".join(lines) + "\n")
-    answers.append(order)
-  return root, answers
 
 
 class PixelModel:

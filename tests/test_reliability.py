@@ -20,18 +20,15 @@ from siamese_jax import (
 from siamese_jax.sampling.splits import check_data
 from siamese_jax.training import loop as run_lib
 
-from conftest import checkpoint_state, start_module, synthetic_mnist, write_idx, write_mnist_dir
-
-TIMING = {"epoch_seconds", "total_seconds"}
-
-
-def read_jsonl(path):
-  with open(path) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
-
-
-def results(path):
-  return {k: v for k, v in json.loads(open(path).read()).items() if k not in TIMING}
+from conftest import (
+  assert_same_run,
+  jsonl,
+  start_module,
+  synthetic_mnist,
+  wait_for,
+  write_idx,
+  write_mnist_dir,
+)
 
 
 def start(*args):
@@ -42,14 +39,6 @@ def run_cli(*args, timeout=300):
   p = start(*args)
   out, err = p.communicate(timeout=timeout)
   return p.returncode, out, err
-
-
-def wait_for(path, proc, timeout=120):
-  t = time.time()
-  while not os.path.exists(path):
-    assert proc.poll() is None, proc.communicate()
-    assert time.time() - t < timeout
-    time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +58,6 @@ def reference_run(big_data_dir, tmp_path_factory):
 
 def ARGS(data_dir):
   return ["--data-dir", data_dir, "--epochs", "3", "--batch-size", "16", "--chunk-steps", "20"]
-
-
-def assert_same_run(a, b):
-  assert read_jsonl(os.path.join(a, "metrics.jsonl")) == read_jsonl(
-    os.path.join(b, "metrics.jsonl")
-  )
-  assert results(os.path.join(a, "results.json")) == results(os.path.join(b, "results.json"))
-  # The final checkpoint holds the parameters and optimizer state: byte-identical.
-  assert checkpoint_state(os.path.join(a, "checkpoint.msgpack")) == checkpoint_state(
-    os.path.join(b, "checkpoint.msgpack")
-  )
 
 
 @pytest.mark.slow
@@ -147,7 +125,7 @@ def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, mo
   with pytest.raises(run_lib.RunInterrupted, match="checkpoint saved"):
     train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=8)
   monkeypatch.undo()
-  assert len(read_jsonl(tmp_path / "run/metrics.jsonl")) == 1
+  assert len(jsonl(tmp_path / "run/metrics.jsonl")) == 1
   train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=5, resume=True)
   assert_same_run(str(tmp_path / "ref"), str(tmp_path / "run"))
 
@@ -177,9 +155,32 @@ def test_resume_with_another_config_lists_the_fields(tmp_path, small_mnist):
     train_and_evaluate(changed, tmp_path / "w", small_mnist, resume=True)
 
 
-def test_resume_of_nothing_is_refused(tmp_path, small_mnist):
-  with pytest.raises(WorkdirError, match="Nothing to resume"):
-    train_and_evaluate(Config(epochs=1), tmp_path / "empty", small_mnist, resume=True)
+@pytest.mark.slow
+def test_resume_of_nothing_starts_the_run(tmp_path, small_mnist):
+  # One `--resume` command serves a SLURM job's first start and every requeue.
+  config = Config(epochs=1, batch_size=32)
+  train_and_evaluate(config, tmp_path / "plain", small_mnist, plots=False)
+  (tmp_path / "empty").mkdir()
+  for name in ("new", "empty"):
+    train_and_evaluate(config, tmp_path / name, small_mnist, resume=True, plots=False)
+    assert_same_run(tmp_path / name, tmp_path / "plain")
+
+
+@pytest.mark.slow
+def test_resume_trusts_the_checkpoint_not_a_hand_edited_or_deleted_config(tmp_path, small_mnist):
+  w = tmp_path / "w"
+  train_and_evaluate(Config(epochs=1, batch_size=32), w, small_mnist, plots=False)
+  edited = json.loads((w / "config.json").read_text())
+  (w / "config.json").write_text(json.dumps({**edited, "margin": 2.0}))
+  # Epoch 1 trained at margin 1: the checkpoint says so, whatever config.json says.
+  with pytest.raises(WorkdirError, match=r"margin \(run: 1.0, now: 2.0\)"):
+    train_and_evaluate(Config(epochs=2, batch_size=32, margin=2.0), w, small_mnist, resume=True)
+  train_and_evaluate(Config(epochs=2, batch_size=32), w, small_mnist, resume=True, plots=False)
+  assert json.loads((w / "config.json").read_text())["margin"] == 1.0  # written again, true
+  (w / "config.json").unlink()  # deleted: the checkpoint still holds the config
+  train_and_evaluate(Config(epochs=3, batch_size=32), w, small_mnist, resume=True, plots=False)
+  assert json.loads((w / "config.json").read_text())["epochs"] == 3
+  assert [line["epoch"] for line in jsonl(w / "metrics.jsonl")] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -196,7 +197,7 @@ def test_a_line_past_the_checkpoint_cut_short_by_a_kill_is_written_again(tmp_pat
   ckpt.config = config
   checkpoint.save(str(tmp_path / "w"), ckpt)
   train_and_evaluate(config, tmp_path / "w", small_mnist, resume=True)
-  assert read_jsonl(tmp_path / "w/metrics.jsonl") == read_jsonl(tmp_path / "ref/metrics.jsonl")
+  assert jsonl(tmp_path / "w/metrics.jsonl") == jsonl(tmp_path / "ref/metrics.jsonl")
 
 
 @pytest.mark.slow
@@ -222,7 +223,7 @@ def test_non_finite_loss_stops_in_the_epoch_and_keeps_the_last_good_checkpoint(
   ckpt = checkpoint.load(str(tmp_path / "w"), create_train_state(jax.random.key(0), config))
   assert ckpt.epoch == 1 and ckpt.step_in_epoch == 0
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(ckpt.state.params))
-  assert len(read_jsonl(tmp_path / "w/metrics.jsonl")) == 1
+  assert len(jsonl(tmp_path / "w/metrics.jsonl")) == 1
   assert not (tmp_path / "w/results.json").exists()
 
 
@@ -365,4 +366,28 @@ def test_two_concurrent_resumes_one_is_refused_and_each_epoch_is_logged_once(
     first.send_signal(signal.SIGCONT)
   out, err = first.communicate(timeout=300)
   assert first.returncode == 0, err
-  assert [line["epoch"] for line in read_jsonl(workdir / "metrics.jsonl")] == [1, 2, 3]
+  assert [line["epoch"] for line in jsonl(workdir / "metrics.jsonl")] == [1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_final_evaluation_gives_the_resume_command(
+  tmp_path, small_mnist, monkeypatch, signum
+):
+  real = run_lib.final_evaluation
+
+  def stopped(*args, **kwargs):
+    os.kill(os.getpid(), signum)  # Ctrl-C (SIGINT) or the scheduler's SIGTERM
+    time.sleep(5)
+    return real(*args, **kwargs)
+
+  config = Config(epochs=1, batch_size=32)
+  monkeypatch.setattr(run_lib, "final_evaluation", stopped)
+  with pytest.raises(run_lib.RunInterrupted, match="during the final evaluation.*--resume") as e:
+    train_and_evaluate(config, tmp_path / "w", small_mnist, plots=False)
+  assert e.value.exit_code == 128 + signum
+  assert not (tmp_path / "w" / "results.json").exists()
+  monkeypatch.setattr(run_lib, "final_evaluation", real)
+  train_and_evaluate(config, tmp_path / "w", small_mnist, resume=True, plots=False)
+  train_and_evaluate(config, tmp_path / "plain", small_mnist, plots=False)
+  assert_same_run(tmp_path / "w", tmp_path / "plain")

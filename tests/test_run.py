@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from siamese_jax import Config, train_and_evaluate
+from siamese_jax import cli as sj_cli
 
 from conftest import run_module, write_mnist_dir
 
@@ -111,6 +112,59 @@ def test_usage_errors_exit_2(tmp_path, args, message):
   assert message in r.stderr and "usage:" in r.stderr
   assert "Traceback" not in r.stderr
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+  "preset, args, named",
+  [
+    ("MNIST", ["--loss", "supcon", "--batch-size", "128"], ["--batch-size"]),
+    ("MNIST", ["--loss", "supcon", "--margin", "2"], ["--margin"]),
+    ("MNIST", ["--loss", "triplet-hard", "--temperature", "0.2"], ["--temperature"]),
+    ("MNIST", ["--classes-per-batch", "8", "--rotations"], ["--classes-per-batch", "--rotations"]),
+    ("MNIST", ["--optimizer", "adam", "--rmsprop-eps", "1e-6"], ["--rmsprop-eps"]),
+    ("MNIST", ["--augment-strength", "0.5"], ["--augment-strength"]),
+    ("OMNIGLOT", ["--loss", "contrastive", "--no-rotations"], ["--rotations"]),
+  ],
+)
+def test_a_flag_the_run_would_not_read_is_refused_by_name(preset, args, named, capsys):
+  import siamese_jax.configs
+
+  parser = sj_cli.make_parser("p", "d", getattr(siamese_jax.configs, preset))
+  with pytest.raises(SystemExit) as e:
+    sj_cli.config_from_args(parser, parser.parse_args(args))
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert all(f"{flag} does not apply" in err or f"{flag}=" in err for flag in named), err
+
+
+@pytest.mark.parametrize(
+  "preset, args",
+  [
+    ("MNIST", ["--loss", "supcon", "--temperature", "0.05", "--optimizer", "adam"]),
+    ("MNIST", ["--loss", "batch-contrastive", "--margin", "0.5"]),
+    ("MNIST", ["--augment", "affine", "--augment-strength", "0.5"]),
+    # The preset's rotations do not apply to pairs: they fall back, unasked.
+    ("OMNIGLOT", ["--loss", "contrastive", "--pairs", "fresh", "--optimizer", "rmsprop"]),
+  ],
+)
+def test_flags_that_apply_are_taken_and_a_presets_unread_settings_fall_back(preset, args):
+  import siamese_jax.configs
+
+  parser = sj_cli.make_parser("p", "d", getattr(siamese_jax.configs, preset))
+  config = sj_cli.config_from_args(parser, parser.parse_args(args))
+  assert config.rotations is False or config.loss != "contrastive"
+
+
+def test_the_refusal_names_every_flag_in_one_paragraph(capsys):
+  import siamese_jax.configs
+
+  parser = sj_cli.make_parser("p", "d", siamese_jax.configs.MNIST)
+  args = ["--optimizer", "adam", "--rmsprop-eps", "1e-6", "--rmsprop-decay", "0.8"]
+  with pytest.raises(SystemExit):
+    sj_cli.config_from_args(parser, parser.parse_args(args))
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "--rmsprop-decay does not apply" in err and "--rmsprop-eps does not apply" in err
+  assert err.endswith("Leave them out.")
 
 
 class FakeTty:

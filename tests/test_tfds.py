@@ -63,6 +63,20 @@ def test_prepares_offline_without_tensorflow_and_caches(tmp_path, small_mnist):
     f.unlink()
   again = tfds_data.load(data_dir=tmp_path / "tfds", builder_cls=builder)
   np.testing.assert_array_equal(again.test_labels, small_mnist.test_labels)
+
+
+def test_a_cache_cut_short_is_decoded_again(tmp_path, small_mnist, capsys):
+  manual = write_mnist_dir(tmp_path / "tfds" / "downloads" / "manual", small_mnist)
+  builder = builder_with_checksums_of(manual)
+  tfds_data.load(data_dir=tmp_path / "tfds", builder_cls=builder)
+  cache = tmp_path / "tfds" / "mnist_no_tf" / "3.0.1" / "siamese_jax_arrays.npz"
+  whole = cache.read_bytes()
+  cache.write_bytes(whole[: len(whole) // 2])  # issue 32: it was a traceback
+  again = tfds_data.load(data_dir=tmp_path / "tfds", builder_cls=builder)
+  np.testing.assert_array_equal(again.train_images, small_mnist.train_images)
+  err = capsys.readouterr().err
+  assert "decoded-array cache" in err and "damaged" in err
+  assert cache.read_bytes() == whole  # written again, whole
   import sys
 
   assert "tensorflow" not in sys.modules

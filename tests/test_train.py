@@ -85,6 +85,7 @@ def test_same_keys_give_bitwise_identical_results():
   assert not tree_equal(s1.params, s3.params)
 
 
+@pytest.mark.slow
 def test_dropout_key_is_folded_with_the_step():
   """Two steps on the same batch with the same key must use different masks."""
   images, pairs, y, batches = setup()
@@ -96,6 +97,7 @@ def test_dropout_key_is_folded_with_the_step():
   assert float(m1["loss"]) != float(m2["loss"])
 
 
+@pytest.mark.slow
 def test_scanned_epoch_is_bitwise_equal_to_looping_train_step():
   images, pairs, y, batches = setup()
   key = jax.random.key(5)
@@ -105,8 +107,7 @@ def test_scanned_epoch_is_bitwise_equal_to_looping_train_step():
   s_scan, m_scan, done = train_epoch(
     create_train_state(jax.random.key(0), Config(batch_size=32)),
     images,
-    pairs,
-    y,
+    {"pairs": pairs, "y": y},
     batches,
     key,
     chunk_steps=4,
@@ -126,20 +127,19 @@ def test_epoch_split_and_resumed_is_bitwise_equal():
   full, m_full, _ = train_epoch(
     create_train_state(jax.random.key(0), Config(batch_size=32)),
     images,
-    pairs,
-    y,
+    {"pairs": pairs, "y": y},
     batches,
     key,
     chunk_steps=5,
   )
   stopped, m_a, done = train_epoch(
     create_train_state(jax.random.key(0), Config(batch_size=32)),
-    images, pairs, y, batches, key, chunk_steps=3,
+    images, {"pairs": pairs, "y": y}, batches, key, chunk_steps=3,
     on_chunk=lambda done, total, m: done >= 3,
   )  # fmt: skip
   assert 3 <= done < len(batches)
   resumed, m_b, done2 = train_epoch(
-    stopped, images, pairs, y, batches, key, start=done, chunk_steps=7
+    stopped, images, {"pairs": pairs, "y": y}, batches, key, start=done, chunk_steps=7
   )
   assert done2 == len(batches)
   assert tree_equal(full.params, resumed.params)
@@ -182,13 +182,18 @@ def test_chunk_lengths_cover_the_epoch_with_few_shapes():
   assert chunk_lengths(0, 200) == []
 
 
+@pytest.mark.slow
 def test_scanned_epoch_makes_no_implicit_host_to_device_copies():
   images, pairs, y, batches = setup()
   key = jax.random.key(5)
   state = create_train_state(jax.random.key(0), Config(batch_size=32))
-  state, _, _ = train_epoch(state, images, pairs, y, batches, key, chunk_steps=4)  # compile
+  state, _, _ = train_epoch(
+    state, images, {"pairs": pairs, "y": y}, batches, key, chunk_steps=4
+  )  # compile
   with jax.transfer_guard_host_to_device("disallow"):
-    state, m, done = train_epoch(state, images, pairs, y, batches, key, chunk_steps=4)
+    state, m, done = train_epoch(
+      state, images, {"pairs": pairs, "y": y}, batches, key, chunk_steps=4
+    )
   assert done == len(batches) and np.isfinite(m["loss"]).all()
 
 

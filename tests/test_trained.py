@@ -60,7 +60,7 @@ def test_distance_and_same_follow_the_threshold(finished):
   [
     (np.zeros((2, 27, 28), np.uint8), r"shape \(N, 28, 28\)"),
     (np.full((2, 28, 28), 255.0), r"must lie in \[0, 1\]"),
-    (np.zeros((2, 28, 28), np.int64), "uint8 pixels 0..255 or floats"),
+    (np.full((2, 28, 28), 300, np.int64), "int64 pixels 300..300 are not 8-bit"),
   ],
 )
 def test_bad_images_are_refused(finished, images, message):

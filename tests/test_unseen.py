@@ -76,12 +76,14 @@ def test_seen_and_unseen_metrics_are_reported(tmp_path, small_mnist):
   assert r["test_seen_pairs"] == len(y)
 
 
+@pytest.mark.slow
 def test_the_default_run_has_no_groups(tmp_path, small_mnist):
   r = train_and_evaluate(Config(epochs=1, batch_size=32), tmp_path / "run", small_mnist)
   assert not any(k.startswith(("test_seen", "test_unseen")) for k in r)
   assert 0 <= r["test_precision_at_1"] <= 1 and r["test_retrieval_skipped_queries"] == 0
 
 
+@pytest.mark.slow
 def test_bad_train_classes(tmp_path, small_mnist):
   with pytest.raises(ConfigError, match="at least 2 different class ids"):
     Config(train_classes=(3, 3))

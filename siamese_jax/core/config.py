@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from siamese_jax.core.errors import ConfigError
+from siamese_jax.core.integers import SEED_RULE, is_seed
 
 PAIR_MODES = ("fixed", "fresh")
 ENCODERS = ("mlp", "cnn", "conv4")  # the keys of siamese_jax.models.ENCODERS
@@ -27,12 +28,6 @@ AUGMENTS = ("none", "affine")  # see siamese_jax.training.augment
 RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
 OPTIMIZERS = ("rmsprop", "adam")
 SWEEPABLE = ("learning_rate", "margin")  # fields --sweep can vary (traced, one program)
-# The pair loss, then the batch losses (the keys of siamese_jax.losses.BATCH_LOSSES).
-LOSSES = (
-  "contrastive", "batch-contrastive", "triplet-hard", "triplet-semihard", "multi-similarity",
-  "prototypical", "supcon",
-)  # fmt: skip
-SAMPLERS = ("pairs", "pk")  # siamese_jax.sampling.pairs, siamese_jax.sampling.pk
 
 
 def _is_int(v) -> bool:
@@ -51,6 +46,10 @@ POSITIVE = (lambda v: _is_real(v) and v > 0, "it must be a finite number > 0")
 NON_NEGATIVE = (lambda v: _is_real(v) and v >= 0, "it must be a finite number >= 0")
 UNIT = (lambda v: _is_real(v) and 0 <= v < 1, "it must lie in [0, 1)")
 BOOL = (lambda v: isinstance(v, bool), "it must be true or false")
+# A name of a table above this layer (`siamese_jax.losses.LOSSES`,
+# `siamese_jax.sampling.SAMPLERS`): `siamese_jax.sampling.check` holds it to the table.
+NAME = (lambda v: isinstance(v, str) and v != "", "it must be a name")
+OPTIONAL_NAME = (lambda v: v is None or NAME[0](v), "it must be a name or None")
 
 
 def _field(default, help_text: str | None, rule=None, *, choices: tuple[str, ...] | None = None):
@@ -126,12 +125,12 @@ class Config:
       b1 0.9, b2 0.999, eps 1e-8, at `learning_rate`; the rmsprop_* fields
       are then unused).
     loss: "contrastive", the original's pair loss, or a batch loss
-      (`siamese_jax.losses.BATCH_LOSSES`, docs/losses.md), which learns
+      (a name in `siamese_jax.losses.LOSSES`, docs/losses.md), which learns
       from every pair of a P x K batch.
     sampler: "pairs" (the original's pairs, or fresh ones) or "pk" (P
       classes x K images a batch, `siamese_jax.sampling.pk`); None: the
       loss's own, pairs for "contrastive" and pk for the batch losses
-      (`Config.batch_sampler`).
+      (`siamese_jax.sampling.sampler_name`).
     classes_per_batch, samples_per_class: P and K of the pk sampler; a
       batch is P * K images (`batch_size` is the pairs sampler's).
     group_batches: the pk sampler draws each batch's classes from as few
@@ -146,12 +145,20 @@ class Config:
     temperature: "supcon"'s temperature.
   """
 
-  seed: int = _field(0, "root PRNG seed", INT_GE0)
+  seed: int = _field(0, "root PRNG seed", (is_seed, SEED_RULE))
   epochs: int = _field(20, "passes over the training pairs", INT_GE1)
   batch_size: int = _field(128, "pairs per step", INT_GE1)
   learning_rate: float = _field(1e-3, "the optimizer's learning rate", POSITIVE)
   rmsprop_decay: float = _field(0.9, "RMSProp decay (Keras' rho)", UNIT)
-  rmsprop_eps: float = _field(1e-7, "RMSProp epsilon", NON_NEGATIVE)
+  rmsprop_eps: float = _field(
+    1e-7,
+    "RMSProp epsilon",
+    (
+      lambda v: _is_real(v) and v > 0,
+      "it must be a finite number > 0: with 0, a weight whose gradient is still 0 divides 0 "
+      "by 0 at the first update",
+    ),
+  )
   margin: float = _field(1.0, "contrastive-loss margin", POSITIVE)
   dropout: float = _field(0.1, "dropout rate", UNIT)
   hidden_sizes: tuple[int, ...] = _field(
@@ -230,13 +237,13 @@ class Config:
     "contrastive",
     "contrastive: the original's pair loss; or a batch loss over every pair of a P x K batch "
     "(docs/losses.md)",
-    choices=LOSSES,
+    NAME,
   )
   sampler: str | None = _field(
     None,
     "how batches are drawn: pairs, or pk (P classes x K images); by default pairs for "
     "--loss contrastive and pk for the batch losses",
-    choices=SAMPLERS,
+    OPTIONAL_NAME,
   )
   classes_per_batch: int = _field(32, "P, the classes of a pk batch", INT_GE2)
   samples_per_class: int = _field(4, "K, the images of each class in a pk batch", INT_GE2)
@@ -254,13 +261,6 @@ class Config:
   num_support: int = _field(1, "prototypical's support images per class", INT_GE1)
   temperature: float = _field(0.1, "supcon's temperature", POSITIVE)
 
-  @property
-  def batch_sampler(self) -> str:
-    """The sampler the run uses: `sampler`, or the loss's own."""
-    if self.sampler is not None:
-      return self.sampler
-    return "pairs" if self.loss == "contrastive" else "pk"
-
   def __post_init__(self):
     # Accept lists (as JSON gives them) but store tuples: the dataclass is
     # frozen and hashable, and the model closes over it.
@@ -272,42 +272,12 @@ class Config:
       self._need(predicate(getattr(self, field.name)), field.name, rule)
     if self.train_classes is not None:  # 0,1 and 1,0 are the same run
       object.__setattr__(self, "train_classes", tuple(sorted(set(self.train_classes))))
-    # The rules between fields.
-    self._need(
-      self.negatives == "any" or self.pairs == "fresh",
-      "negatives",
-      "negatives from within a group are drawn with fresh pairs; add --pairs fresh",
-    )
+    # The rules between fields (those of a loss or a sampler: `siamese_jax.sampling.check`).
     self._need(
       not (self.holdout and self.holdout_groups),
       "holdout_groups",
       "hold out either images (--holdout) or whole groups (--holdout-groups), not both",
     )
-    pk = self.batch_sampler == "pk"
-    self._need(
-      pk == (self.loss != "contrastive"),
-      "sampler",
-      f"--loss {self.loss} learns from "
-      + (
-        "pairs (--sampler pairs)" if self.loss == "contrastive" else "P x K batches (--sampler pk)"
-      )
-      + "; use that --sampler, or leave it out",
-    )
-    if pk:
-      self._need(
-        self.pairs == "fixed" and self.negatives == "any",
-        "pairs",
-        "--pairs and --negatives choose the pairs sampler's pairs; with --sampler pk leave them "
-        "out (P x K batches hold every pair of their images)",
-      )
-      self._need(
-        self.samples_per_class > self.num_support or self.loss != "prototypical",
-        "num_support",
-        f"prototypical needs a query beside the support: --samples-per-class "
-        f"({self.samples_per_class}) must exceed --num-support",
-      )
-    self._need(pk or not self.rotations, "rotations", "rotated classes need --sampler pk")
-    self._need(pk or not self.group_batches, "group_batches", "grouped batches need --sampler pk")
 
   def _need(self, ok: bool, field: str, rule: str) -> None:
     if not ok:

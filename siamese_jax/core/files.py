@@ -13,7 +13,7 @@ import os
 import tempfile
 from typing import Any
 
-from siamese_jax.core.errors import WorkdirError
+from siamese_jax.core.errors import ConfigError, WorkdirError
 
 
 class WriteError(WorkdirError):
@@ -27,8 +27,50 @@ RUN_FIX = (
 )
 
 
-def write_error(path: str, e: OSError, fix: str = RUN_FIX) -> WriteError:
-  """The error for a failed write of `path`; `fix` says what to do (a run's files by default)."""
+# What to do when a program's own output (--json, --curve, --out, ...) cannot be written.
+OUTPUT_FIX = (
+  "no other file was changed. Free space on that disk (or fix its permissions), or choose "
+  "another path."
+)
+
+
+def check_output(path: str | None, flag: str, *, folder: bool = False) -> None:
+  """Refuses, before any work, an output its program could not write.
+
+  `path` is a file, or with `folder` a directory the program fills (made,
+  with its parents, if absent). Checked: the folder a file goes into exists
+  and is writable (for a folder, its nearest existing ancestor is a
+  writable folder), and a file's path is not a folder. The expensive evaluation then never ends in
+  a write that fails.
+
+  Raises:
+    ConfigError: naming the flag, the path and the fix.
+  """
+  if path is None:
+    return
+  path = os.fspath(path)
+  target = os.path.dirname(os.path.abspath(path))
+  if folder:  # made with its parents: the nearest folder that exists must take it
+    target = os.path.abspath(path)
+    while not os.path.exists(target) and os.path.dirname(target) != target:
+      target = os.path.dirname(target)
+  if not os.path.isdir(target):
+    what = "is a file, not a folder" if os.path.exists(target) else "does not exist"
+    raise ConfigError(
+      f"{flag} {path}: the folder {target} {what}. Create it, or choose another path; "
+      "nothing was computed."
+    )
+  if not os.access(target, os.W_OK):
+    raise ConfigError(
+      f"{flag} {path}: the folder {target} is not writable. Choose another path; nothing was "
+      "computed."
+    )
+  if not folder and os.path.isdir(path):
+    raise ConfigError(f"{flag} {path} is a folder; give the path of a file in it.")
+
+
+def write_error(path: str, e: OSError, fix: str = OUTPUT_FIX) -> WriteError:
+  """The error for a failed write of `path`; `fix` says what to do (`RUN_FIX` for a run's files)."""
   return WriteError(
     f"Cannot write {path} ({e.strerror or e}). Nothing was left half-written: {fix}"
   )
@@ -41,7 +83,7 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(
-  path: str | os.PathLike, data: bytes, *, fix: str = RUN_FIX, before_replace=None
+  path: str | os.PathLike, data: bytes, *, fix: str = OUTPUT_FIX, before_replace=None
 ) -> None:
   """Writes `data` to `path` through a temporary file and a rename.
 
@@ -76,5 +118,5 @@ def atomic_write_bytes(
     raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, fix: str = RUN_FIX) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, fix: str = OUTPUT_FIX) -> None:
   atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), fix=fix)

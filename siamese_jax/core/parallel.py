@@ -1,8 +1,8 @@
-"""Data parallelism over the local devices, through `jax.sharding`.
+"""Data parallelism over every device of the job, through `jax.sharding`.
 
-One 1-D mesh over the devices, axis "data". Parameters, optimizer state and
-the dataset are replicated; each batch of pair indices is split along the
-mesh, so every device gathers and processes its share of the batch. The
+One 1-D mesh over the devices (of every process), axis "data". Parameters,
+optimizer state and the dataset are replicated; each batch's rows (pair or
+image indices) are split along the mesh, so every device gathers and processes its share of the batch. The
 training code does not change: `train_step` and `train_chunk` are the same
 jitted functions, and XLA's SPMD partitioner inserts the all-reduce that
 averages the gradients. With one device this is exactly the single-device

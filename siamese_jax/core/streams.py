@@ -26,6 +26,7 @@ class PairsKey(enum.IntEnum):
   UNSEEN_PAIRS = 5  # test pairs among the other classes
   TEST_EPISODES = 7  # one-shot episodes of the test split
   VAL_EPISODES = 8  # one-shot episodes of the held-out groups, every epoch and at the end
+  VAL_BATCHES = 9  # the P x K batches a batch loss is validated on each epoch
 
 
 @enum.unique

@@ -13,6 +13,11 @@ import zlib
 
 from siamese_jax.core.errors import DataError
 
+# The most one member may inflate to: Omniglot's PNGs and the runs' labels are
+# kilobytes, so a larger member is a zip bomb (or not this data), refused
+# from the zip's directory before a byte is inflated.
+MAX_MEMBER_BYTES = 64 << 20
+
 
 class Archive:
   """The files under `path` (a folder), or under `prefix` inside `path` (a zip).
@@ -78,6 +83,13 @@ class Archive:
       if self._zip is None:
         with open(os.path.join(self.path, name), "rb") as f:
           return f.read()
+      info = self._zip.getinfo(self.prefix + name)
+      if info.file_size > MAX_MEMBER_BYTES:
+        raise DataError(
+          f"{self.path}: {name} would inflate to {info.file_size:,} bytes, more than any file "
+          f"of this data ({MAX_MEMBER_BYTES >> 20} MiB at most): a zip bomb, or not this "
+          "dataset. Replace the zip with the official one."
+        )
       return self._zip.read(self.prefix + name)
     except (OSError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as e:
       raise DataError(

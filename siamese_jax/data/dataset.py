@@ -17,6 +17,7 @@ import hashlib
 import numpy as np
 
 from siamese_jax.core.errors import DataError
+from siamese_jax.core.integers import label_problem
 
 DATA_DIR_ENV = "SIAMESE_JAX_DATA_DIR"
 
@@ -145,8 +146,6 @@ def validate_split(images: np.ndarray, labels: np.ndarray, name: str, source: st
     raise DataError(f"{where}{name} split: {len(images)} images but {len(labels)} labels. {fix}")
   if len(labels) == 0:
     raise DataError(f"{where}{name} split: no examples. {fix}")
-  if labels.min() < 0:
-    raise DataError(
-      f"{where}{name} labels: found label {int(labels.min())}; labels must be class ids "
-      "0..C-1. Relabel the classes."
-    )
+  problem = label_problem(labels)  # before any cast: 2^32 + 1 must not wrap into class 1
+  if problem is not None:
+    raise DataError(f"{where}{name} labels: {problem}.")

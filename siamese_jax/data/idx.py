@@ -28,24 +28,19 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _UBYTE = 0x08
 
 
-def _read_bytes(path: str) -> bytes:
-  """Returns the (decompressed) contents of `path`."""
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-  except FileNotFoundError:
-    raise DataError(f"{path}: file not found.") from None
-  except OSError as e:
-    raise DataError(f"{path}: cannot be read ({e.strerror}).") from None
-  if not raw.startswith(_GZIP_MAGIC):
-    return raw
-  try:
-    return gzip.decompress(raw)
-  except (EOFError, OSError, zlib.error) as e:
+def _check_magic(head: bytes, name: str) -> int:
+  """The number of dimensions of an IDX header's first 4 bytes, checked."""
+  fix = "Download it again, or replace it with an intact official MNIST file."
+  if len(head) < 4:
+    raise DataError(f"{name}: too short to be an IDX file ({len(head)} bytes). {fix}")
+  zero, dtype, ndim = struct.unpack(">HBB", head)
+  if zero != 0 or dtype != _UBYTE or ndim == 0:
+    magic = int.from_bytes(head, "big")
     raise DataError(
-      f"{path}: corrupt or truncated gzip file ({e}). Download it again, or "
-      "replace it with an intact copy of the official MNIST file."
-    ) from None
+      f"{name}: bad IDX magic number 0x{magic:08x}; expected 0x{_UBYTE:04x}0N "
+      f"(unsigned bytes, N dimensions). Is this an MNIST IDX file? {fix}"
+    )
+  return ndim
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -62,15 +57,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     DataError: the header is malformed or the payload has the wrong length.
   """
   fix = "Download it again, or replace it with an intact official MNIST file."
-  if len(data) < 4:
-    raise DataError(f"{name}: too short to be an IDX file ({len(data)} bytes). {fix}")
-  zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-  if zero != 0 or dtype != _UBYTE or ndim == 0:
-    magic = int.from_bytes(data[:4], "big")
-    raise DataError(
-      f"{name}: bad IDX magic number 0x{magic:08x}; expected 0x{_UBYTE:04x}0N "
-      f"(unsigned bytes, N dimensions). Is this an MNIST IDX file? {fix}"
-    )
+  ndim = _check_magic(data[:4], name)
   header_len = 4 + 4 * ndim
   if len(data) < header_len:
     raise DataError(f"{name}: IDX header truncated. {fix}")
@@ -85,8 +72,18 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
   return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape)
 
 
+# The most data one IDX file may declare: MNIST's largest holds 47 MB. A
+# larger header (or a gzip that inflates past its header) is refused before
+# its data is inflated into memory.
+MAX_IDX_BYTES = 1 << 30
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-  """Reads one IDX file, gzip-compressed or raw.
+  """Reads one IDX file, gzip-compressed or raw, as a stream.
+
+  The header is read and checked first, then exactly the bytes it declares
+  (at most `MAX_IDX_BYTES`): a gzip that inflates to gigabytes is refused
+  from its first bytes, never held in memory whole.
 
   Args:
     path: the file.
@@ -98,7 +95,45 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     DataError: naming `path`, if it is missing, unreadable or malformed.
   """
   path = os.fspath(path)
-  return parse_idx(_read_bytes(path), name=path)
+  fix = "Download it again, or replace it with an intact official MNIST file."
+  try:
+    with open(path, "rb") as raw:
+      gz = raw.read(2) == _GZIP_MAGIC
+      raw.seek(0)
+      f = gzip.GzipFile(fileobj=raw) if gz else raw
+      head = f.read(4)
+      ndim = _check_magic(head, path)
+      dims = f.read(4 * ndim)
+      if len(dims) < 4 * ndim:
+        raise DataError(f"{path}: IDX header truncated. {fix}")
+      shape = struct.unpack(f">{ndim}I", dims)
+      expected = math.prod(shape)
+      if expected > MAX_IDX_BYTES:
+        raise DataError(
+          f"{path}: header declares shape {shape} ({expected:,} bytes), more than an IDX file "
+          f"of this data holds ({MAX_IDX_BYTES:,} at most). {fix}"
+        )
+      data = f.read(expected)
+      extra = 0
+      while extra <= MAX_IDX_BYTES and (chunk := f.read(1 << 20)):
+        extra += len(chunk)  # counted, not kept
+  except FileNotFoundError:
+    raise DataError(f"{path}: file not found.") from None
+  except (EOFError, OSError, zlib.error) as e:
+    if not gz:
+      raise DataError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}).") from None
+    raise DataError(
+      f"{path}: corrupt or truncated gzip file ({e}). Download it again, or "
+      "replace it with an intact copy of the official MNIST file."
+    ) from None
+  got = len(data) + extra
+  if got != expected:
+    held = f"{got}" if extra <= MAX_IDX_BYTES else f"more than {got:,}"
+    raise DataError(
+      f"{path}: header declares shape {shape} ({expected} bytes of data) but "
+      f"the file holds {held}. The file is truncated or corrupt. {fix}"
+    )
+  return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 # Split part -> IDX base name. The reader accepts each with or without `.gz`.

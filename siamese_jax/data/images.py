@@ -6,6 +6,12 @@ uint8[H, W] for 8-bit grayscale, uint8[H, W, C] for colour), or converted
 to a PIL mode when asked. Omniglot's images, Lake et al.'s official runs,
 `compare`, `recognize` and galleries all read through it.
 
+`to_uint8` is the one normaliser of pixel depths: 1-bit, 8-bit, 16-bit and
+floats in [0, 1] all become the 8-bit picture they are (a 16-bit 65535 is
+255, not clipped from 65535; a float 1.0 is 255), whatever reads them.
+An image larger than `MAX_PIXELS` (a decompression bomb) is refused from
+its header, before its pixels are decoded.
+
 `read_image` reads any image as 8-bit grayscale; `image_files` lists a
 folder's images and `read_folder` a gallery's, `DIR/<class>/*`, as
 torchvision's ImageFolder lays a dataset out. A trained run turns what they
@@ -21,6 +27,44 @@ import zlib
 import numpy as np
 
 from siamese_jax.core.errors import DataError
+
+# Far above any image this project reads (Omniglot's are 105 x 105, phone photos
+# about 50 megapixels), far below what exhausts memory.
+MAX_PIXELS = 100_000_000
+
+
+def to_uint8(pixels: np.ndarray, name: str) -> np.ndarray:
+  """uint8 pixels of the same picture in 8 bits: the one normaliser of every depth.
+
+  bool (1-bit): 0 or 255. uint8, and other integer types within 0..255: as
+  is. uint16 (a 16-bit image): round(x / 257), so 65535 is 255. Floats
+  within [0, 1]: round(x * 255).
+
+  Raises:
+    DataError: another dtype, or values outside those ranges, naming `name`.
+  """
+  x = np.asarray(pixels)
+  if x.dtype == np.uint8:
+    return x
+  if x.dtype == np.bool_:
+    return x.astype(np.uint8) * np.uint8(255)
+  if x.dtype == np.uint16:
+    return np.round(x.astype(np.float64) / 257.0).astype(np.uint8)
+  if np.issubdtype(x.dtype, np.integer):
+    if x.size and (x.min() < 0 or x.max() > 255):
+      raise DataError(
+        f"{name}: {x.dtype} pixels {x.min()}..{x.max()} are not 8-bit. Pass uint8 pixels "
+        "0..255, or uint16 for a 16-bit image."
+      )
+    return x.astype(np.uint8)
+  if np.issubdtype(x.dtype, np.floating):
+    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+      raise DataError(
+        f"{name}: float pixels must lie in [0, 1], found {np.nanmin(x):g}..{np.nanmax(x):g}. "
+        "Divide by 255, or pass uint8."
+      )
+    return np.round(x.astype(np.float64) * 255.0).astype(np.uint8)
+  raise DataError(f"{name}: pixels of type {x.dtype} are not an image. Pass uint8 pixels 0..255.")
 
 
 def decode(source: bytes | str, name: str | None = None, *, mode: str | None = None) -> np.ndarray:
@@ -44,9 +88,30 @@ def decode(source: bytes | str, name: str | None = None, *, mode: str | None = N
   name = name or (source if isinstance(source, str) else "<bytes>")
   try:
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+      w, h = img.size  # from the header: a bomb is refused before it is decoded
+      if w * h > MAX_PIXELS:
+        raise DataError(
+          f"{name}: {w}x{h} pixels, more than the {MAX_PIXELS:,} any image here may have (a "
+          "decompression bomb, or not an image for this model). Give a smaller image."
+        )
+      if mode == "L" and (img.mode.startswith("I") or img.mode == "F"):
+        # 16-bit and float images: scaled to 8 bits by `to_uint8`, where
+        # PIL's convert("L") would clip 65535 to 255 and 1.0 to 1. PIL opens
+        # 16-bit PNGs as 32-bit "I": their values are 16-bit.
+        x = np.asarray(img)
+        if img.mode.startswith("I"):
+          if x.size and (x.min() < 0 or x.max() > 65535):
+            raise DataError(f"{name}: pixels beyond 16 bits; save it as an 8- or 16-bit image.")
+          x = x.astype(np.uint16)
+        return to_uint8(x, name)
       return np.asarray(img if mode is None else img.convert(mode))
   except FileNotFoundError:
     raise DataError(f"{name}: no such file.") from None
+  except Image.DecompressionBombError as e:  # PIL's own check, past its larger limit
+    raise DataError(
+      f"{name}: {e}: more than the {MAX_PIXELS:,} pixels any image here may have (a "
+      "decompression bomb). Give a smaller image."
+    ) from None
   except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, zlib.error) as e:
     # PIL reports a broken stream as any of these (SyntaxError: a bad PNG chunk).
     raise DataError(

@@ -30,6 +30,8 @@ import socket
 import sys
 import threading
 import urllib.parse
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -219,8 +221,24 @@ def _load(data_dir, builder_cls):
   builder = builder_cls(data_dir=None if data_dir is None else os.fspath(data_dir))
   cache = os.path.join(builder.data_dir, _CACHE_NAME)
   if os.path.isfile(cache):
-    with np.load(cache) as z:
-      return Dataset(**{k: z[k] for k in _FILES}, source=cache)
+    try:
+      with np.load(cache, allow_pickle=False) as z:
+        return Dataset(**{k: z[k] for k in _FILES}, source=cache)
+    except (
+      OSError,
+      ValueError,
+      EOFError,
+      KeyError,
+      zipfile.BadZipFile,
+      zlib.error,
+      DataError,
+    ) as e:
+      # Only a speed-up: a cache cut short is decoded again from tfds' records.
+      print(
+        f"note: the decoded-array cache {cache} is damaged ({e or type(e).__name__}); "
+        "decoding the dataset again.",
+        file=sys.stderr,
+      )
 
   root = os.fspath(builder.data_dir_root)
   download_dir = os.path.join(root, "downloads")

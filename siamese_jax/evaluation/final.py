@@ -38,10 +38,14 @@ from siamese_jax.evaluation import plots as plot_lib
 from siamese_jax.evaluation.pairs import embed_images, evaluate, pair_distances, to_host_scalars
 from siamese_jax.evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from siamese_jax.evaluation.retrieval import retrieval_metrics
+from siamese_jax.losses import LOSSES
 from siamese_jax.sampling.pairs import make_pairs_within
 from siamese_jax.sampling.splits import RunData
 
 GROUP_METRICS = ("accuracy", "roc_auc", "accuracy_at_threshold", *RETRIEVAL_METRICS)
+# results.json's fields that only a loss with pair figures (`Loss.pair_metrics`) reports.
+PAIR_ONLY = ("train_accuracy", "train_loss", "test_accuracy", "test_loss", "val_accuracy",
+             "fixed_threshold", "pairs", "num_train_pairs")  # fmt: skip
 
 
 def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = True) -> dict:
@@ -59,6 +63,12 @@ def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = 
   """
   splits = _on_device(run)
   results, test_d, threshold = pair_results(state, config, run, splits)
+  if not LOSSES[config.loss].pair_metrics:
+    # The contrastive loss of the pairs and their accuracy at the fixed
+    # threshold mean nothing for this loss: the one-shot and retrieval
+    # figures say what it learnt. ROC AUC and the chosen threshold stay.
+    for key in PAIR_ONLY:
+      results.pop(key, None)
   test_emb = embed_images(state, splits["test"][0])
   results.update(_prefixed("test_", retrieval_metrics(test_emb, run.sets.test.labels)))
   val_emb = None

@@ -3,7 +3,8 @@
 On the device (jitted, without dropout; the images embedded once by
 `siamese_jax.evaluation.embed`):
 
-* `pair_distances`: distances of index pairs, gathered from embeddings;
+* `pair_distances`: distances of index pairs, gathered from embeddings
+  (`siamese_jax.losses.distances`);
 * `evaluate`: loss, accuracy and distances of a whole pair set.
 
 On host arrays of distances `d` and labels `y` (1.0 = same class):
@@ -16,17 +17,15 @@ On host arrays of distances `d` and labels `y` (1.0 = same class):
 The original reports one number: accuracy at the fixed threshold d < 0.5.
 """
 
-import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from siamese_jax.core import parallel
-from siamese_jax.core.parallel import chunked_rows
 from siamese_jax.evaluation.embed import embed_images
-from siamese_jax.losses import contrastive_loss, euclidean_distance, pair_accuracy
+from siamese_jax.losses import contrastive_loss, pair_accuracy
+from siamese_jax.losses.distances import pair_distances
 
 
 def _check(d: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,21 +95,6 @@ def best_threshold(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
   else:
     t = (values[k - 1] + values[k]) / 2.0
   return float(t), float(correct[k] / len(d))
-
-
-@functools.partial(jax.jit, static_argnames="chunk")
-def pair_distances(embeddings: jax.Array, pairs: jax.Array, *, chunk: int = 8192) -> jax.Array:
-  """float32[N, D] embeddings, int32[P, 2] pairs -> float32[P] distances.
-
-  Gathers `chunk` pairs at a time: gathering all at once would materialize
-  two (P, D) arrays, 110 MB for the 108,400 training pairs.
-  """
-
-  def dist(start, size):
-    p = jax.lax.dynamic_slice_in_dim(pairs, start, size)
-    return euclidean_distance(embeddings[p[:, 0]], embeddings[p[:, 1]])
-
-  return chunked_rows(dist, pairs.shape[0], chunk, (), jnp.float32)
 
 
 def evaluate(

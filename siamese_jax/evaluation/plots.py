@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from siamese_jax.core.errors import ConfigError
-from siamese_jax.core.files import atomic_write_bytes
+from siamese_jax.core.files import OUTPUT_FIX, RUN_FIX, atomic_write_bytes
 
 
 def _pyplot():
@@ -36,13 +36,13 @@ def have_matplotlib() -> bool:
   return True
 
 
-def _save(fig, path: str) -> str:
+def _save(fig, path: str, fix: str = OUTPUT_FIX) -> str:
   buf = io.BytesIO()
   try:
     fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
   finally:
     _pyplot().close(fig)
-  atomic_write_bytes(path, buf.getvalue())
+  atomic_write_bytes(path, buf.getvalue(), fix=fix)
   return os.fspath(path)
 
 
@@ -77,7 +77,7 @@ def distance_histograms(
   ax.set_yscale("log")
   ax.set_title(title or "Test-pair distances")
   ax.legend()
-  return _save(fig, path)
+  return _save(fig, path, RUN_FIX)  # a run's own file
 
 
 def embedding_scatter(emb: np.ndarray, labels: np.ndarray, path: str, title: str = "") -> str:
@@ -116,6 +116,14 @@ def read_metrics(path: str) -> list[dict]:
     raise WorkdirError(f"{path} is not JSON lines ({e}).") from None
   if not rows:
     raise WorkdirError(f"{path} holds no epochs yet.")
+  for i, row in enumerate(rows, 1):
+    missing = [k for k in ("epoch", "train_loss", "train_accuracy")
+               if not isinstance(row, dict) or k not in row]  # fmt: skip
+    if missing:
+      raise WorkdirError(
+        f"{path}: line {i} has no {', '.join(missing)}: it was damaged. Run the run's own "
+        "command with --resume: it writes every epoch's line again from the checkpoint."
+      )
   return rows
 
 
@@ -126,14 +134,14 @@ def learning_curves(metrics_path: str, path: str, val_label: str = "validation")
   epochs = [r["epoch"] for r in rows]
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
   for key, style, label in (("train", "-o", "train (with dropout)"), ("val", "-s", val_label)):
-    if f"{key}_loss" in rows[0]:
+    if all(f"{key}_loss" in r and f"{key}_accuracy" in r for r in rows):
       ax_loss.plot(epochs, [r[f"{key}_loss"] for r in rows], style, ms=3, label=label)
       ax_acc.plot(epochs, [r[f"{key}_accuracy"] for r in rows], style, ms=3, label=label)
   ax_loss.set_xlabel("epoch")
-  ax_loss.set_ylabel("contrastive loss")
+  ax_loss.set_ylabel("the run's loss")
   ax_loss.legend()
   ax_acc.set_xlabel("epoch")
-  ax_acc.set_ylabel("pair accuracy (d < threshold)")
+  ax_acc.set_ylabel("accuracy (the loss's own)")
   ax_acc.legend()
   fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(metrics_path))))
   return _save(fig, path)

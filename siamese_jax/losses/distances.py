@@ -10,6 +10,8 @@ measures how far apart two embeddings are goes through `from_squared`:
   float[B]; the model's output and the losses' input;
 * `pairwise_distances(q, g)`: every query against every gallery row, for
   small sets;
+* `pair_distances(e, pairs)`: the distance of each index pair of a set's
+  embeddings, gathered a chunk at a time;
 * `nearest(queries, gallery, k)`: the exact k nearest gallery rows, on the
   device, a block of queries against a block of the gallery at a time, so
   the whole query x gallery matrix never exists; the blocks follow a memory
@@ -274,3 +276,18 @@ def _smallest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   columns = (chosen[:, :, None] * GROUP + jnp.arange(GROUP)[None, None, :]).reshape(rows, -1)
   neg, pos = jax.lax.top_k(-values, k)
   return -neg, jnp.take_along_axis(columns, pos, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames="chunk")
+def pair_distances(embeddings: jax.Array, pairs: jax.Array, *, chunk: int = 8192) -> jax.Array:
+  """float32[N, D] embeddings, int32[P, 2] pairs -> float32[P] distances.
+
+  Gathers `chunk` pairs at a time: gathering all at once would materialize
+  two (P, D) arrays, 110 MB for the 108,400 training pairs.
+  """
+
+  def dist(start, size):
+    p = jax.lax.dynamic_slice_in_dim(pairs, start, size)
+    return euclidean_distance(embeddings[p[:, 0]], embeddings[p[:, 1]])
+
+  return chunked_rows(dist, pairs.shape[0], chunk, (), jnp.float32)

@@ -21,7 +21,7 @@ class Siamese(nn.Module):
     fuse_branches: embed both images in one (2B, ...) pass (the default and
       the faster); False applies the encoder twice, for comparison.
     normalize: divide each embedding by its norm (max(||e||, 1e-12)), for
-      the losses of unit embeddings (`siamese_jax.losses.NORMALIZED_LOSSES`).
+      the losses of unit embeddings (`Loss.normalize` in `siamese_jax.losses.LOSSES`).
   """
 
   encoder: nn.Module

@@ -117,6 +117,11 @@ class Index:
       )
     if not np.isfinite(emb).all():
       raise SearchIndexError("The embeddings hold NaN or infinite values; embed the gallery again.")
+    if self.threshold is not None and not (math.isfinite(self.threshold) and self.threshold > 0):
+      # As --threshold refuses it: with it every query would be "unknown" (or none).
+      raise SearchIndexError(
+        f"An index's threshold must be a distance > 0 (or None), got {self.threshold}."
+      )
     # An array of its own on the device, copied once and at once: one aliasing the
     # caller's numpy memory is copied again by every jitted call that takes it, and
     # jnp.array(copy=True) passed through a second transient copy (docs/recognition.md).
@@ -155,7 +160,13 @@ class Index:
   def search(self, query_embeddings, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(distances float32[Q, k], ids int32[Q, k]) of each query's k nearest, nearest first."""
     q = np.asarray(query_embeddings, np.float32)
-    if q.ndim != 2 or q.shape[1] != self.dim:
+    if q.ndim == 2 and q.shape[1] != self.dim:
+      raise SearchIndexError(
+        f"search: the queries are {q.shape[1]}-wide embeddings, but this index holds "
+        f"{self.dim}-wide ones: it was built with another model (or from other embeddings). "
+        "Build the index again with the model that embeds the queries."
+      )
+    if q.ndim != 2:
       raise SearchIndexError(f"search: expected query embeddings (Q, {self.dim}), got {q.shape}.")
     if not 1 <= k <= len(self):
       raise SearchIndexError(f"search: k={k} must lie in 1..{len(self)}, the gallery's size.")
@@ -275,7 +286,13 @@ def load_index(path, *, model=None) -> Index:
     raise SearchIndexError(
       f"{path}: an index file without {', '.join(missing)}: it is corrupt. Build it again."
     )
-  version = int(fields["version"])
+  try:
+    version, threshold = int(fields["version"]), float(fields["threshold"])
+  except (TypeError, ValueError):
+    raise SearchIndexError(
+      f"{path}: its version ({fields['version']!r}) or threshold ({fields['threshold']!r}) is "
+      "not a number: the file is corrupt. Build the index again (--save-index)."
+    ) from None
   if version != VERSION:
     raise SearchIndexError(
       f"{path}: index format version {version}; this siamese_jax reads version {VERSION}. "
@@ -288,7 +305,13 @@ def load_index(path, *, model=None) -> Index:
       f"{model.fingerprint[:12]}): its embeddings do not match this model's. Build the "
       "index again from the gallery with this model."
     )
-  threshold = float(fields["threshold"])
+  if not math.isnan(threshold) and not (math.isfinite(threshold) and threshold > 0):
+    # NaN is how an index without a threshold is saved; anything else must be a distance.
+    raise SearchIndexError(
+      f"{path}: its saved threshold {threshold} is not a distance > 0, so every query would "
+      "be judged against it wrongly: the file is corrupt or edited. Build the index again, "
+      "or pass --threshold."
+    )
   return Index(
     fields["embeddings"], fields["labels"], None if math.isnan(threshold) else threshold,
     str(fields["backend"]), model, saved,

@@ -19,7 +19,6 @@ memory stays bounded.
 
 import dataclasses
 import functools
-import json
 import os
 import sys
 from typing import Any
@@ -30,14 +29,14 @@ import numpy as np
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import DataError, InputError, WorkdirError
 from siamese_jax.data.dataset import Dataset
-from siamese_jax.data.images import read_image
+from siamese_jax.data.images import read_image, to_uint8
 from siamese_jax.data.load import load_data, load_recorded
 from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images, resize
 from siamese_jax.evaluation.embed import embed
 from siamese_jax.losses.distances import euclidean_distance
 from siamese_jax.recognition.index import Index, fingerprint
 from siamese_jax.rundir import checkpoint
-from siamese_jax.rundir.workdir import CONFIG_NAME, RESULTS_NAME, read_config
+from siamese_jax.rundir.workdir import CONFIG_NAME, RESULTS_NAME, read_config, read_results
 from siamese_jax.training.state import create_train_state, make_model
 
 
@@ -185,19 +184,12 @@ class TrainedModel:
       raise InputError(
         f"{name}: expected images of shape (N, {h}, {w}) (or (N, {h * w})), got {x.shape}."
       )
-    if x.dtype == np.uint8:
-      return x
-    if not np.issubdtype(x.dtype, np.floating):
-      raise InputError(
-        f"{name}: expected uint8 pixels 0..255 or floats in [0, 1], got {x.dtype}. "
-        "Convert with .astype(np.uint8) if the values are 0..255."
-      )
-    if x.size and (x.min() < 0 or x.max() > 1):
-      raise InputError(
-        f"{name}: float pixels must lie in [0, 1], found {x.min():g}..{x.max():g}. "
-        "Divide by 255, or pass uint8."
-      )
-    return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.floating) and x.size and x.min() >= 0 and x.max() <= 1:
+      return x.astype(np.float32)  # floats in [0, 1] are the model's own input, unrounded
+    try:  # every other depth as the same picture in 8 bits (`data.images.to_uint8`)
+      return to_uint8(x, name)
+    except DataError as e:
+      raise InputError(str(e)) from None
 
 
 def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
@@ -224,8 +216,7 @@ def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
     )
     raise WorkdirError(f"{workdir!r} holds no finished run: {', '.join(missing)} missing. {hint}")
   config = read_config(os.path.join(workdir, CONFIG_NAME))
-  with open(os.path.join(workdir, RESULTS_NAME)) as f:
-    results = json.load(f)
+  results = read_results(workdir)
   used = results.get("encoder", config.encoder)
   if used.startswith("custom") and encoder is None:
     raise WorkdirError(

@@ -42,11 +42,16 @@ import numpy as np
 from siamese_jax.core import parallel
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import WorkdirError
-from siamese_jax.core.files import atomic_write_bytes
+from siamese_jax.core.files import RUN_FIX, atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.msgpack"
 PREVIOUS_NAME = "checkpoint.prev.msgpack"
 _MAGIC = b"siamese_jax checkpoint v2 sha256 "
+
+
+def has_header(head: bytes) -> bool:
+  """Whether a file's first bytes are this project's checkpoint header."""
+  return head.startswith(_MAGIC)
 
 
 @dataclasses.dataclass
@@ -85,7 +90,9 @@ def save(workdir: str, ckpt: Checkpoint) -> str:
       os.replace(path, previous)
 
   digest = hashlib.sha256(payload).hexdigest().encode()
-  atomic_write_bytes(path, _MAGIC + digest + b"\n" + payload, before_replace=keep_the_last)
+  atomic_write_bytes(
+    path, _MAGIC + digest + b"\n" + payload, before_replace=keep_the_last, fix=RUN_FIX
+  )
   return path
 
 
@@ -129,7 +136,22 @@ def load(workdir: str, target_state, *, fall_back: bool = False, out=None) -> Ch
   )
 
 
-def _read(path: str, target_state) -> Checkpoint:
+def stored_config(workdir: str) -> Config | None:
+  """The config the run's newest verifiable checkpoint was trained with, or None.
+
+  What the run really is: config.json can be edited or deleted by hand, the
+  checkpoint's sha256 says whether it changed.
+  """
+  for name in (CHECKPOINT_NAME, PREVIOUS_NAME):
+    try:
+      return Config.from_dict(json.loads(_payload(os.path.join(workdir, name))["config"]))
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return None
+
+
+def _payload(path: str) -> dict:
+  """A checkpoint file's contents, its sha256 verified."""
   with open(path, "rb") as f:
     raw = f.read()
   if raw.startswith(_MAGIC):
@@ -139,9 +161,13 @@ def _read(path: str, target_state) -> Checkpoint:
   else:  # written before checkpoints carried a checksum
     payload = raw
   try:
-    d = flax.serialization.msgpack_restore(payload)
+    return flax.serialization.msgpack_restore(payload)
   except Exception as e:  # msgpack raises several kinds on garbage
     raise ValueError(f"not a readable checkpoint ({type(e).__name__})") from None
+
+
+def _read(path: str, target_state) -> Checkpoint:
+  d = _payload(path)
   try:
     state = flax.serialization.from_state_dict(target_state, d["state"])
   except (ValueError, KeyError, TypeError) as e:

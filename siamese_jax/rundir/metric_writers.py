@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Protocol, TextIO
 
-from siamese_jax.core.files import write_error
+from siamese_jax.core.files import RUN_FIX, write_error
 
 
 class MetricWriter(Protocol):
@@ -46,7 +46,7 @@ class JsonlWriter:
         os.fsync(f.fileno())
     except OSError as e:
       # A line cut short by a full disk is restored on --resume (see workdir.py).
-      raise write_error(self._path, e) from None
+      raise write_error(self._path, e, RUN_FIX) from None
 
   def close(self) -> None:
     pass

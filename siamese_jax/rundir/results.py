@@ -15,9 +15,17 @@ SUMMARY_NAME = "summary.json"
 
 
 def print_results(t: dict[str, Any], out) -> None:
-  """The console's summary of results.json."""
-  print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
-  print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
+  """The console's summary of results.json, led by what the run's loss means.
+
+  The pair loss: pair accuracy first, as the original prints it. A loss
+  without pair figures (`Loss.pair_metrics`): one-shot and retrieval first.
+  """
+  pairs = "test_accuracy" in t
+  if pairs:
+    print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
+    print(f"* Accuracy on test set: {100 * t['test_accuracy']:0.2f}%", file=out)
+  else:
+    _print_oneshot(t, out)
   print(f"* Test ROC AUC: {t['test_roc_auc']:.4f}", file=out)
   print(
     f"* Threshold chosen on {t['threshold_source']}: {t['threshold']:.4f}; test accuracy "
@@ -40,11 +48,16 @@ def print_results(t: dict[str, Any], out) -> None:
         f"* {group} classes {','.join(map(str, t[p + 'classes']))}: {pair}{_retrieval_line(t, p)}",
         file=out,
       )
+  if pairs:
+    _print_oneshot(t, out)
+  out.flush()
+
+
+def _print_oneshot(t: dict[str, Any], out) -> None:
   for split in ("test", "val"):
     line = _oneshot_line(t, split + "_")
     if line:
       print(f"* One-shot ({split} classes, never trained on): {line}", file=out)
-  out.flush()
 
 
 def _oneshot_line(t: dict[str, Any], p: str) -> str:
@@ -78,9 +91,10 @@ def console_line(epoch: int, total: int, lines: list[dict]) -> str:
     return " ".join(format(line[k], fmt) for line in lines)
 
   width = len(str(total))
+  val = f"val_accuracy {col('val_accuracy', '.4f')}  " if "val_accuracy" in lines[0] else ""
   return (
     f"epoch {epoch:>{width}}/{total}  train_loss {col('train_loss', '.4f')}  "
-    f"val_accuracy {col('val_accuracy', '.4f')}  {lines[0]['epoch_seconds']:6.2f} s"
+    f"{val}{lines[0]['epoch_seconds']:6.2f} s"
   )
 
 
@@ -120,10 +134,16 @@ HEADLINE = (
 
 
 def headline(summary: dict) -> list[str]:
-  """Lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`."""
+  """Lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`.
+
+  Without pair figures (a batch loss), the one-shot and retrieval lines lead.
+  """
   n, r = summary["num_seeds"], summary["results"]
   lines = []
-  for key, name, scale, unit in HEADLINE:
+  order = (
+    HEADLINE if "test_accuracy" in r else sorted(HEADLINE, key=lambda h: "oneshot" not in h[0])
+  )
+  for key, name, scale, unit in order:
     if key in r:
       s = r[key]
       digits = 2 if scale == 100 else 4

@@ -18,7 +18,7 @@ import shutil
 
 from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError, WorkdirError
-from siamese_jax.core.files import atomic_write_bytes, atomic_write_json
+from siamese_jax.core.files import RUN_FIX, atomic_write_bytes, atomic_write_json
 from siamese_jax.rundir import checkpoint
 
 CONFIG_NAME = "config.json"
@@ -117,9 +117,15 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
   resumed run's config.json is not touched here: the loop rewrites it only
   once the checkpoint has been read and verified (`write_config`).
 
+  On resume, the run is what its checkpoint says (config.json may have been
+  edited or deleted by hand), else what config.json says; `--resume` on a
+  workdir where nothing was started yet starts the run, so one command
+  serves a SLURM job's first start and every requeue.
+
   Returns:
     Whether config.json must be rewritten once the checkpoint is verified
-    (a resumed run that trains longer).
+    (a resumed run that trains longer, or whose config.json was edited or
+    deleted).
 
   Raises:
     WorkdirError: unwritable, holds another run (without overwrite), or the
@@ -128,13 +134,11 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
   """
   check_reuse(resume=resume, overwrite=overwrite)
   config_path = os.path.join(workdir, CONFIG_NAME)
-  if resume:
-    if not os.path.isfile(config_path):
-      raise WorkdirError(
-        f"Nothing to resume in {workdir!r}: it holds no {CONFIG_NAME}. Check "
-        "--workdir, or drop --resume to start a new run."
-      )
-    old = read_config(config_path)
+  # What the run really is: its checkpoint's config, where it has one (config.json
+  # may have been edited or deleted by hand); else config.json.
+  stored = checkpoint.stored_config(workdir) if resume else None
+  if resume and (stored is not None or os.path.isfile(config_path)):
+    old = stored if stored is not None else read_config(config_path)
     if config.epochs < old.epochs:
       raise WorkdirError(
         f"Cannot resume {workdir!r} with --epochs {config.epochs}: the run has "
@@ -154,10 +158,20 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
         "a new run in another --workdir."
       )
     _check_writable(workdir)
-    return config.epochs != old.epochs or config.data != old.data
+    edited = stored is not None and (
+      not os.path.isfile(config_path) or _differs_from_file(config_path, stored)
+    )
+    return config.epochs != old.epochs or config.data != old.data or edited
+  # --resume where nothing was started yet (a SLURM script's first start): a new run.
   if overwrite:
     _check_writable(workdir)
     clear_run(workdir)
+  elif resume and _has_progress(workdir):
+    raise WorkdirError(
+      f"Cannot resume {workdir!r}: it holds a run's files but neither {CONFIG_NAME} nor a "
+      "checkpoint that verifies, so nothing says what the run was. Start it again with "
+      "--overwrite, or choose another --workdir."
+    )
   elif _has_progress(workdir):
     what = "a run"
     if os.path.isfile(config_path):
@@ -173,8 +187,39 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
   return False
 
 
+def read_results(workdir: str) -> dict:
+  """A finished run's results.json, checked: a JSON object with its threshold.
+
+  Raises:
+    WorkdirError: cut short, not JSON, or without a threshold: the fix is to
+      evaluate the finished training again (`--resume`).
+  """
+  path = os.path.join(workdir, RESULTS_NAME)
+  fix = (
+    "Run the run's own command with --resume: its training is finished, so it evaluates "
+    "again and writes results.json whole."
+  )
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path} cannot be read ({e}): it was cut short or damaged. {fix}") from None
+  threshold = results.get("threshold") if isinstance(results, dict) else None
+  if not isinstance(threshold, int | float) or isinstance(threshold, bool):
+    raise WorkdirError(f"{path} holds no threshold: it is not a finished run's results. {fix}")
+  return results
+
+
+def _differs_from_file(path: str, config: Config) -> bool:
+  """Whether config.json says other than the checkpoint (edited by hand, or unreadable)."""
+  try:
+    return bool(read_config(path).diff(config))
+  except WorkdirError:
+    return True
+
+
 def write_config(workdir: str, config: Config) -> None:
-  atomic_write_json(os.path.join(workdir, CONFIG_NAME), config.to_dict())
+  atomic_write_json(os.path.join(workdir, CONFIG_NAME), config.to_dict(), fix=RUN_FIX)
 
 
 def _has_progress(workdir: str) -> bool:
@@ -204,22 +249,48 @@ def _check_same_data(workdir: str, config: Config, old: Config) -> None:
     )
 
 
-def clear_run(workdir: str) -> None:
-  """Removes everything a run writes in `workdir` (--overwrite), and nothing else.
+def holds_run(directory: str) -> bool:
+  """Whether a run of this project wrote `directory`: its own files prove it.
 
-  That is the run files, the previous checkpoint, summary.json, TensorBoard
-  events and the model directories of seeds and sweeps (`seed_<S>/`,
-  `<field>_<value>/`), whatever run wrote them.
+  Proof is a config.json that reads as a `Config`, or a checkpoint that
+  carries this project's header. A name alone (`seed_photos/`) proves nothing.
+  """
+  try:
+    read_config(os.path.join(directory, CONFIG_NAME))
+    return True
+  except WorkdirError:
+    pass
+  for name in (checkpoint.CHECKPOINT_NAME, checkpoint.PREVIOUS_NAME):
+    try:
+      with open(os.path.join(directory, name), "rb") as f:
+        if checkpoint.has_header(f.read(64)):
+          return True
+    except OSError:
+      pass
+  return False
+
+
+def clear_run(workdir: str) -> None:
+  """Removes what runs of this project wrote in `workdir` (--overwrite), and nothing else.
+
+  A folder's run files (config.json, metrics.jsonl, results.json, the
+  checkpoints, summary.json, distances.png) and its `tensorboard/` go only
+  where `holds_run` proves a run wrote them. Model directories of seeds and
+  sweeps (`seed_<S>/`, `<field>_<value>/`) are cleared the same way, one by
+  one, and removed once empty: a folder of the user's own, whatever its
+  name, keeps every file that no run wrote.
   """
   if not os.path.isdir(workdir):
     return
+  ours = holds_run(workdir)
   for entry in os.scandir(workdir):
-    model_dir = entry.is_dir() and (
-      entry.name.startswith("seed_") or entry.name.startswith(SWEPT_PREFIXES)
-    )
-    if model_dir or entry.name == "tensorboard":
+    if entry.is_dir(follow_symlinks=False) and entry.name.startswith(("seed_", *SWEPT_PREFIXES)):
+      clear_run(entry.path)
+      with contextlib.suppress(OSError):  # not empty: the user's files stay
+        os.rmdir(entry.path)
+    elif ours and entry.name == "tensorboard" and entry.is_dir(follow_symlinks=False):
       shutil.rmtree(entry.path)
-    elif entry.name in RUN_FILES + OTHER_RUN_FILES:
+    elif ours and entry.name in RUN_FILES + OTHER_RUN_FILES:
       os.unlink(entry.path)
 
 
@@ -280,5 +351,5 @@ def reconcile_metrics(path: str, keep_epochs: int, history: list[str] | None) ->
         "--overwrite."
       )
     want, restored = [found[e][1] for e in range(1, keep_epochs + 1)], 0
-  atomic_write_bytes(path, "".join(want).encode())
+  atomic_write_bytes(path, "".join(want).encode(), fix=RUN_FIX)
   return restored

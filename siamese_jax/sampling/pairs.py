@@ -16,6 +16,9 @@ import numpy as np
 
 from siamese_jax.core.errors import DataError
 from siamese_jax.core.streams import FreshPairsKey
+from siamese_jax.losses.distances import pair_distances
+from siamese_jax.sampling.feed import Feed
+from siamese_jax.sampling.shuffle import epoch_batches
 
 
 def _check_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -243,3 +246,67 @@ def make_pairs_within(
   keep = np.flatnonzero(np.isin(labels, classes))
   pairs, y = make_pairs(key, dense_labels(labels[keep], classes), len(classes))
   return keep[pairs].astype(np.int32), y
+
+
+def gather_batch(
+  images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Array
+) -> dict[str, jax.Array]:
+  """Forms a batch on the device from indices.
+
+  Args:
+    images: uint8[N, H, W] the split's images, on the device.
+    pairs: int32[P, 2] indices into `images`.
+    y: float32[P] pair labels.
+    idx: int32[B] which pairs form this batch.
+
+  Returns:
+    {"x1": float32[B, H, W], "x2": float32[B, H, W], "y": float32[B]},
+    pixels scaled to [0, 1] as the original does (x / 255).
+  """
+  p = pairs[idx]
+  # One gather for both images of every pair: on CPU, XLA turns two gathers
+  # joined by a concatenate (which `Siamese` then undoes) into a slower loop
+  # (docs/performance.md).
+  x = images[jnp.concatenate([p[:, 0], p[:, 1]])].astype(jnp.float32) / 255.0
+  b = idx.shape[0]
+  return {"x1": x[:b], "x2": x[b:], "y": y[idx]}
+
+
+def feed(config, run) -> Feed:
+  """What the pairs sampler trains one model from (`siamese_jax.sampling.feed.Feed`).
+
+  Fixed pairs: the split's pairs, shuffled into new batches each epoch.
+  Fresh pairs: as many new balanced pairs each epoch (`sample_pairs`), from
+  the class index, which is an argument of the epoch rather than a
+  closed-over constant, so XLA embeds no table of every training image.
+  """
+  train, n, b = run.sets.train, run.per_epoch, config.batch_size
+  if config.pairs == "fresh":
+    k, negatives = len(train.classes), config.negatives
+
+    def epoch(index, batch_key, pairs_key):
+      pairs, y = sample_pairs(pairs_key, None, n, k, index=index, negatives=negatives)
+      return {"pairs": pairs, "y": y}, epoch_batches(batch_key, n, b)
+
+    tables = class_index(train.labels, k, train.groups)
+    hint = ""
+  else:
+
+    def epoch(tables, batch_key, pairs_key):
+      del pairs_key  # the pairs are fixed
+      return tables, epoch_batches(batch_key, n, b)
+
+    tables = {"pairs": train.pairs, "y": train.y}
+    hint = " Use --pairs fresh (as many pairs for every seed), or run the seeds one by one."
+  return Feed(train.images, tables, epoch, b, (n, b), f"{n:,} training pairs", hint)
+
+
+def validation(config, split, key) -> tuple[dict, np.ndarray]:
+  """The validation split's pairs, as one batch of every pair: (data, int32[1, P])."""
+  del config, key  # the split's own fixed pairs, all of them
+  return {"pairs": split.pairs, "y": split.y}, np.arange(len(split.y), dtype=np.int32)[None]
+
+
+def val_outputs(embeddings: jax.Array, data: dict, idx: jax.Array):
+  """(float[B] distances, float[B] labels) of the batch's pairs, from the split's embeddings."""
+  return pair_distances(embeddings, data["pairs"][idx]), data["y"][idx]

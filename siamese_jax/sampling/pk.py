@@ -43,6 +43,7 @@ import numpy as np
 
 from siamese_jax.core.errors import ConfigError
 from siamese_jax.core.streams import PKKey
+from siamese_jax.sampling.feed import Feed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,3 +252,71 @@ def with_rotations(
     num_groups = int(groups.max()) + 1
     groups = np.concatenate([groups + r * num_groups for r in range(4)]).astype(np.int32)
   return np.ascontiguousarray(images), labels, groups
+
+
+def gather_images(images: jax.Array, labels: jax.Array, idx: jax.Array) -> dict[str, jax.Array]:
+  """Forms a P x K batch on the device from image indices.
+
+  Args:
+    images: uint8[N, H, W] the split's images, on the device.
+    labels: int32[N] their class labels.
+    idx: int32[B] which images form this batch (`siamese_jax.sampling.pk`).
+
+  Returns:
+    {"x": float32[B, H, W] scaled to [0, 1], "labels": int32[B]}.
+  """
+  return {"x": images[idx].astype(jnp.float32) / 255.0, "labels": labels[idx]}
+
+
+def feed(config, run) -> Feed:
+  """What the P x K sampler trains one model from (`siamese_jax.sampling.feed.Feed`).
+
+  The pool's images (rotated too, if asked) and labels, and the plan's
+  tables as arguments of the epoch, not constants of the program.
+  """
+  del config  # the pool was made from it (`siamese_jax.sampling.splits.check_data`)
+  pool = run.pool
+  plan = pool.plan
+
+  def epoch(tables, batch_key, pairs_key):
+    del pairs_key  # P x K batches have no pairs
+    batches = pk_batches(
+      batch_key, plan, tables["members"], tables["sizes"], tables["class_groups"]
+    )
+    return {"labels": tables["labels"]}, batches
+
+  tables = {"labels": pool.labels, "members": plan.members, "sizes": plan.sizes,
+            "class_groups": plan.class_groups}  # fmt: skip
+  return Feed(
+    pool.images, tables, epoch, plan.batch_size, plan.static(), "P x K epochs of different shapes",
+    " Run the seeds one by one, or use --holdout-groups.",
+  )  # fmt: skip
+
+
+def validation(config, split, key) -> tuple[dict, np.ndarray]:
+  """P x K batches of the validation split, drawn once by `key`: (data, int32[S, P * K]).
+
+  P and K are the run's, cut to what the split holds (MNIST's 10 test
+  classes under P = 32), over its classes of at least 2 images; no
+  rotations, no grouping. The batches index the split's own images. A
+  split without 2 such classes has no batch: int32[0, 0].
+  """
+  counts = np.bincount(split.labels)
+  classes = np.flatnonzero(counts >= 2)
+  data = {"labels": np.asarray(split.labels, np.int32)}
+  none = np.zeros((0, 0), np.int32)
+  if len(classes) < 2:
+    return data, none
+  k = min(config.samples_per_class, int(counts[classes].min()))
+  p = min(config.classes_per_batch, len(classes))
+  kept = np.flatnonzero(np.isin(split.labels, classes))  # the split's images, by position
+  dense = np.unique(split.labels[kept], return_inverse=True)[1].astype(np.int32)
+  plan = plan_pk(dense, None, p, k)
+  if plan.steps == 0:
+    return data, none
+  return data, kept[np.asarray(pk_batches(key, plan))].astype(np.int32)
+
+
+def val_outputs(embeddings: jax.Array, data: dict, idx: jax.Array):
+  """(float[B, D] embeddings, int32[B] labels) of the batch's images."""
+  return embeddings[idx], data["labels"][idx]

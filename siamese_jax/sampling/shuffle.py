@@ -1,4 +1,5 @@
-"""`permutation`: a random permutation that XLA computes in a few single-array sorts.
+"""The epoch's shuffle: `epoch_batches` cuts `permutation`, a random permutation that
+XLA computes in a few single-array sorts, into the epoch's batches.
 
 `jax.random.permutation` sorts random 32-bit keys carrying the indices as
 values, in two rounds for 108,400 training pairs. XLA's CPU sort of such
@@ -23,6 +24,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from siamese_jax.core.errors import ConfigError
 
 
 def rounds_needed(n: int) -> int:
@@ -52,3 +55,33 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     packed = (jax.random.bits(round_key, (n,), jnp.uint32) & ~low) | positions
     order = order[(jnp.sort(packed) & low).astype(jnp.int32)]
   return order
+
+
+def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
+  """Whole batches of `batch_size` in `num_pairs` pairs (the rest sit out that epoch).
+
+  Raises:
+    ConfigError: not one whole batch.
+  """
+  steps = num_pairs // batch_size
+  if steps == 0:
+    raise ConfigError(
+      f"batch_size={batch_size} is larger than the {num_pairs} training pairs; "
+      "use --batch-size of at most that."
+    )
+  return steps
+
+
+def epoch_batches(key: jax.Array, num_pairs: int, batch_size: int) -> jax.Array:
+  """A fresh permutation of the pairs, cut into full batches.
+
+  The last `num_pairs % batch_size` pairs of each permutation are left out,
+  so every step has the same shape and compiles once; a new permutation every
+  epoch means no pair is left out systematically.
+
+  Returns:
+    int32[num_pairs // batch_size, batch_size].
+  """
+  steps = steps_per_epoch(num_pairs, batch_size)
+  perm = permutation(key, num_pairs)  # cheaper than jax.random.permutation on CPU
+  return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)

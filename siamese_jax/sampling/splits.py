@@ -18,8 +18,10 @@ from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError, DataError
 from siamese_jax.core.streams import HELDOUT_GROUPS_SEED, PairsKey
 from siamese_jax.data.dataset import Dataset
+from siamese_jax.sampling import sampler_name
 from siamese_jax.sampling.pairs import count_pairs, dense_labels, make_pairs, make_pairs_within
 from siamese_jax.sampling.pk import PKPool, make_pool
+from siamese_jax.sampling.shuffle import steps_per_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,17 +199,17 @@ class RunData:
   Attributes:
     keys: the model's named keys.
     sets: its splits and their fixed pairs.
-    num_pairs: training pairs per epoch.
-    steps: optimizer steps per epoch (num_pairs // batch_size).
+    per_epoch: the rows an epoch trains on: pairs, or with the pk sampler
+      images (`Sampler.rows` says which).
+    steps: optimizer steps per epoch.
     num_classes: the dataset's class count (`Dataset.num_classes`).
     pool: with the pk sampler, what its batches are drawn from (the
       training images, with their rotations if asked); None with pairs.
-      `num_pairs` is then the images an epoch trains on.
   """
 
   keys: RunKeys
   sets: PairSets
-  num_pairs: int
+  per_epoch: int
   steps: int
   num_classes: int
   pool: PKPool | None = None
@@ -216,21 +218,6 @@ class RunData:
   def monitor(self) -> PairSet:
     """The per-epoch validation split: held-out images, else (as the original) test."""
     return self.sets.val if self.sets.val is not None else self.sets.test
-
-
-def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
-  """Whole batches of `batch_size` in `num_pairs` pairs (the rest sit out that epoch).
-
-  Raises:
-    ConfigError: not one whole batch.
-  """
-  steps = num_pairs // batch_size
-  if steps == 0:
-    raise ConfigError(
-      f"batch_size={batch_size} is larger than the {num_pairs} training pairs; "
-      "use --batch-size of at most that."
-    )
-  return steps
 
 
 def check_data(config: Config, data: Dataset) -> RunData:
@@ -249,7 +236,7 @@ def check_data(config: Config, data: Dataset) -> RunData:
       f"negatives={config.negatives!r} draws negatives within each example's group "
       "(Omniglot's alphabets); this data has no groups. Use --negatives any."
     )
-  if config.batch_sampler == "pk":
+  if sampler_name(config) == "pk":
     train = sets.train
     pool = make_pool(
       train.images, train.labels, train.groups, config.classes_per_batch,

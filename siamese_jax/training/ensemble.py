@@ -26,7 +26,8 @@ import optax
 
 from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError
-from siamese_jax.losses import LOSS_FIELDS
+from siamese_jax.losses import LOSSES
+from siamese_jax.sampling import check
 from siamese_jax.training.state import TrainState
 
 
@@ -72,6 +73,7 @@ def plan_models(
     ConfigError: repeated seeds or values, an unsweepable field, or a value
       the config refuses.
   """
+  check(config)
   if seeds is None and sweep is None:
     return Plan((config,), (workdir,), None, stacked=False)
   seeds = [config.seed] if seeds is None else list(seeds)
@@ -85,19 +87,28 @@ def plan_models(
     raise ConfigError(f"--sweep {field}=...: only {' and '.join(SWEEPABLE)} can be swept.")
   if len(values) == 0 or len(set(values)) != len(values):
     raise ConfigError(f"--sweep {field}= must list distinct values, got {list(values)}.")
-  if (
-    field == "margin"
-    and "margin" not in LOSS_FIELDS.get(config.loss, {"margin": "margin"}).values()
-  ):
+  if field == "margin" and LOSSES[config.loss].fields.get("margin") != "margin":
+    users = [name for name, loss in LOSSES.items() if loss.fields.get("margin") == "margin"]
     raise ConfigError(
-      f"--sweep margin=...: --loss {config.loss} does not use --margin (only contrastive and "
-      "batch-contrastive do). Sweep the learning rate, or run one model per value."
+      f"--sweep margin=...: --loss {config.loss} does not use --margin (only "
+      f"{' and '.join(users)} do). Sweep the learning rate, or run one model per value."
     )
   configs = [dataclasses.replace(config, seed=s, **{field: v}) for v in values for s in seeds]
   dirs = [
-    seed_dir(os.path.join(workdir, f"{field}_{getattr(c, field):g}"), c.seed) for c in configs
+    seed_dir(os.path.join(workdir, f"{field}_{value_name(getattr(c, field))}"), c.seed)
+    for c in configs
   ]
   return Plan(tuple(configs), tuple(dirs), (field, values), stacked=True)
+
+
+def value_name(value: float) -> str:
+  """A swept value as its folder and summary.json name it: short (`:g`) where that is exact.
+
+  `:g` keeps 6 digits, so 1.0000001 and 1.0000002 would share `margin_1/`;
+  a value `:g` does not round-trip is written in full (`repr`).
+  """
+  short = f"{value:g}"
+  return short if float(short) == value else repr(float(value))
 
 
 def seed_dir(workdir: str, seed: int) -> str:
@@ -116,8 +127,9 @@ class SweepTrainState(TrainState):
 
 
 def sweep_optimizer(config: Config) -> optax.GradientTransformation:
-  # Only the learning rate is injected: injecting decay and eps as well
-  # changes RMSProp's rounding, and a model would no longer equal its run.
+  # Only the learning rate is injected: injecting the others as well (RMSProp's
+  # decay and eps, Adam's betas) changes the rounding, and a model would no
+  # longer equal its run.
   if config.optimizer == "adam":
     static = ("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov")
     return optax.inject_hyperparams(optax.adam, static_args=static)(
@@ -147,7 +159,7 @@ def to_single_state(state, template: TrainState) -> TrainState:
   """One model of a stacked state, as its own single run's TrainState.
 
   `template` is that run's initial state: its static parts (margin, the
-  plain RMSProp) are the single run's.
+  plain optimizer, RMSProp or Adam) are the single run's.
   """
   opt_state = state.opt_state.inner_state if isinstance(state, SweepTrainState) else state.opt_state
   return template.replace(step=state.step, params=state.params, opt_state=opt_state)

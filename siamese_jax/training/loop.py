@@ -40,10 +40,11 @@ import numpy as np
 from siamese_jax.core import distributed
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import NonFiniteLossError, SiameseJaxError, WorkdirError
-from siamese_jax.core.files import atomic_write_json
+from siamese_jax.core.files import RUN_FIX, atomic_write_json
 from siamese_jax.core.progress import ProgressBar
 from siamese_jax.data.dataset import Dataset
 from siamese_jax.evaluation.final import final_evaluation
+from siamese_jax.losses import LOSSES
 from siamese_jax.rundir import checkpoint
 from siamese_jax.rundir.metric_writers import (
   ConsoleWriter,
@@ -69,8 +70,9 @@ from siamese_jax.rundir.workdir import (
   reconcile_metrics,
   write_config,
 )
+from siamese_jax.sampling import SAMPLERS, sampler_name
 from siamese_jax.sampling.splits import RunData
-from siamese_jax.training.ensemble import Plan
+from siamese_jax.training.ensemble import Plan, value_name
 from siamese_jax.training.placement import Placement
 from siamese_jax.training.setup import build_run
 from siamese_jax.training.step import train_epoch
@@ -149,6 +151,41 @@ class _StopFlag:
   def __exit__(self, *exc):
     for s, old in self._old.items():
       signal.signal(s, old)
+
+
+class _Evaluating:
+  """The final evaluation: Ctrl-C or SIGTERM stops it at once, and says how to finish it.
+
+  Training is over and its last checkpoint saved, so `--resume` goes
+  straight to the evaluation; a half-written results.json cannot be left
+  (writes are atomic).
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir, self.signum, self._old = workdir, None, None
+
+  def _handle(self, signum, frame):
+    self.signum = signum
+    raise KeyboardInterrupt
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, kind, value, tb):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+    if kind is KeyboardInterrupt:
+      signum = self.signum or signal.SIGINT
+      name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+      raise RunInterrupted(
+        f"Stopped by {name} during the final evaluation; training is finished and its "
+        f"checkpoint saved in {self.workdir}. Resume by running the same command with "
+        f"--workdir {self.workdir} --resume: it evaluates again.",
+        exit_code=128 + signum,
+      ) from None
+    return False
 
 
 def train_and_evaluate(
@@ -244,7 +281,8 @@ def train_and_evaluate(
         w.close()
     if not writer:
       return {}
-    return _finish(run, placement.singles(host), encoder=encoder, plots=plots, t_start=t_start)
+    with _Evaluating(workdir):  # Ctrl-C or SIGTERM now: the resume command, as in training
+      return _finish(run, placement.singles(host), encoder=encoder, plots=plots, t_start=t_start)
 
 
 def _prepare(run: Run, *, resume: bool, overwrite: bool) -> list[str]:
@@ -279,11 +317,7 @@ def _start_or_resume(run: Run, initial, *, resume: bool, rewrite: list[str]) -> 
   position = Position(initial, 1, 0, {}, [[] for _ in run.plan.dirs])
   if resume and checkpoint.exists(workdir):
     ckpt = checkpoint.load(workdir, jax.device_get(initial), fall_back=True)
-    if not np.array_equal(ckpt.data_key, placement.key_bits()):
-      raise WorkdirError(
-        f"The checkpoint in {workdir!r} was written with other data keys; it belongs to "
-        "another config or other seeds. Start over with --overwrite."
-      )
+    _check_keys(run, np.asarray(ckpt.data_key))
     partial = placement.loaded_metrics(ckpt.partial_metrics)
     history = ckpt.history or [None] * len(run.plan.dirs)
     position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, partial, history)
@@ -318,6 +352,27 @@ def _start_or_resume(run: Run, initial, *, resume: bool, rewrite: list[str]) -> 
   ]
   position.state = placement.place(position.state)
   return position
+
+
+def _check_keys(run: Run, saved: np.ndarray) -> None:
+  """Refuses a checkpoint of other models, naming the order when only the order differs."""
+  here = run.placement.key_bits()
+  if np.array_equal(saved, here):
+    return
+  saved, here = saved.reshape(-1, here.shape[-1]), here.reshape(-1, here.shape[-1])
+  rows = [tuple(r) for r in here]
+  if len(saved) == len(here) and sorted(map(tuple, saved)) == sorted(rows):
+    seeds = [run.plan.configs[rows.index(tuple(r))].seed for r in saved]
+    raise WorkdirError(
+      f"The checkpoint in {run.workdir!r} holds the same seeds in another order. Resume "
+      f"with --seeds {','.join(map(str, dict.fromkeys(seeds)))}, the order the run was "
+      "started with; nothing was changed."
+    )
+  raise WorkdirError(
+    f"The checkpoint in {run.workdir!r} was written for other models (other seeds, sweep or "
+    "data split). Resume with the run's own --seed/--seeds and --sweep, or start a new run in "
+    "another --workdir; nothing was changed."
+  )
 
 
 def _read_lines(path: str) -> list[str]:
@@ -396,7 +451,7 @@ def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progr
     RunInterrupted: after Ctrl-C, once the mid-epoch checkpoint is saved.
   """
   placement, epoch, steps = run.placement, position.epoch, run.steps
-  pairs, y, batches = placement.epoch_inputs(epoch)
+  data, batches = placement.epoch_inputs(epoch)
   label = f"epoch {epoch}/{run.config.epochs}"
   if run.plan.stacked:
     label += f", {run.plan.size} models"
@@ -412,7 +467,7 @@ def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progr
     return placement.agree(stop.set)
 
   state, m, done = train_epoch(
-    position.state, placement.images, pairs, y, batches, placement.dropout_keys,
+    position.state, placement.images, data, batches, placement.dropout_keys,
     start=position.step, chunk_steps=chunk_steps, on_chunk=on_chunk,
     chunk_fn=placement.chunk_fn, fetch=placement.fetch,
   )  # fmt: skip
@@ -432,10 +487,20 @@ def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progr
       if checkpoint.exists(run.workdir)
       else "no checkpoint had been written yet"
     )
+    if step == 1:  # before any update: the loss's own settings, or the data, overflow
+      params = LOSSES[run.config.loss].params(run.config)
+      shown = ", ".join(f"--{LOSSES[run.config.loss].fields[k].replace('_', '-')} {v:g}"
+                        for k, v in params.items())  # fmt: skip
+      hint = (
+        f"The first step, before any update, was already non-finite: not the learning rate. "
+        f"Check the loss's parameters ({shown or 'none'}): a value whose square or exponential "
+        "overflows float32 cannot train. Else check the data."
+      )
+    else:
+      hint = f"Lower --learning-rate (now {run.config.learning_rate}) or check the data."
     raise NonFiniteLossError(
       f"Training stopped: the loss{which} became non-finite at step {step} (epoch "
-      f"{epoch}); {kept}. Lower --learning-rate (now {run.config.learning_rate}) "
-      "or check the data."
+      f"{epoch}); {kept}. {hint}"
     )
   if done < steps:  # Ctrl-C or SIGTERM: keep what this epoch has done so far.
     path = _save(run, placement.to_host(state), epoch - 1, done, m, position.history)
@@ -456,10 +521,7 @@ def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[s
     results = final_evaluation(state, c, r, d, plots=plots)
     if encoder is not None:  # load_trained needs to be told which one.
       results["encoder"] = f"custom ({type(encoder).__name__})"
-    if r.pool is None:
-      results["num_pairs_per_epoch"] = r.num_pairs
-    else:  # P x K batches: the images an epoch trains on
-      results["num_images_per_epoch"] = r.num_pairs
+    results[f"num_{SAMPLERS[sampler_name(c)].rows}_per_epoch"] = r.per_epoch
     if plan.stacked:
       results["num_seeds_in_program"] = plan.size
     results["total_seconds"] = time.perf_counter() - t_start
@@ -468,7 +530,7 @@ def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[s
       checkpoint.save(d, checkpoint.Checkpoint(state, c.epochs, 0, {}, bits, c))
       print(f"{os.path.relpath(d, run.workdir)}:", file=out)
     print_results(results, out)
-    atomic_write_json(os.path.join(d, RESULTS_NAME), results)
+    atomic_write_json(os.path.join(d, RESULTS_NAME), results, fix=RUN_FIX)
     all_results.append(results)
   if not plan.stacked:
     return all_results[0]
@@ -483,11 +545,12 @@ def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[s
       group = [
         res for res, c in zip(all_results, plan.configs, strict=True) if getattr(c, field) == v
       ]
-      summary["by_value"][f"{v:g}"] = summarize(group)
-      lines += [f"{field} {v:g}: {line}" for line in headline(summary["by_value"][f"{v:g}"])]
+      name = value_name(v)
+      summary["by_value"][name] = summarize(group)
+      lines += [f"{field} {name}: {line}" for line in headline(summary["by_value"][name])]
   summary["seeds"] = sorted({c.seed for c in plan.configs})
   summary["total_seconds"] = time.perf_counter() - t_start
-  atomic_write_json(os.path.join(run.workdir, SUMMARY_NAME), summary)
+  atomic_write_json(os.path.join(run.workdir, SUMMARY_NAME), summary, fix=RUN_FIX)
   for line in lines:
     print(line, file=out)
   out.flush()

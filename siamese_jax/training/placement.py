@@ -3,13 +3,13 @@
 The epoch loop (`siamese_jax.training.loop`) trains K >= 1 models the same way
 whatever the placement; a placement supplies what differs:
 
-* `DataParallel`: one model (a plain run). Each batch of pair indices is
-  split over a 1-D "data" mesh of every device of every process; parameters
+* `DataParallel`: one model (a plain run). Each batch's rows (pairs, or
+  images) are split over a 1-D "data" mesh of every device of every process; parameters
   and data are replicated, and XLA's SPMD partitioner inserts the gradient
   all-reduce (`siamese_jax.core.parallel`). One device is exactly the
   single-device program.
-* `Stacked`: K models (`--seeds`, `--sweep`). Their states, pairs, batches
-  and dropout keys are stacked along a leading model axis, split over a 1-D
+* `Stacked`: K models (`--seeds`, `--sweep`). Their states, epoch tables,
+  batches and dropout keys are stacked along a leading model axis, split over a 1-D
   "models" mesh of every device of every process. `shard_map` hands each
   device its K / d models: a device with one model runs exactly the
   single-run scan, a device with several runs its `jax.vmap`. No step
@@ -17,7 +17,10 @@ whatever the placement; a placement supplies what differs:
   saves: each chunk's per-step metrics (a few hundred floats), each
   epoch's validation scalars, and the states when it writes a checkpoint.
 
-Both hold the training data on the devices and form every batch there.
+Both take what they train from the run's sampler (`Sampler.feed`:
+images, the tables an epoch is drawn from, the jittable epoch) without
+asking which sampler it is, hold it on the devices and form every batch
+there.
 Metrics come back as host arrays of shape [K, n], whatever the placement.
 """
 
@@ -35,13 +38,12 @@ from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError
 from siamese_jax.core.streams import EpochKey, PairsKey
 from siamese_jax.evaluation import oneshot
-from siamese_jax.evaluation.pairs import embed_images, evaluate_embedded, to_host_scalars
-from siamese_jax.sampling.pairs import class_index, sample_pairs
-from siamese_jax.sampling.pk import pk_batches
+from siamese_jax.evaluation.pairs import embed_images, to_host_scalars
+from siamese_jax.sampling import SAMPLERS, sampler_name
 from siamese_jax.sampling.splits import RunData
 from siamese_jax.training.ensemble import stack, to_single_state, unstack
 from siamese_jax.training.state import TrainState
-from siamese_jax.training.step import chunk_body, epoch_batches, train_chunk
+from siamese_jax.training.step import chunk_body, evaluate_batches, train_chunk
 
 MODELS = "models"
 VAL_EPISODES = 300
@@ -63,7 +65,7 @@ class Placement(Protocol):
 
   # A host state (initial, or a checkpoint's) placed on the device(s).
   def place(self, host_state) -> Any: ...
-  # The epoch's pairs, labels and batches, keyed by the epoch number alone.
+  # The epoch's data and batches, keyed by the epoch number alone.
   def epoch_inputs(self, epoch: int) -> "EpochInputs": ...
   # A chunk's per-step metrics as host arrays float[K, n].
   def fetch(self, metrics) -> dict[str, np.ndarray]: ...
@@ -83,15 +85,10 @@ class Placement(Protocol):
 
 
 class EpochInputs(NamedTuple):
-  """One epoch's training inputs on the device(s).
+  """One epoch's training inputs on the device(s), as the run's sampler draws them."""
 
-  With the pk sampler (a batch loss), `pairs` holds each training image's
-  label, int32[N] (or [K, N]), `y` is None, and `batches` index images.
-  """
-
-  pairs: jax.Array  # int32[P, 2] (or [K, P, 2]) indices into the images
-  y: jax.Array | None  # float32[P] (or [K, P]) pair labels, 1.0 = same class
-  batches: jax.Array  # int32[S, B] (or [K, S, B]) pair indices of each step
+  data: dict[str, jax.Array]  # the sampler's named arrays (`Feed.epoch`; with K models, [K, ...])
+  batches: jax.Array  # int32[S, B] (or [K, S, B]) each step's rows
 
 
 def model_mesh(num_models: int, devices=None) -> Mesh:
@@ -116,16 +113,21 @@ def _local_device():
 
 
 class _Monitor:
-  """One model's per-epoch validation: its split on the device, and its one-shot episodes.
+  """One model's per-epoch validation: its own loss on its split, and one-shot episodes.
 
-  With groups (Omniglot's held-out background alphabets), the validation
-  also scores `VAL_EPISODES` 20-way 1-shot episodes, drawn once per run:
-  the figure to select models by, on classes never trained on.
+  The batches are the ones its sampler draws from the validation split
+  (`Sampler.validation`), once per run: the pair loss's every validation
+  pair, a batch loss's P x K batches. With groups (Omniglot's held-out
+  background alphabets), the validation also scores `VAL_EPISODES` 20-way
+  1-shot episodes, drawn once per run: the figure to select models by, on
+  classes never trained on.
   """
 
-  def __init__(self, run: RunData):
+  def __init__(self, config: Config, run: RunData):
     m = run.monitor
-    self.arrays = jax.device_put((m.images, m.pairs, m.y), _local_device())
+    key = jax.random.fold_in(run.keys.pairs, PairsKey.VAL_BATCHES)
+    data, batches = SAMPLERS[sampler_name(config)].validation(config, m, key)
+    self.arrays = jax.device_put((m.images, data, batches), _local_device())
     self.episodes = None
     if m.groups is not None:
       key = jax.random.fold_in(run.keys.pairs, PairsKey.VAL_EPISODES)
@@ -135,10 +137,12 @@ class _Monitor:
 
   def __call__(self, state) -> dict[str, float]:
     """Scalars sorted as metrics.jsonl lists them."""
-    images, pairs, y = self.arrays
+    images, data, batches = self.arrays
     emb = embed_images(state, images)
-    val = to_host_scalars(evaluate_embedded(state, emb, pairs, y)[0])
-    if self.episodes is not None:
+    val = {}
+    if batches.shape[0]:  # a split too small for one batch reports no loss
+      val = to_host_scalars(evaluate_batches(state, emb, data, batches))
+    if self.episodes is not None:  # None too where no held-out group holds 20 classes
       val["oneshot_20way_1shot"] = float(
         oneshot.episode_accuracy(np.asarray(emb), *self.episodes).mean()
       )
@@ -159,42 +163,17 @@ class DataParallel:
   def __init__(self, config: Config, run: RunData, devices=None):
     self.num_models = 1
     self.mesh = parallel.data_mesh(devices)
-    pool = run.pool
-    parallel.check_batch_size(
-      config.batch_size if pool is None else pool.plan.batch_size, self.mesh
-    )
+    feed = SAMPLERS[sampler_name(config)].feed(config, run)
+    parallel.check_batch_size(feed.batch_size, self.mesh)
     self.devices = self.mesh.devices.size
-    self._run = run
-    train = run.sets.train
+    self._config, self._run = config, run
     self.dropout_keys = run.keys.dropout
-    sharded = parallel.batch_sharded(self.mesh)
-    if pool is None:
-      self.images, self._pairs, self._y = parallel.put_replicated(
-        (train.images, train.pairs, train.y), self.mesh
-      )
-      self._make_batches = jax.jit(
-        lambda key: epoch_batches(key, run.num_pairs, config.batch_size), out_shardings=sharded
-      )
-    else:  # P x K batches of images; the plan's tables are arguments, not constants
-      plan = pool.plan
-      self.images, self._pairs = parallel.put_replicated((pool.images, pool.labels), self.mesh)
-      self._y = None
-      tables = parallel.put_replicated((plan.members, plan.sizes, plan.class_groups), self.mesh)
-      make = jax.jit(lambda key, t: pk_batches(key, plan, *t), out_shardings=sharded)
-      self._make_batches = functools.partial(lambda key, t: make(key, t), t=tables)
-    self._fresh = None
-    if config.pairs == "fresh":
-      rep = parallel.replicated(self.mesh)
-      k = len(train.classes)
-      index = parallel.put_replicated(class_index(train.labels, k, train.groups), self.mesh)
-      neg = config.negatives
-      # The class index is an argument, not a closed-over constant, so XLA
-      # does not embed a table of every training image in the program.
-      sample = jax.jit(
-        lambda key, index: sample_pairs(key, None, run.num_pairs, k, index=index, negatives=neg),
-        out_shardings=(rep, rep),
-      )
-      self._fresh = functools.partial(lambda key, index: sample(key, index), index=index)
+    # The tables are arguments of the epoch, not constants of its program.
+    self.images, self._tables = parallel.put_replicated((feed.images, feed.tables), self.mesh)
+    self._epoch = jax.jit(
+      feed.epoch,
+      out_shardings=(parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)),
+    )
     self._monitor = None
     self.chunk_fn = train_chunk
 
@@ -202,12 +181,8 @@ class DataParallel:
     return parallel.put_replicated(host_state, self.mesh)
 
   def epoch_inputs(self, epoch: int):
-    """(pairs, y, batches) of `epoch`, keyed by the epoch number alone."""
-    batch_key, pairs_key = _epoch_keys(self._run.keys.data, epoch)
-    pairs, y = self._pairs, self._y
-    if self._fresh is not None:
-      pairs, y = self._fresh(pairs_key)
-    return EpochInputs(pairs, y, self._make_batches(batch_key))
+    """The data and batches of `epoch`, keyed by the epoch number alone."""
+    return EpochInputs(*self._epoch(self._tables, *_epoch_keys(self._run.keys.data, epoch)))
 
   def fetch(self, metrics) -> dict[str, np.ndarray]:
     return {k: v[None] for k, v in parallel.to_host(metrics).items()}
@@ -221,7 +196,7 @@ class DataParallel:
 
   def validate(self, state) -> list[dict[str, float]]:
     if self._monitor is None:  # on the device once per run
-      self._monitor = _Monitor(self._run)
+      self._monitor = _Monitor(self._config, self._run)
     return [self._monitor(self.to_host(state))]
 
   def singles(self, host_state) -> list[TrainState]:
@@ -249,58 +224,27 @@ class Stacked:
     devices=None,
   ):
     config = configs[0]
-    counts = {r.num_pairs for r in runs}
-    pools = [r.pool for r in runs]
-    if pools[0] is not None and len({p.plan.static() for p in pools}) > 1:
+    feeds = [SAMPLERS[sampler_name(c)].feed(c, r) for c, r in zip(configs, runs, strict=True)]
+    if len({f.static for f in feeds}) > 1:
       raise ConfigError(
-        f"With --holdout {config.holdout}, the seeds keep different numbers of training images "
-        "per class, so their P x K epochs differ in shape and cannot stack in one program. "
-        "Run the seeds one by one, or use --holdout-groups."
-      )
-    if pools[0] is None and len(counts) > 1:
-      raise ConfigError(
-        f"With --holdout {config.holdout} and fixed pairs, the seeds keep different numbers of "
-        f"training pairs ({', '.join(f'{r.num_pairs:,}' for r in runs)}), which one program "
-        "cannot stack. Use --pairs fresh (as many pairs for every seed), or run the seeds one "
-        "by one."
+        f"With --holdout {config.holdout}, the seeds train on epochs of different shapes "
+        f"({'; '.join(f.shape for f in feeds)}), which one program cannot stack.{feeds[0].hint}"
       )
     self.num_models = len(configs)
-    self._runs, self._templates = list(runs), list(templates)
+    self._configs, self._runs, self._templates = list(configs), list(runs), list(templates)
     self.mesh = model_mesh(len(configs), devices)
     self.devices = self.mesh.devices.size
     self._split = NamedSharding(self.mesh, PartitionSpec(MODELS))
     rep = NamedSharding(self.mesh, PartitionSpec())
-    sets = [r.sets for r in runs]
-    # Without a holdout every model trains on all the training images: one
+    # Without a holdout every model trains on the same images: one
     # replicated copy. With one, each model has its own images.
     self._shared = config.holdout == 0
-    # With P x K batches, the pool's images (the training split, rotated too if asked).
-    train_images = [
-      s.train.images if p is None else p.images for s, p in zip(sets, pools, strict=True)
-    ]
     if self._shared:
-      self.images = _global(train_images[0], rep)
+      self.images = _global(feeds[0].images, rep)
     else:
-      self.images = _global(stack(train_images), self._split)
-    self._pairs = self._y = None
-    self._plan = self._tables = None
-    if pools[0] is not None:  # each model's labels and plan tables
-      self._plan = pools[0].plan
-      self._pairs = _global(stack([p.labels for p in pools]), self._split)
-      tables = [(p.plan.members, p.plan.sizes, p.plan.class_groups) for p in pools]
-      self._tables = jax.tree.map(lambda x: _global(x, self._split), stack(tables))
-    elif config.pairs == "fixed":
-      self._pairs = _global(stack([s.train.pairs for s in sets]), self._split)
-      self._y = _global(stack([s.train.y for s in sets]), self._split)
-    self._index = None
-    if config.pairs == "fresh":
-      index = stack(
-        [class_index(s.train.labels, len(s.train.classes), s.train.groups) for s in sets]
-      )
-      self._index = jax.tree.map(lambda x: _global(x, self._split), index)
-    self._num_classes = len(sets[0].train.classes)
-    self._num_pairs, self._batch_size = runs[0].num_pairs, config.batch_size
-    self._negatives = config.negatives
+      self.images = _global(stack([f.images for f in feeds]), self._split)
+    self._tables = jax.tree.map(lambda x: _global(x, self._split), stack([f.tables for f in feeds]))
+    self._epoch = feeds[0].epoch  # the same program for every model: their shapes agree
 
     def bits(name):  # each model's named key, stacked: uint32[K, 2]
       return np.stack([jax.random.key_data(getattr(r.keys, name)) for r in runs])
@@ -308,35 +252,21 @@ class Stacked:
     self._key_bits = bits("data")
     self.dropout_keys = jax.random.wrap_key_data(_global(bits("dropout"), self._split))
     self._data_keys = jax.random.wrap_key_data(_global(self._key_bits, self._split))
-    self._inputs = jax.jit(self._make_inputs, out_shardings=(self._split,) * 3)
+    self._inputs = jax.jit(self._make_inputs, out_shardings=(self._split,) * 2)
     self.chunk_fn = functools.partial(
       train_chunk_stacked, shared_images=self._shared, mesh=self.mesh
     )
     self._monitors = {}
 
-  def _make_inputs(self, data_keys, index, pairs, y, tables, epoch):
+  def _make_inputs(self, data_keys, tables, epoch):
     keys = jax.vmap(lambda k: _epoch_keys(k, epoch))(data_keys)
-    if tables is not None:
-      plan = self._plan
-      return pairs, y, jax.vmap(lambda k, t: pk_batches(k, plan, *t))(keys[0], tables)
-    if index is not None:
-      n, c = self._num_pairs, self._num_classes
-      neg = self._negatives
-      pairs, y = jax.vmap(lambda key, idx: sample_pairs(key, None, n, c, index=idx, negatives=neg))(
-        keys[1], index
-      )
-    batches = jax.vmap(lambda k: epoch_batches(k, self._num_pairs, self._batch_size))(keys[0])
-    return pairs, y, batches
+    return jax.vmap(self._epoch)(tables, *keys)
 
   def place(self, host_states) -> Any:
     return jax.tree.map(lambda x: _global(x, self._split), host_states)
 
   def epoch_inputs(self, epoch: int):
-    return EpochInputs(
-      *self._inputs(
-        self._data_keys, self._index, self._pairs, self._y, self._tables, np.int32(epoch)
-      )
-    )
+    return EpochInputs(*self._inputs(self._data_keys, self._tables, np.int32(epoch)))
 
   def fetch(self, metrics) -> dict[str, np.ndarray]:
     if jax.process_count() == 1:
@@ -357,7 +287,7 @@ class Stacked:
     local = {}
     for i, state in self._local_models(states):
       if i not in self._monitors:  # on the device once per run
-        self._monitors[i] = _Monitor(self._runs[i])
+        self._monitors[i] = _Monitor(self._configs[i], self._runs[i])
       local[i] = self._monitors[i](to_single_state(state, self._templates[i]))
     if jax.process_count() == 1:
       return [local[i] for i in range(self.num_models)]
@@ -405,10 +335,8 @@ def _agree(flag: bool) -> bool:
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=("length", "shared_images", "mesh"))
-def train_chunk_stacked(
-  states, images, pairs, y, batches, start, keys, *, length, shared_images, mesh
-):
-  """`train.train_chunk` for K models at once, split over the models mesh.
+def train_chunk_stacked(states, images, data, batches, start, keys, *, length, shared_images, mesh):
+  """`train_chunk` for K models at once, split over the models mesh.
 
   A device with one model runs exactly the single-run scan (the same body,
   unbatched); a device with several vmaps that body over them. Nothing
@@ -418,7 +346,7 @@ def train_chunk_stacked(
     states: stacked TrainState, leading axis K (donated).
     images: uint8[N, H, W] shared by all models, or uint8[K, N, H, W]
       (with a holdout every seed trains on other images).
-    pairs: int32[K, P, 2]; y: float32[K, P].
+    data: each model's epoch data, as for `train_chunk`, stacked: [K, ...].
     batches: int32[K, S, B]; start: int32[]; keys: K dropout keys.
     length: steps in this chunk (static).
     shared_images: whether `images` has no model axis (static).
@@ -428,18 +356,17 @@ def train_chunk_stacked(
     (states, {"loss": float32[K, length], "accuracy": float32[K, length]}).
   """
 
-  def one(state, images, pairs, y, batches, key):
-    return chunk_body(state, images, pairs, y, batches, start, key, length=length)
+  def one(state, images, data, batches, key):
+    return chunk_body(state, images, data, batches, start, key, length=length)
 
-  def local(states, images, pairs, y, batches, keys):
+  def local(states, images, data, batches, keys):
     if jax.tree.leaves(states)[0].shape[0] == 1:  # one model here: the single-run program
       first = functools.partial(jax.tree.map, lambda x: x[0])
       imgs = images if shared_images else images[0]
-      labels = None if y is None else y[0]  # None: a batch loss's P x K batches
-      out = one(first(states), imgs, pairs[0], labels, batches[0], keys[0])
+      out = one(first(states), imgs, first(data), batches[0], keys[0])
       return jax.tree.map(lambda x: x[None], out)
-    in_axes = (0, None if shared_images else 0, 0, 0, 0, 0)
-    return jax.vmap(one, in_axes=in_axes)(states, images, pairs, y, batches, keys)
+    in_axes = (0, None if shared_images else 0, 0, 0, 0)
+    return jax.vmap(one, in_axes=in_axes)(states, images, data, batches, keys)
 
   models = PartitionSpec(MODELS)
   image_spec = PartitionSpec() if shared_images else models
@@ -448,7 +375,7 @@ def train_chunk_stacked(
   return jax.shard_map(
     local,
     mesh=mesh,
-    in_specs=(models, image_spec, models, models, models, models),
+    in_specs=(models, image_spec, models, models, models),
     out_specs=(models, models),
     check_vma=False,
-  )(states, images, pairs, y, batches, keys)
+  )(states, images, data, batches, keys)

@@ -5,6 +5,7 @@ built-in encoder, or one given), initializes its parameters and the
 optimizer: RMSProp as in the Keras original, or Adam.
 """
 
+import os
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -15,7 +16,8 @@ import optax
 from flax.training import train_state
 
 from siamese_jax.core.config import Config
-from siamese_jax.losses import LOSS_FIELDS, NORMALIZED_LOSSES
+from siamese_jax.core.errors import ConfigError
+from siamese_jax.losses import LOSSES
 from siamese_jax.models import Siamese, builtin_encoder
 
 
@@ -27,15 +29,15 @@ class TrainState(train_state.TrainState):
   `train_step` keep the three-argument contract.
   """
 
-  # The loss's margin: `contrastive`'s and `batch-contrastive`'s `margin`,
-  # the triplet losses' `triplet_margin` (a sweep makes it a traced leaf).
+  # The loss's "margin" keyword, if its entry (`siamese_jax.losses.LOSSES`)
+  # has one: `margin` or `triplet_margin`; a sweep makes it a traced leaf.
   margin: float = flax.struct.field(pytree_node=False, default=1.0)
   threshold: float = flax.struct.field(pytree_node=False, default=0.5)
   # Strength of the random affine distortion of every training image
   # (`siamese_jax.training.augment`); 0: none.
   augment_strength: float = flax.struct.field(pytree_node=False, default=0.0)
-  # "contrastive" (pairs) or a key of `siamese_jax.losses.BATCH_LOSSES`
-  # (P x K batches), and that loss's other parameters as ((name, value), ...).
+  # The loss's name in `siamese_jax.losses.LOSSES`, and its other
+  # parameters as ((name, value), ...).
   loss: str = flax.struct.field(pytree_node=False, default="contrastive")
   loss_params: tuple = flax.struct.field(pytree_node=False, default=())
 
@@ -46,14 +48,14 @@ def make_model(
   """The Siamese network: `encoder`, or the config's built-in one, on both images."""
   if encoder is None:
     encoder = builtin_encoder(config)
-  return Siamese(encoder, fuse_branches, normalize=config.loss in NORMALIZED_LOSSES)
+  return Siamese(encoder, fuse_branches, normalize=LOSSES[config.loss].normalize)
 
 
 def loss_settings(config: Config) -> tuple[float, tuple]:
   """(margin, the other parameters) of the config's loss, as the train state holds them."""
-  fields = dict(LOSS_FIELDS.get(config.loss, {"margin": "margin"}))
-  margin = getattr(config, fields.pop("margin", "margin"))
-  return margin, tuple((name, getattr(config, field)) for name, field in sorted(fields.items()))
+  params = LOSSES[config.loss].params(config)
+  margin = params.pop("margin", config.margin)
+  return margin, tuple(sorted(params.items()))
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -65,6 +67,43 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
   return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
 
 
+# Arrays the size of the parameters that a step holds: the parameters, their
+# gradients, and the optimizer's slots (RMSProp's nu; Adam's mu and nu).
+_PARAMETER_COPIES = {"rmsprop": 3, "adam": 4}
+
+
+def check_fits(model: nn.Module, config: Config, image_shape: Sequence[int]) -> None:
+  """Refuses, before anything is allocated, a model that cannot take these images or this machine.
+
+  The model is traced abstractly (`jax.eval_shape`): nothing is allocated.
+
+  Raises:
+    ConfigError: the encoder cannot take the image size (conv4 halves it
+      four times), or the parameters with their gradients and optimizer
+      state would not fit in this machine's memory.
+  """
+  dummy = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  try:
+    shapes = jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, x, train=False)["params"], dummy
+    )
+  except (ZeroDivisionError, ValueError, TypeError) as e:
+    raise ConfigError(
+      f"The {config.encoder} encoder cannot take {'x'.join(map(str, image_shape))} images "
+      f"({e or type(e).__name__}). Use a larger --image-size (conv4 halves the image four "
+      "times: 16 at least)."
+    ) from None
+  count = sum(x.size for x in jax.tree.leaves(shapes))
+  need = 4 * count * _PARAMETER_COPIES.get(config.optimizer, 4)
+  memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if need > memory:
+    raise ConfigError(
+      f"The model would have {count:,} parameters: {need / 2**30:,.1f} GiB with their "
+      f"gradients and the optimizer's state, more than this machine's {memory / 2**30:,.0f} "
+      "GiB. Use smaller --hidden-sizes."
+    )
+
+
 def create_train_state(
   key: jax.Array,
   config: Config,
@@ -73,7 +112,7 @@ def create_train_state(
   image_shape: Sequence[int] = (28, 28),
   fuse_branches: bool = True,
 ) -> TrainState:
-  """Initializes the shared encoder's parameters and RMSProp's state.
+  """Initializes the shared encoder's parameters and the optimizer's state.
 
   Args:
     key: PRNG key for the parameter initialization.
@@ -89,6 +128,7 @@ def create_train_state(
   """
   model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  check_fits(model, config, image_shape)
   params = model.init(key, dummy, dummy, train=False)["params"]
   margin, loss_params = loss_settings(config)
   state = TrainState.create(

@@ -4,7 +4,7 @@ The step contract (as in flax's examples and big_vision):
 
     train_step(state, batch, key) -> (state, metrics)
 
-is one jitted region holding the forward pass, the gradient, the RMSProp
+is one jitted region holding the forward pass, the gradient, the optimizer
 update and the metrics; the state is donated, and dropout's randomness is
 `fold_in(key, state.step)`, so the caller passes the same key every step and
 no key lives in the state.
@@ -26,15 +26,8 @@ import numpy as np
 
 from siamese_jax.core import parallel
 from siamese_jax.core.streams import StepKey
-from siamese_jax.losses import (
-  BATCH_LOSSES,
-  LOSS_FIELDS,
-  contrastive_loss,
-  nearest_neighbour_accuracy,
-  pair_accuracy,
-)
-from siamese_jax.sampling.shuffle import permutation
-from siamese_jax.sampling.splits import steps_per_epoch
+from siamese_jax.losses import LOSSES
+from siamese_jax.sampling import SAMPLERS
 from siamese_jax.training.augment import augment
 from siamese_jax.training.state import TrainState
 
@@ -45,67 +38,56 @@ Metrics = dict[str, jax.Array]
 def train_step_body(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
   """One optimizer step on one batch, unjitted: the body that `train_step`,
   `train_chunk` and the stacked models' chunk (`siamese_jax.training.placement`) share."""
+  loss, sampler = LOSSES[state.loss], SAMPLERS[LOSSES[state.loss].sampler]
   dropout_key = jax.random.fold_in(key, state.step)
-  pairs = state.loss == "contrastive"
   if state.augment_strength > 0:
-    # Its own stream of the step's key: the same (run, step) distorts the same way.
+    # Its own stream of the step's key: the same (run, step) distorts the same
+    # way. A pair's two images are distorted in one call, as one batch.
     augment_key = jax.random.fold_in(dropout_key, StepKey.AUGMENT)
-    if pairs:
-      b = batch["x1"].shape[0]
-      x = augment(augment_key, jnp.concatenate([batch["x1"], batch["x2"]]), state.augment_strength)
-      batch = {**batch, "x1": x[:b], "x2": x[b:]}
-    else:
-      batch = {**batch, "x": augment(augment_key, batch["x"], state.augment_strength)}
+    names = sampler.images
+    x = jnp.concatenate([batch[k] for k in names]) if len(names) > 1 else batch[names[0]]
+    x = augment(augment_key, x, state.augment_strength)
+    b = x.shape[0] // len(names)
+    batch = {**batch, **{k: x[i * b : (i + 1) * b] for i, k in enumerate(names)}}
 
-  def pair_loss(params):
-    d = state.apply_fn(
-      {"params": params}, batch["x1"], batch["x2"], train=True, rngs={"dropout": dropout_key}
+  def loss_fn(params):
+    out = sampler.outputs(
+      state.apply_fn, {"params": params}, batch, train=True, rngs={"dropout": dropout_key}
     )
-    return contrastive_loss(d, batch["y"], state.margin), d
+    return loss.fn(out, batch[sampler.target], **loss_params(state)), out
 
-  def batch_loss(params):
-    e = state.apply_fn(
-      {"params": params}, batch["x"], train=True, rngs={"dropout": dropout_key}, method="encode"
-    )
-    return BATCH_LOSSES[state.loss](e, batch["labels"], **_params(state)), e
-
-  (loss, out), grads = jax.value_and_grad(pair_loss if pairs else batch_loss, has_aux=True)(
-    state.params
-  )
+  (value, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads)
-  if pairs:
-    accuracy = pair_accuracy(out, batch["y"], state.threshold)
-  else:
-    accuracy = nearest_neighbour_accuracy(out, batch["labels"])
-  return state, {"loss": loss, "accuracy": accuracy}
+  accuracy = loss.accuracy(out, batch[sampler.target], state.threshold)
+  return state, {"loss": value, "accuracy": accuracy}
 
 
-def _params(state: TrainState) -> dict:
-  """The batch loss's keyword arguments: its static ones, and the state's margin if it has one."""
+def loss_params(state: TrainState) -> dict:
+  """The loss's keyword arguments: its static ones, and the state's margin if it takes one."""
   params = dict(state.loss_params)
-  if "margin" in LOSS_FIELDS[state.loss]:
+  if "margin" in LOSSES[state.loss].fields:
     params["margin"] = state.margin
   return params
 
 
 @functools.partial(jax.jit, donate_argnums=0)
 def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
-  """One training step: gradient, RMSProp update and metrics in one jit.
+  """One training step: gradient, optimizer update and metrics in one jit.
 
   Args:
     state: the TrainState; donated, so do not reuse the one passed in.
-    batch: for the pair loss (`state.loss == "contrastive"`), {"x1":
-      float32[B, H, W] (or [B, H * W] for the MLP), "x2": same, "y":
-      float32[B] with 1.0 = same digit}; for a batch loss, {"x":
-      float32[N, H, W], "labels": int32[N]} (a P x K batch).
+    batch: what the loss's sampler gathers (`siamese_jax.sampling.SAMPLERS`):
+      pairs, {"x1": float32[B, H, W] (or [B, H * W] for the MLP), "x2":
+      same, "y": float32[B] with 1.0 = same digit}; a P x K batch, {"x":
+      float32[N, H, W], "labels": int32[N]}.
     key: dropout key; folded with `state.step` inside, so pass the same key
       every step.
 
   Returns:
     (new state, {"loss": float32[], "accuracy": float32[]}), under this
-    step's dropout. Accuracy is mean((d < threshold) == y) for pairs, and
-    the share of images whose nearest other image in the batch has their
-    label for a batch loss.
+    step's dropout. Accuracy is the loss entry's: mean((d < threshold) == y)
+    for the pair loss, and for a batch loss the share of images whose
+    nearest other image in the batch has their label.
   """
   return train_step_body(state, batch, key)
 
@@ -121,61 +103,52 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
   Returns:
     {"loss": float32[], "accuracy": float32[]}.
   """
-  if state.loss != "contrastive":
-    e = state.apply_fn({"params": state.params}, batch["x"], method="embed")
-    return {
-      "loss": BATCH_LOSSES[state.loss](e, batch["labels"], **_params(state)),
-      "accuracy": nearest_neighbour_accuracy(e, batch["labels"]),
-    }
-  d = state.apply_fn({"params": state.params}, batch["x1"], batch["x2"], train=False)
+  loss = LOSSES[state.loss]
+  sampler = SAMPLERS[loss.sampler]
+  out = sampler.outputs(state.apply_fn, {"params": state.params}, batch, train=False)
+  target = batch[sampler.target]
   return {
-    "loss": contrastive_loss(d, batch["y"], state.margin),
-    "accuracy": pair_accuracy(d, batch["y"], state.threshold),
+    "loss": loss.fn(out, target, **loss_params(state)),
+    "accuracy": loss.accuracy(out, target, state.threshold),
   }
 
 
-def gather_batch(images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Array) -> Batch:
-  """Forms a batch on the device from indices.
+@jax.jit
+def evaluate_batches(
+  state: TrainState, embeddings: jax.Array, data: dict[str, jax.Array], batches: jax.Array
+) -> Metrics:
+  """The run's own loss and accuracy over validation batches, from the split's embeddings.
 
   Args:
-    images: uint8[N, H, W] the split's images, on the device.
-    pairs: int32[P, 2] indices into `images`.
-    y: float32[P] pair labels.
-    idx: int32[B] which pairs form this batch.
+    state: the TrainState (its loss, and that loss's parameters).
+    embeddings: float[N, D] every image of the split, without dropout.
+    data, batches: the split's batches as its sampler draws them
+      (`Sampler.validation`): int32[S, B] rows into `data`.
 
   Returns:
-    {"x1": float32[B, H, W], "x2": float32[B, H, W], "y": float32[B]},
-    pixels scaled to [0, 1] as the original does (x / 255).
+    {"loss": float32[], "accuracy": float32[]}: the mean over the S batches
+    (one batch: its own values, as the pair loss's one batch of every pair).
   """
-  p = pairs[idx]
-  # One gather for both images of every pair: on CPU, XLA turns two gathers
-  # joined by a concatenate (which `Siamese` then undoes) into a slower loop
-  # (docs/performance.md).
-  x = images[jnp.concatenate([p[:, 0], p[:, 1]])].astype(jnp.float32) / 255.0
-  b = idx.shape[0]
-  return {"x1": x[:b], "x2": x[b:], "y": y[idx]}
+  loss = LOSSES[state.loss]
+  sampler = SAMPLERS[loss.sampler]
 
+  def one(idx):
+    out, target = sampler.val_outputs(embeddings, data, idx)
+    return loss.fn(out, target, **loss_params(state)), loss.accuracy(out, target, state.threshold)
 
-def gather_images(images: jax.Array, labels: jax.Array, idx: jax.Array) -> Batch:
-  """Forms a P x K batch on the device from image indices.
-
-  Args:
-    images: uint8[N, H, W] the split's images, on the device.
-    labels: int32[N] their class labels.
-    idx: int32[B] which images form this batch (`siamese_jax.sampling.pk`).
-
-  Returns:
-    {"x": float32[B, H, W] scaled to [0, 1], "labels": int32[B]}.
-  """
-  return {"x": images[idx].astype(jnp.float32) / 255.0, "labels": labels[idx]}
+  if batches.shape[0] == 1:
+    value, accuracy = one(batches[0])
+  else:
+    values, accuracies = jax.lax.map(one, batches)
+    value, accuracy = jnp.mean(values), jnp.mean(accuracies)
+  return {"loss": value, "accuracy": accuracy}
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames="length")
 def train_chunk(
   state: TrainState,
   images: jax.Array,
-  pairs: jax.Array,
-  y: jax.Array,
+  data: dict[str, jax.Array],
   batches: jax.Array,
   start: jax.Array,
   key: jax.Array,
@@ -186,11 +159,13 @@ def train_chunk(
 
   Args:
     state: donated TrainState.
-    images, pairs, y: the split on the device, as for `gather_batch`; for a
-      batch loss, `pairs` is instead int32[N] each image's label and `y` is
-      None, as for `gather_images`.
-    batches: int32[S, B] the epoch's batches of pair indices (a batch loss:
-      of image indices).
+    images: uint8[N, H, W] the split's images, on the device.
+    data: the epoch's named arrays, as the loss's sampler gathers a batch
+      from them (`siamese_jax.sampling.SAMPLERS`): the pairs sampler's
+      {"pairs": int32[P, 2], "y": float32[P]}, the P x K sampler's
+      {"labels": int32[N]}.
+    batches: int32[S, B] the epoch's batches: rows of `data["pairs"]`, or of
+      `images`.
     start: int32[] first step of this chunk within `batches`.
     key: dropout key, as for `train_step`.
     length: number of steps (static: each distinct length compiles once).
@@ -198,36 +173,18 @@ def train_chunk(
   Returns:
     (state, {"loss": float32[length], "accuracy": float32[length]}).
   """
-  return chunk_body(state, images, pairs, y, batches, start, key, length=length)
+  return chunk_body(state, images, data, batches, start, key, length=length)
 
 
-def chunk_body(state, images, pairs, y, batches, start, key, *, length: int):
+def chunk_body(state, images, data, batches, start, key, *, length: int):
   """`train_chunk` unjitted: the scan of `train_step_body` that every placement runs."""
   rows = jax.lax.dynamic_slice_in_dim(batches, start, length)
+  gather = SAMPLERS[LOSSES[state.loss].sampler].gather
 
   def body(state, idx):
-    if state.loss == "contrastive":
-      batch = gather_batch(images, pairs, y, idx)
-    else:
-      batch = gather_images(images, pairs, idx)
-    return train_step_body(state, batch, key)
+    return train_step_body(state, gather(images, data, idx), key)
 
   return jax.lax.scan(body, state, rows)
-
-
-def epoch_batches(key: jax.Array, num_pairs: int, batch_size: int) -> jax.Array:
-  """A fresh permutation of the pairs, cut into full batches.
-
-  The last `num_pairs % batch_size` pairs of each permutation are left out,
-  so every step has the same shape and compiles once; a new permutation every
-  epoch means no pair is left out systematically.
-
-  Returns:
-    int32[num_pairs // batch_size, batch_size].
-  """
-  steps = steps_per_epoch(num_pairs, batch_size)
-  perm = permutation(key, num_pairs)  # cheaper than jax.random.permutation on CPU
-  return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 
 def chunk_lengths(steps: int, target: int) -> list[int]:
@@ -261,8 +218,7 @@ class EpochResult(NamedTuple):
 def train_epoch(
   state: TrainState,
   images: jax.Array,
-  pairs: jax.Array,
-  y: jax.Array,
+  data: dict[str, jax.Array],
   batches: jax.Array,
   key: jax.Array,
   *,
@@ -280,8 +236,8 @@ def train_epoch(
 
   Args:
     state: donated TrainState.
-    images, pairs, y: the training split on the device.
-    batches: int32[S, B] from `epoch_batches` (int32[K, S, B] with a
+    images, data: the training split on the device, as for `train_chunk`.
+    batches: int32[S, B] the epoch's batches (int32[K, S, B] with a
       `chunk_fn` that runs K models at once, as `siamese_jax.training.placement`).
     key: dropout key.
     start: first step to take (a resumed epoch starts part-way).
@@ -318,7 +274,7 @@ def train_epoch(
     # explicit one (a test runs this loop under a transfer guard).
     first = jax.device_put(np.int32(offset))
     state, metrics = (chunk_fn or train_chunk)(
-      state, images, pairs, y, batches, first, key, length=length
+      state, images, data, batches, first, key, length=length
     )
     offset += length
     if pending is not None:

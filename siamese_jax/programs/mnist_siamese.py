@@ -1,0 +1,19 @@
+"""The original Keras mnist_siamese example, end to end.
+
+    siamese-jax mnist-siamese [--data-dir DIR] [--epochs 20] ...
+    python -m experiments.mnist_siamese ...   (the same program, from a checkout)
+
+Builds a Config from the flags (defaults are the original's), loads MNIST,
+and trains with `siamese_jax.train_and_evaluate`. Everything else is library
+code.
+"""
+
+from siamese_jax import cli
+from siamese_jax.configs import MNIST
+
+
+def main(argv):
+  parser = cli.make_parser(cli.prog("mnist_siamese"), __doc__.splitlines()[0], MNIST)
+  args = parser.parse_args(argv)
+  config = cli.config_from_args(parser, args)
+  cli.train_from_args("experiments.mnist_siamese", config, args, argv)
