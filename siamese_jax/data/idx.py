@@ -13,7 +13,6 @@ three modules later. `load_idx_dir` reads a directory of the four files
 of a dataset in MNIST's layout.
 """
 
-import gzip
 import math
 import os
 import struct
@@ -79,11 +78,13 @@ MAX_IDX_BYTES = 1 << 30
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-  """Reads one IDX file, gzip-compressed or raw, as a stream.
+  """Reads one IDX file, gzip-compressed or raw.
 
-  The header is read and checked first, then exactly the bytes it declares
-  (at most `MAX_IDX_BYTES`): a gzip that inflates to gigabytes is refused
-  from its first bytes, never held in memory whole.
+  A gzip is inflated in steps bounded by its own header: first the header,
+  whose declared size is checked (at most `MAX_IDX_BYTES`), then exactly that
+  many bytes, in one buffer; bytes past them are counted a megabyte at a
+  time, never kept. A gzip that inflates to gigabytes is refused without
+  being held in memory.
 
   Args:
     path: the file.
@@ -97,43 +98,56 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   path = os.fspath(path)
   fix = "Download it again, or replace it with an intact official MNIST file."
   try:
-    with open(path, "rb") as raw:
-      gz = raw.read(2) == _GZIP_MAGIC
-      raw.seek(0)
-      f = gzip.GzipFile(fileobj=raw) if gz else raw
-      head = f.read(4)
-      ndim = _check_magic(head, path)
-      dims = f.read(4 * ndim)
-      if len(dims) < 4 * ndim:
-        raise DataError(f"{path}: IDX header truncated. {fix}")
-      shape = struct.unpack(f">{ndim}I", dims)
-      expected = math.prod(shape)
-      if expected > MAX_IDX_BYTES:
-        raise DataError(
-          f"{path}: header declares shape {shape} ({expected:,} bytes), more than an IDX file "
-          f"of this data holds ({MAX_IDX_BYTES:,} at most). {fix}"
-        )
-      data = f.read(expected)
-      extra = 0
-      while extra <= MAX_IDX_BYTES and (chunk := f.read(1 << 20)):
-        extra += len(chunk)  # counted, not kept
+    with open(path, "rb") as f:
+      raw = f.read()
   except FileNotFoundError:
     raise DataError(f"{path}: file not found.") from None
-  except (EOFError, OSError, zlib.error) as e:
-    if not gz:
-      raise DataError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}).") from None
+  except OSError as e:
+    raise DataError(f"{path}: cannot be read ({e.strerror}).") from None
+  if not raw.startswith(_GZIP_MAGIC):
+    return parse_idx(raw, name=path)
+  inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # a gzip stream
+  try:
+    head = inflate.decompress(raw, 4)
+    ndim = _check_magic(head, path)
+    head += inflate.decompress(inflate.unconsumed_tail, 4 * ndim)
+    if len(head) < 4 + 4 * ndim:
+      raise DataError(f"{path}: IDX header truncated. {fix}")
+    shape = struct.unpack(f">{ndim}I", head[4:])
+    expected = math.prod(shape)
+    if expected > MAX_IDX_BYTES:
+      raise DataError(
+        f"{path}: header declares shape {shape} ({expected:,} bytes), more than an IDX file "
+        f"of this data holds ({MAX_IDX_BYTES:,} at most). {fix}"
+      )
+    # The header and the data in one buffer, the array starting past the
+    # header, as the whole-file reader laid it out: an array at its buffer's
+    # own start raised the default run's peak memory (docs/performance.md).
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    data = inflate.decompress(raw, len(head) + expected)
+    got = len(data) - len(head)
+    while got <= expected + MAX_IDX_BYTES and (
+      chunk := inflate.decompress(inflate.unconsumed_tail, 1 << 20)
+    ):
+      got += len(chunk)  # counted, not kept
+  except zlib.error as e:
     raise DataError(
       f"{path}: corrupt or truncated gzip file ({e}). Download it again, or "
       "replace it with an intact copy of the official MNIST file."
     ) from None
-  got = len(data) + extra
+  if not inflate.eof and got <= expected:  # the stream stopped before its end
+    raise DataError(
+      f"{path}: corrupt or truncated gzip file (it ends before its end-of-stream marker). {fix}"
+    )
   if got != expected:
-    held = f"{got}" if extra <= MAX_IDX_BYTES else f"more than {got:,}"
+    held = (
+      f"{got - len(head) + len(head)}" if got <= expected + MAX_IDX_BYTES else f"more than {got:,}"
+    )
     raise DataError(
       f"{path}: header declares shape {shape} ({expected} bytes of data) but "
       f"the file holds {held}. The file is truncated or corrupt. {fix}"
     )
-  return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+  return np.frombuffer(data, dtype=np.uint8, offset=len(head)).reshape(shape)
 
 
 # Split part -> IDX base name. The reader accepts each with or without `.gz`.
