@@ -22,7 +22,7 @@ import sys
 import time
 
 from siamese_jax.core.files import atomic_write_json
-from siamese_jax.losses import BATCH_LOSSES, LOSSES
+from siamese_jax.losses import LOSSES
 
 COLUMNS = {  # experiment -> [(results.json key, header)], validation first
   "omniglot": [
@@ -51,7 +51,8 @@ def main(argv) -> int:
   parser.add_argument("--experiment", choices=sorted(COLUMNS), default="omniglot")
   parser.add_argument("--data-dir", default=None)
   parser.add_argument("--out", required=True)
-  parser.add_argument("--losses", default=",".join(BATCH_LOSSES), help="comma-separated")
+  pk_losses = [name for name, loss in LOSSES.items() if loss.sampler == "pk"]
+  parser.add_argument("--losses", default=",".join(pk_losses), help="comma-separated")
   parser.add_argument(
     "--variants",
     default=None,

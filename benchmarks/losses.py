@@ -1,6 +1,7 @@
 """What each batch loss costs beside the conv4 step it trains: loss plus mining, forward and backward.
 
     python -m benchmarks.losses [--rounds 3] [--steps 20] [--classes-per-batch 32 --samples-per-class 4]
+        [--proxy-classes 3856]
 
 For every batch loss, in alternating rounds (so that a slow spell of a
 shared machine falls on every loss alike):
@@ -10,7 +11,10 @@ shared machine falls on every loss alike):
   loss), per step;
 * `loss`: the loss and its gradient with respect to the P*K embeddings
   alone (its distance matrix, its mining, its reductions), jitted and run
-  `--steps` times in one scan on other embeddings each time, per call.
+  `--steps` times in one scan on other embeddings each time, per call. A
+  proxy loss's also takes the gradient with respect to its `--proxy-classes`
+  proxies (3,856: Omniglot's background characters with rotations) and
+  applies the run's optimizer update to them.
 
 It prints the medians and `loss / step`, the share of a step the loss
 takes (the issue's target: at most 10 % for every loss). Synthetic images:
@@ -29,7 +33,7 @@ import numpy as np
 
 from siamese_jax import xla_flags
 from siamese_jax.configs import OMNIGLOT
-from siamese_jax.losses import BATCH_LOSSES, LOSSES
+from siamese_jax.losses import BATCH_LOSSES, LOSSES, PROXY_LOSSES
 from siamese_jax.sampling.pk import pk_batches, plan_pk
 from siamese_jax.training import create_train_state, train_chunk
 
@@ -40,6 +44,7 @@ def main(argv):
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--classes-per-batch", type=int, default=32)
   parser.add_argument("--samples-per-class", type=int, default=4)
+  parser.add_argument("--proxy-classes", type=int, default=3856)
   args = parser.parse_args(argv)
   p, k = args.classes_per_batch, args.samples_per_class
   n = p * k
@@ -51,26 +56,20 @@ def main(argv):
   labels_d = jnp.asarray(labels)
   batch_labels = jnp.repeat(jnp.arange(p, dtype=jnp.int32), k)
 
+  names = [*BATCH_LOSSES, *PROXY_LOSSES]
   runners = {}
-  for name in BATCH_LOSSES:
+  for name in names:
     config = dataclasses.replace(OMNIGLOT, loss=name, sampler="pk", classes_per_batch=p,
                                  samples_per_class=k)  # fmt: skip
-    state = create_train_state(jax.random.key(0), config)
+    state = create_train_state(jax.random.key(0), config, num_classes=args.proxy_classes)
     params = LOSSES[name].params(config)
-    loss = BATCH_LOSSES[name]
-
-    @jax.jit
-    def losses(e, loss=loss, params=params):
-      def body(total, i):
-        value, grad = jax.value_and_grad(loss)(e + i * 1e-3, batch_labels, **params)
-        return total + value + grad[0, 0], None
-
-      return jax.lax.scan(body, 0.0, jnp.arange(args.steps, dtype=jnp.float32))[0]
-
-    runners[name] = (state, losses)
+    # The proxies, updated by the run's optimizer: a host copy (the step donates the state).
+    own = jax.tree.map(np.array, state.params["loss"]) if "loss" in state.params else None
+    runners[name] = (state, _loss_runner(LOSSES[name].fn, params, own, state.tx, batch_labels,
+                                         args.steps))  # fmt: skip
 
   embeddings = jax.random.normal(jax.random.key(1), (n, OMNIGLOT.hidden_sizes[-1]))
-  times = {name: {"step": [], "loss": []} for name in BATCH_LOSSES}
+  times = {name: {"step": [], "loss": []} for name in names}
   states = {}
   for r in range(args.rounds + 1):  # round 0 compiles
     for name, (state, losses) in runners.items():
@@ -97,11 +96,42 @@ def main(argv):
         f"median of {args.rounds} rounds, {jax.devices()[0].platform}")  # fmt: skip
   print("| loss | step ms | loss + mining ms (fwd + bwd) | loss / step |")
   print("| --- | --- | --- | --- |")
-  for name in BATCH_LOSSES:
+  for name in names:
     step = statistics.median(times[name]["step"]) * 1e3
     loss = statistics.median(times[name]["loss"]) * 1e3
     print(f"| {name} | {step:.1f} | {loss:.2f} | {100 * loss / step:.1f} % |")
   return 0
+
+
+def _loss_runner(loss, params, own, tx, labels, steps):
+  """A jitted scan of `steps` calls of the loss and its gradient (and the proxies' update)."""
+  if own is None:
+
+    @jax.jit
+    def losses(e):
+      def body(total, i):
+        value, grad = jax.value_and_grad(loss)(e + i * 1e-3, labels, **params)
+        return total + value + grad[0, 0], None
+
+      return jax.lax.scan(body, 0.0, jnp.arange(steps, dtype=jnp.float32))[0]
+
+    return losses
+
+  @jax.jit
+  def proxy_losses(e):
+    def body(carry, i):
+      total, mine, opt_state = carry
+      f = lambda e, mine: loss(e, labels, **mine["loss"], **params)  # noqa: E731
+      value, (grad, grads) = jax.value_and_grad(f, argnums=(0, 1))(e + i * 1e-3, mine)
+      updates, opt_state = tx.update(grads, opt_state, mine)
+      mine = jax.tree.map(jnp.add, mine, updates)
+      return (total + value + grad[0, 0], mine, opt_state), None
+
+    mine = {"loss": own}
+    carry = (0.0, mine, tx.init(mine))
+    return jax.lax.scan(body, carry, jnp.arange(steps, dtype=jnp.float32))[0][0]
+
+  return proxy_losses
 
 
 if __name__ == "__main__":

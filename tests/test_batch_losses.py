@@ -220,3 +220,30 @@ def test_a_new_loss_is_one_table_entry_and_trains_through_the_loop(tmp_path, mon
   assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
   assert results["test_precision_at_1"] > 0.9
   assert json.loads((tmp_path / "w" / "config.json").read_text())["loss"] == "toy"
+
+
+@pytest.mark.slow
+def test_collapsed_embeddings_are_named_at_the_end_of_the_epoch(tmp_path, monkeypatch, capsys):
+  from siamese_jax import train_and_evaluate
+  from siamese_jax.core.config import Config
+  from siamese_jax.losses import LOSSES, Loss
+
+  def shrink(embeddings, labels):  # learns one thing: every embedding to 0
+    del labels
+    return jnp.mean(jnp.sum(jnp.square(embeddings), axis=1))
+
+  monkeypatch.setitem(LOSSES, "shrink", Loss(shrink, "pk"))
+  config = Config(loss="shrink", epochs=2, classes_per_batch=8, samples_per_class=4,
+                  learning_rate=1e-2)  # the final ReLU dies: every embedding 0  # fmt: skip
+  data = synthetic_mnist(n_train=600, n_test=100)
+  train_and_evaluate(config, tmp_path / "w", data, plots=False, progress=False)
+  err = capsys.readouterr().err
+  assert "epoch 2: the embeddings have collapsed" in err, err
+  assert "lower --learning-rate (now 0.01)" in err
+  assert all(
+    "_radius" not in line for line in (tmp_path / "w/metrics.jsonl").read_text().splitlines()
+  )
+  # A run that learns says nothing.
+  train_and_evaluate(Config(loss="supcon", epochs=1, classes_per_batch=8, samples_per_class=4),
+                     tmp_path / "ok", data, plots=False, progress=False)  # fmt: skip
+  assert "collapsed" not in capsys.readouterr().err

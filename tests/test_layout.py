@@ -128,7 +128,9 @@ def test_random_streams_keep_their_values_and_are_distinct():
   assert {s.name: int(s) for s in streams.EpochKey} == {"BATCHES": 0, "FRESH_PAIRS": 1}
   assert int(streams.FreshPairsKey.WITHIN_GROUP) == 6
   assert int(streams.StepKey.AUGMENT) == 0x61666631
-  for table in (streams.PairsKey, streams.EpochKey, streams.FreshPairsKey, streams.StepKey):
+  assert int(streams.InitKey.LOSS) == 0x6C6F7373
+  tables = (streams.PairsKey, streams.EpochKey, streams.FreshPairsKey, streams.StepKey)
+  for table in (*tables, streams.InitKey):
     values = [int(s) for s in table]
     assert len(set(values)) == len(values)
 

@@ -202,7 +202,7 @@ def test_normalized_losses_embed_unit_vectors():
   state = create_train_state(jax.random.key(0), Config(loss="supcon"))
   e = state.apply_fn({"params": state.params}, jnp.ones((3, 28, 28)) * 0.3, method="embed")
   assert np.allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
-  plain = create_train_state(jax.random.key(0), Config(loss="triplet-hard"))
+  plain = create_train_state(jax.random.key(0), Config(loss="triplet-semihard"))
   e = plain.apply_fn({"params": plain.params}, jnp.ones((3, 28, 28)) * 0.3, method="embed")
   assert not np.allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-3)
 

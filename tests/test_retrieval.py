@@ -5,39 +5,82 @@ import pytest
 
 from siamese_jax import retrieval_metrics
 
+METRICS = ("precision_at_1", "r_precision", "map_at_r", "mean_average_precision",
+           "mean_reciprocal_rank")  # fmt: skip
 
-def reference(emb: np.ndarray, labels: np.ndarray) -> dict:
-  """P@1, R-Precision, MAP@R by the definitions, one query at a time, in float64."""
+
+def reference(emb, labels, ref=None, ref_labels=None, average="query") -> dict:
+  """The five metrics by their definitions, one query at a time, in float64."""
   emb = emb.astype(np.float64)
-  n = len(labels)
-  p1, rp, mapr, skipped = [], [], [], 0
-  for q in range(n):
-    others = np.array([i for i in range(n) if i != q])
-    d = np.sqrt(((emb[others] - emb[q]) ** 2).sum(1))
-    order = others[np.lexsort((others, d))]  # by distance, ties by lower index
-    r = int((labels[others] == labels[q]).sum())
+  same = ref is None
+  ref, ref_labels = (emb, labels) if same else (ref.astype(np.float64), ref_labels)
+  counts = {c: int((ref_labels == c).sum()) - same for c in set(labels.tolist())}
+  k = max(counts.values())
+  rows, kept_labels, skipped = [], [], 0
+  for q in range(len(labels)):
+    others = np.array([i for i in range(len(ref_labels)) if not (same and i == q)])
+    d = np.sqrt(((ref[others] - emb[q]) ** 2).sum(1))
+    order = others[np.lexsort((others, d))][:k]  # by distance, ties by lower index
+    r = counts[labels[q]]
     if r == 0:
       skipped += 1
       continue
-    rel = labels[order] == labels[q]
-    p1.append(float(rel[0]))
-    rp.append(rel[:r].sum() / r)
-    prec = np.cumsum(rel[:r]) / np.arange(1, r + 1)
-    mapr.append((prec * rel[:r]).sum() / r)
-  return {
-    "precision_at_1": np.mean(p1),
-    "r_precision": np.mean(rp),
-    "map_at_r": np.mean(mapr),
-    "num_queries": n - skipped,
-    "skipped_queries": skipped,
-  }
+    rel = ref_labels[order] == labels[q]
+    prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
+    first = np.flatnonzero(rel)
+    rows.append([float(rel[0]), rel[:r].sum() / r, (prec[:r] * rel[:r]).sum() / r,
+                 (prec * rel).sum() / r, 1 / (first[0] + 1) if len(first) else 0.0])  # fmt: skip
+    kept_labels.append(labels[q])
+  rows, kept_labels = np.array(rows), np.array(kept_labels)
+  if average == "class":
+    rows = np.stack([rows[kept_labels == c].mean(0) for c in np.unique(kept_labels)])
+  out = dict(zip(METRICS, rows.mean(0), strict=True))
+  return {**out, "num_queries": len(labels) - skipped, "skipped_queries": skipped}
 
 
 def assert_matches(got, want):
   for k in ("num_queries", "skipped_queries"):
     assert got[k] == want[k], k
-  for k in ("precision_at_1", "r_precision", "map_at_r"):
+  for k in METRICS:
     assert got[k] == pytest.approx(want[k], abs=1e-6), k
+
+
+@pytest.mark.parametrize("average", ["query", "class"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_queries_against_references_match_the_reference(seed, average):
+  rng = np.random.default_rng(10 + seed)
+  labels = rng.integers(0, 6, 40)
+  ref_labels = rng.integers(1, 7, 70)  # class 0 has no reference, class 6 no query
+  emb = rng.normal(size=(40, 4)).astype(np.float32) + labels[:, None] * 0.3
+  ref = rng.normal(size=(70, 4)).astype(np.float32) + ref_labels[:, None] * 0.3
+  got = retrieval_metrics(emb, labels, reference_embeddings=ref, reference_labels=ref_labels,
+                          average=average, budget_bytes=3000)  # fmt: skip
+  want = reference(emb, labels, ref, ref_labels, average)
+  assert want["skipped_queries"] == int((labels == 0).sum()) > 0
+  assert_matches(got, want)
+
+
+def test_near_ties_are_ranked_by_their_exact_distance():
+  # Far from the origin, ||q||^2 + ||g||^2 - 2 q.g rounds away differences
+  # between neighbours; with this seed it swaps two across a class's R-th place.
+  rng = np.random.default_rng(10)
+  labels = rng.integers(0, 3, 30)
+  emb = (rng.normal(size=(30, 3)) + 50.0).astype(np.float32)
+  assert_matches(retrieval_metrics(emb, labels), reference(emb, labels))
+
+
+def test_class_averages_weigh_each_class_once():
+  rng = np.random.default_rng(5)
+  labels = np.repeat([0, 1, 2], [30, 5, 5])  # one large class
+  emb = rng.normal(size=(40, 3)).astype(np.float32) + (labels == 0)[:, None] * 2.0
+  by_query = retrieval_metrics(emb, labels)
+  by_class = retrieval_metrics(emb, labels, average="class")
+  assert_matches(by_class, reference(emb, labels, average="class"))
+  assert by_class["map_at_r"] < by_query["map_at_r"]  # the easy large class counts once
+  with pytest.raises(ValueError, match="average='mean'"):
+    retrieval_metrics(emb, labels, average="mean")
+  with pytest.raises(ValueError, match="together"):
+    retrieval_metrics(emb, labels, reference_embeddings=emb)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -72,7 +115,7 @@ def test_a_one_member_class_is_skipped_and_counted():
 def test_perfect_and_no_queries():
   emb = np.array([[0.0], [0.1], [10.0], [10.1]], np.float32)
   got = retrieval_metrics(emb, np.array([0, 0, 1, 1]))
-  assert got["precision_at_1"] == got["r_precision"] == got["map_at_r"] == 1.0
+  assert {got[m] for m in METRICS} == {1.0}
   none = retrieval_metrics(emb, np.array([0, 1, 2, 3]))
   assert none["precision_at_1"] is None and none["skipped_queries"] == 4
 

@@ -143,6 +143,13 @@ class Config:
       parameters (Wang et al. 2019).
     num_support: "prototypical"'s support images per class.
     temperature: "supcon"'s temperature.
+    nca_temperature: "proxy-nca"'s temperature (ProxyNCA++'s 1/9).
+    softmax_temperature: "normalized-softmax"'s temperature.
+    pa_alpha, pa_delta: "proxy-anchor"'s scale and margin (Kim et al. 2020).
+    proxy_scale: "cosface"'s and "arcface"'s logit scale.
+    cosface_margin, arcface_margin: their margins (cosine; angle in radians).
+    proxy_lr_multiplier: the proxy losses' proxies learn at this multiple
+      of `learning_rate` (docs/losses.md: chosen on validation).
   """
 
   seed: int = _field(0, "root PRNG seed", (is_seed, SEED_RULE))
@@ -260,6 +267,16 @@ class Config:
   ms_epsilon: float = _field(0.1, "multi-similarity's mining slack epsilon", NON_NEGATIVE)
   num_support: int = _field(1, "prototypical's support images per class", INT_GE1)
   temperature: float = _field(0.1, "supcon's temperature", POSITIVE)
+  nca_temperature: float = _field(1 / 9, "proxy-nca's temperature", POSITIVE)
+  softmax_temperature: float = _field(0.05, "normalized-softmax's temperature", POSITIVE)
+  pa_alpha: float = _field(32.0, "proxy-anchor's scale alpha", POSITIVE)
+  pa_delta: float = _field(0.1, "proxy-anchor's margin delta", NON_NEGATIVE)
+  proxy_scale: float = _field(64.0, "cosface's and arcface's logit scale", POSITIVE)
+  cosface_margin: float = _field(0.35, "cosface's cosine margin", NON_NEGATIVE)
+  arcface_margin: float = _field(0.5, "arcface's angular margin (radians)", NON_NEGATIVE)
+  proxy_lr_multiplier: float = _field(
+    100.0, "the proxies' learning rate, as a multiple of --learning-rate", POSITIVE
+  )
 
   def __post_init__(self):
     # Accept lists (as JSON gives them) but store tuples: the dataclass is

@@ -4,19 +4,30 @@ the definition, its pairwise form and the exact blocked search).
 `contrastive.py` is the original's pair loss, a function of (d, y). The
 batch losses (one file each) learn from every pair of a batch: pure
 functions of (embeddings, labels), jittable, finite with a finite gradient
-on any batch (`batch.py` holds what they share). `table.py` holds `LOSSES`,
+on any batch (`batch.py` holds what they share). The proxy losses (one file
+each, `proxies.py` holds what they share) learn a vector per class too:
+functions of (embeddings, labels, proxies). `table.py` holds `LOSSES`,
 one entry per loss: all that the training core knows of each.
 """
 
+from siamese_jax.losses.arcface import arcface_loss
 from siamese_jax.losses.batch import nearest_neighbour_accuracy
 from siamese_jax.losses.batch_contrastive import batch_contrastive_loss
 from siamese_jax.losses.contrastive import contrastive_loss, pair_accuracy
+from siamese_jax.losses.cosface import cosface_loss
 from siamese_jax.losses.distances import DISTANCE_EPS, euclidean_distance
 from siamese_jax.losses.multi_similarity import multi_similarity_loss
+from siamese_jax.losses.normalized_softmax import normalized_softmax_loss
 from siamese_jax.losses.prototypical import prototypical_loss
+from siamese_jax.losses.proxy_anchor import proxy_anchor_loss
+from siamese_jax.losses.proxy_nca import proxy_nca_loss
 from siamese_jax.losses.supcon import supcon_loss
-from siamese_jax.losses.table import LOSSES, Loss
+from siamese_jax.losses.table import LOSSES, Learned, Loss
 from siamese_jax.losses.triplet import triplet_batch_hard_loss, triplet_semi_hard_loss
 
 # The losses of P x K batches, `loss(embeddings float[N, D], labels int[N], **params) -> float[]`.
-BATCH_LOSSES = {name: loss.fn for name, loss in LOSSES.items() if loss.sampler == "pk"}
+BATCH_LOSSES = {
+  name: loss.fn for name, loss in LOSSES.items() if loss.sampler == "pk" and loss.learned is None
+}
+# The proxy losses, `loss(embeddings float[N, D], labels int[N], proxies float[C, D], **params)`.
+PROXY_LOSSES = {name: loss.fn for name, loss in LOSSES.items() if loss.learned is not None}

@@ -17,11 +17,17 @@ from collections.abc import Callable, Mapping
 import jax
 
 from siamese_jax.core.config import Config
+from siamese_jax.losses.arcface import arcface_loss
 from siamese_jax.losses.batch import nearest_neighbour_accuracy
 from siamese_jax.losses.batch_contrastive import batch_contrastive_loss
 from siamese_jax.losses.contrastive import contrastive_loss, pair_accuracy
+from siamese_jax.losses.cosface import cosface_loss
 from siamese_jax.losses.multi_similarity import multi_similarity_loss
+from siamese_jax.losses.normalized_softmax import normalized_softmax_loss
 from siamese_jax.losses.prototypical import prototypical_loss
+from siamese_jax.losses.proxies import batch_proxies, init_proxies
+from siamese_jax.losses.proxy_anchor import proxy_anchor_loss
+from siamese_jax.losses.proxy_nca import proxy_nca_loss
 from siamese_jax.losses.supcon import supcon_loss
 from siamese_jax.losses.triplet import triplet_batch_hard_loss, triplet_semi_hard_loss
 
@@ -30,6 +36,34 @@ def batch_accuracy(embeddings: jax.Array, labels: jax.Array, threshold: float) -
   """A batch loss's training accuracy: in-batch precision at 1 (no threshold)."""
   del threshold
   return nearest_neighbour_accuracy(embeddings, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Learned:
+  """Parameters a loss learns beside the network's (the proxy losses' proxies).
+
+  The train state holds them as `params["loss"]`, trained by the same
+  optimizer at `lr_field` times the network's learning rate; the loss gets
+  them as keyword arguments. They are not part of the model a user embeds
+  with (`siamese_jax.recognition.load_trained` leaves them out).
+
+  Attributes:
+    init: `init(key, num_classes, dim) -> {keyword: array}`, from the run's
+      init key under its own stream (`core.streams.InitKey.LOSS`), for the
+      classes a step's labels count (rotations each a class).
+    stand_in: `stand_in(embeddings, labels) -> {keyword: array}`: what
+      replaces them on a validation batch, whose classes the run never
+      trained; it may renumber the labels (its "labels").
+    lr_field: the Config field of their learning-rate multiplier.
+  """
+
+  init: Callable[[jax.Array, int, int], dict]
+  stand_in: Callable[[jax.Array, jax.Array], dict]
+  lr_field: str = "proxy_lr_multiplier"
+
+
+# One proxy a training class; validated on each batch's class means.
+PROXIES = Learned(init_proxies, batch_proxies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +93,7 @@ class Loss:
       its own loss and accuracy (`Sampler.validation`).
     rule: a rule this loss adds between Config fields: `rule(config)` gives
       (field, what is wrong and how to fix it) when broken, else None.
+    learned: the parameters it learns beside the network's, if any.
   """
 
   fn: Callable[..., jax.Array]
@@ -68,6 +103,13 @@ class Loss:
   normalize: bool = False
   pair_metrics: bool = False
   rule: Callable[[Config], tuple[str, str] | None] | None = None
+  learned: Learned | None = None
+
+  @property
+  def config_fields(self) -> tuple[str, ...]:
+    """Every Config field this loss reads: its keywords' and its learned parameters'."""
+    extra = (self.learned.lr_field,) if self.learned is not None else ()
+    return (*self.fields.values(), *extra)
 
   def params(self, config: Config) -> dict:
     """`fn`'s keyword arguments as `config` sets them."""
@@ -90,7 +132,7 @@ LOSSES: dict[str, Loss] = {
     contrastive_loss, "pairs", {"margin": "margin"}, accuracy=pair_accuracy, pair_metrics=True
   ),
   "batch-contrastive": Loss(batch_contrastive_loss, "pk", {"margin": "margin"}),
-  "triplet-hard": Loss(triplet_batch_hard_loss, "pk", {"margin": "triplet_margin"}),
+  "triplet-hard": Loss(triplet_batch_hard_loss, "pk", {"margin": "triplet_margin"}, normalize=True),
   "triplet-semihard": Loss(triplet_semi_hard_loss, "pk", {"margin": "triplet_margin"}),
   "multi-similarity": Loss(
     multi_similarity_loss, "pk",
@@ -101,4 +143,23 @@ LOSSES: dict[str, Loss] = {
     prototypical_loss, "pk", {"num_support": "num_support"}, rule=_prototypical_rule
   ),
   "supcon": Loss(supcon_loss, "pk", {"temperature": "temperature"}, normalize=True),
+  "proxy-nca": Loss(
+    proxy_nca_loss, "pk", {"temperature": "nca_temperature"}, normalize=True, learned=PROXIES
+  ),
+  "proxy-anchor": Loss(
+    proxy_anchor_loss, "pk", {"alpha": "pa_alpha", "delta": "pa_delta"}, normalize=True,
+    learned=PROXIES,
+  ),
+  "normalized-softmax": Loss(
+    normalized_softmax_loss, "pk", {"temperature": "softmax_temperature"}, normalize=True,
+    learned=PROXIES,
+  ),
+  "cosface": Loss(
+    cosface_loss, "pk", {"scale": "proxy_scale", "margin": "cosface_margin"}, normalize=True,
+    learned=PROXIES,
+  ),
+  "arcface": Loss(
+    arcface_loss, "pk", {"scale": "proxy_scale", "margin": "arcface_margin"}, normalize=True,
+    learned=PROXIES,
+  ),
 }  # fmt: skip

@@ -224,9 +224,13 @@ def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
       "load_trained(workdir, encoder=...)."
     )
   image_shape = tuple(results.get("image_shape", (28, 28)))  # older runs: MNIST
-  target = create_train_state(jax.random.key(0), config, encoder=encoder, image_shape=image_shape)
-  state = checkpoint.load(workdir, target).state
+  # A loss's own parameters (the proxies) restore in whatever shape they were
+  # stored, and are left out: they are not part of the model one embeds with.
+  target = create_train_state(
+    jax.random.key(0), config, encoder=encoder, image_shape=image_shape, num_classes=1
+  )
+  params = {k: v for k, v in checkpoint.load(workdir, target).state.params.items() if k != "loss"}
   return TrainedModel(
-    config, state.params, float(results["threshold"]), image_shape,
+    config, params, float(results["threshold"]), image_shape,
     make_model(config, encoder=encoder), results.get("num_classes"),
   )  # fmt: skip

@@ -155,9 +155,9 @@ def unused_fields(config: Config) -> dict[str, str]:
   loss = LOSSES[config.loss]
   name = sampler_name(config)
   unused = {}
-  for field in {f for other in LOSSES.values() for f in other.fields.values()}:
-    if field not in loss.fields.values():
-      users = [n for n, other in LOSSES.items() if field in other.fields.values()]
+  for field in {f for other in LOSSES.values() for f in other.config_fields}:
+    if field not in loss.config_fields:
+      users = [n for n, other in LOSSES.items() if field in other.config_fields]
       unused[field] = (
         f"it sets --loss {' and '.join(users)}, and --loss {config.loss} has no use for it"
       )

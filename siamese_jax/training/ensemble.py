@@ -28,7 +28,7 @@ from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError
 from siamese_jax.losses import LOSSES
 from siamese_jax.sampling import check
-from siamese_jax.training.state import TrainState
+from siamese_jax.training.state import TrainState, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,14 +130,8 @@ def sweep_optimizer(config: Config) -> optax.GradientTransformation:
   # Only the learning rate is injected: injecting the others as well (RMSProp's
   # decay and eps, Adam's betas) changes the rounding, and a model would no
   # longer equal its run.
-  if config.optimizer == "adam":
-    static = ("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov")
-    return optax.inject_hyperparams(optax.adam, static_args=static)(
-      learning_rate=config.learning_rate
-    )
-  static = ("decay", "eps", "initial_scale", "centered", "momentum", "nesterov", "bias_correction")
-  return optax.inject_hyperparams(optax.rmsprop, static_args=static)(
-    learning_rate=config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps
+  return optax.inject_hyperparams(lambda learning_rate: make_optimizer(config, learning_rate))(
+    learning_rate=config.learning_rate
   )
 
 

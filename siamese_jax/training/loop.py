@@ -73,7 +73,7 @@ from siamese_jax.rundir.workdir import (
 from siamese_jax.sampling import SAMPLERS, sampler_name
 from siamese_jax.sampling.splits import RunData
 from siamese_jax.training.ensemble import Plan, value_name
-from siamese_jax.training.placement import Placement
+from siamese_jax.training.placement import RADIUS, Placement
 from siamese_jax.training.setup import build_run
 from siamese_jax.training.step import train_epoch
 
@@ -421,6 +421,7 @@ def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, pr
       state, m = _train_one_epoch(run, position, stop, chunk_steps, progress)
       vals = run.placement.validate(state)
       seconds = time.perf_counter() - t0  # training plus validation
+      radii = [val.pop(RADIUS) for val in vals]
       lines = []
       for i, (writer, val) in enumerate(zip(writers, vals, strict=True)):
         scalars = {
@@ -431,12 +432,38 @@ def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, pr
         }
         writer.write_scalars(epoch, scalars)
         lines.append(scalars)
+      _say_if_collapsed(run, epoch, radii)
       history = [h + [jsonl_line(epoch, s)] for h, s in zip(position.history, lines, strict=True)]
       _save(run, run.placement.to_host(state), epoch, 0, {}, history)
       if run.plan.stacked and distributed.is_writer():
         print(console_line(epoch, run.config.epochs, lines), file=run.out, flush=True)
       position = Position(state, epoch + 1, 0, {}, history)
   return position.state
+
+
+# Below this every distance between two validation embeddings, the
+# embeddings have collapsed: the model can tell no class apart. About 3x the
+# distance's own floor, sqrt(1e-7) (`siamese_jax.losses.distances`).
+COLLAPSE_FLOOR = 1e-3
+
+
+def _say_if_collapsed(run: Run, epoch: int, radii: list[float]) -> None:
+  """One line on stderr when a model's validation embeddings lie within `COLLAPSE_FLOOR`."""
+  # Twice the radius around their mean bounds every distance between two.
+  collapsed = [i for i, r in enumerate(radii) if 2 * r < COLLAPSE_FLOOR]
+  if not collapsed or not distributed.is_writer():
+    return
+  which = ""
+  if run.plan.stacked:
+    which = f" of model(s) {', '.join(os.path.basename(run.plan.dirs[i]) for i in collapsed)}"
+  print(
+    f"warning: epoch {epoch}: the embeddings{which} have collapsed: every distance between "
+    f"two validation images is below {COLLAPSE_FLOOR:g}, so none tells classes apart. The run "
+    f"goes on; if it stays so, lower --learning-rate (now {run.config.learning_rate:g}) or "
+    "choose another --loss or its parameters (docs/losses.md).",
+    file=sys.stderr,
+    flush=True,
+  )
 
 
 def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progress: bool):

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -146,7 +147,14 @@ class _Monitor:
       val["oneshot_20way_1shot"] = float(
         oneshot.episode_accuracy(np.asarray(emb), *self.episodes).mean()
       )
-    return {f"val_{k}": v for k, v in sorted(val.items(), reverse=True)}
+    # Not a metric (metrics.jsonl never sees it): half the widest distance
+    # between two validation embeddings is at most this radius.
+    radius = float(jnp.max(jnp.linalg.norm(emb - jnp.mean(emb, axis=0, keepdims=True), axis=1)))
+    return {**{f"val_{k}": v for k, v in sorted(val.items(), reverse=True)}, RADIUS: radius}
+
+
+# The key of `_Monitor`'s embedding radius among a model's validation scalars.
+RADIUS = "_radius"
 
 
 def _epoch_keys(data_key, epoch):

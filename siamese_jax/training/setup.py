@@ -71,7 +71,9 @@ def build_run(
   data = preprocess_dataset(data, config)  # the run's input size and polarity
   runs = tuple(check_data(c, data) for c in plan.configs)
   templates = tuple(
-    create_train_state(r.keys.init, c, encoder=encoder, image_shape=data.image_shape)
+    create_train_state(
+      r.keys.init, c, encoder=encoder, image_shape=data.image_shape, num_classes=r.train_classes
+    )
     for c, r in zip(plan.configs, runs, strict=True)
   )
   if plan.stacked:

@@ -5,8 +5,10 @@ built-in encoder, or one given), initializes its parameters and the
 optimizer: RMSProp as in the Keras original, or Adam.
 """
 
+import functools
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -17,6 +19,7 @@ from flax.training import train_state
 
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError
+from siamese_jax.core.streams import InitKey
 from siamese_jax.losses import LOSSES
 from siamese_jax.models import Siamese, builtin_encoder
 
@@ -58,13 +61,53 @@ def loss_settings(config: Config) -> tuple[float, tuple]:
   return margin, tuple(sorted(params.items()))
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-  if config.optimizer == "adam":
-    return optax.adam(config.learning_rate)
-  # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
-  # at zero, and eps is added to nu inside the square root (optax's default,
-  # eps_in_sqrt=True); a test pins this.
-  return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+def make_optimizer(config: Config, learning_rate=None) -> optax.GradientTransformation:
+  """The run's optimizer at `learning_rate` (the config's if None; a sweep injects its own).
+
+  A loss with parameters of its own (`Loss.learned`) has their updates
+  scaled by its learning-rate multiplier: for RMSProp and Adam that is the
+  same optimizer at the multiplied rate, with one optimizer state.
+  """
+  lr = config.learning_rate if learning_rate is None else learning_rate
+  adam = config.optimizer == "adam"
+  learned = LOSSES[config.loss].learned
+  if learned is None:
+    # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
+    # at zero, and eps is added to nu inside the square root (optax's default,
+    # eps_in_sqrt=True); a test pins this.
+    rmsprop = functools.partial(optax.rmsprop, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+    return optax.adam(lr) if adam else rmsprop(lr)
+  # optax.adam and optax.rmsprop are a scaling then the rate; the multiplier
+  # goes between them. Not after: XLA moves a constant rate to the end of a
+  # product, and a sweep's model (whose rate is a leaf) would no longer equal
+  # its run.
+  scaling = (
+    optax.scale_by_adam()
+    if adam
+    else optax.scale_by_rms(decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+  )
+  multiplier = _scale_loss_updates(getattr(config, learned.lr_field))
+  return optax.chain(scaling, multiplier, optax.scale_by_learning_rate(lr))
+
+
+class _Multiplier(NamedTuple):
+  value: jax.Array  # float32[]
+
+
+def _scale_loss_updates(multiplier: float) -> optax.GradientTransformation:
+  """Multiplies the updates of `params["loss"]` (a loss's own parameters) by `multiplier`.
+
+  The multiplier is a leaf of the optimizer state, as a sweep's rate is.
+  """
+
+  def update(updates, state, params=None):
+    del params
+    scaled = jax.tree.map(lambda u: u * state.value, updates["loss"])
+    return {**updates, "loss": scaled}, state
+
+  return optax.GradientTransformation(
+    lambda params: _Multiplier(jnp.asarray(multiplier, jnp.float32)), update
+  )
 
 
 # Arrays the size of the parameters that a step holds: the parameters, their
@@ -111,6 +154,7 @@ def create_train_state(
   encoder: nn.Module | None = None,
   image_shape: Sequence[int] = (28, 28),
   fuse_branches: bool = True,
+  num_classes: int | None = None,
 ) -> TrainState:
   """Initializes the shared encoder's parameters and the optimizer's state.
 
@@ -122,6 +166,8 @@ def create_train_state(
       config's built-in encoder (`config.encoder`) if None.
     image_shape: (H, W) of the images.
     fuse_branches: see `Siamese`.
+    num_classes: the classes a step's labels count, for a loss that learns
+      parameters per class (`Loss.learned`: the proxies).
 
   Returns:
     A TrainState at step 0.
@@ -130,6 +176,15 @@ def create_train_state(
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   check_fits(model, config, image_shape)
   params = model.init(key, dummy, dummy, train=False)["params"]
+  learned = LOSSES[config.loss].learned
+  if learned is not None:
+    if num_classes is None:
+      raise ValueError(f"--loss {config.loss} learns a proxy per class: give num_classes.")
+    dim = jax.eval_shape(lambda: model.apply({"params": params}, dummy, method="embed")).shape[-1]
+    params = {
+      **params,
+      "loss": learned.init(jax.random.fold_in(key, InitKey.LOSS), num_classes, dim),
+    }
   margin, loss_params = loss_settings(config)
   state = TrainState.create(
     apply_fn=model.apply,

@@ -54,7 +54,8 @@ def train_step_body(state: TrainState, batch: Batch, key: jax.Array) -> tuple[Tr
     out = sampler.outputs(
       state.apply_fn, {"params": params}, batch, train=True, rngs={"dropout": dropout_key}
     )
-    return loss.fn(out, batch[sampler.target], **loss_params(state)), out
+    own = params.get("loss", {})  # a loss's own parameters (`Loss.learned`), if any
+    return loss.fn(out, batch[sampler.target], **own, **loss_params(state)), out
 
   (value, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads)
@@ -107,8 +108,9 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
   sampler = SAMPLERS[loss.sampler]
   out = sampler.outputs(state.apply_fn, {"params": state.params}, batch, train=False)
   target = batch[sampler.target]
+  own = state.params.get("loss", {})
   return {
-    "loss": loss.fn(out, target, **loss_params(state)),
+    "loss": loss.fn(out, target, **own, **loss_params(state)),
     "accuracy": loss.accuracy(out, target, state.threshold),
   }
 
@@ -134,7 +136,12 @@ def evaluate_batches(
 
   def one(idx):
     out, target = sampler.val_outputs(embeddings, data, idx)
-    return loss.fn(out, target, **loss_params(state)), loss.accuracy(out, target, state.threshold)
+    accuracy = loss.accuracy(out, target, state.threshold)
+    # Validation classes were never trained: a loss's own per-class
+    # parameters give way to the batch's stand-ins.
+    own = loss.learned.stand_in(out, target) if loss.learned is not None else {}
+    target = own.pop("labels", target)
+    return loss.fn(out, target, **own, **loss_params(state)), accuracy
 
   if batches.shape[0] == 1:
     value, accuracy = one(batches[0])
