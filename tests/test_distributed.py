@@ -66,8 +66,13 @@ def data_dir(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
   "extra",
-  [(), ("--loss", "supcon", "--classes-per-batch", "8", "--samples-per-class", "4")],
-  ids=["pairs", "pk"],
+  [
+    (),
+    ("--loss", "supcon", "--classes-per-batch", "8", "--samples-per-class", "4"),
+    # The proxies are parameters as well: replicated, and updated alike.
+    ("--loss", "proxy-anchor", "--classes-per-batch", "8", "--samples-per-class", "4"),
+  ],
+  ids=["pairs", "pk", "proxies"],
 )
 def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path, extra):
   procs = start_group(data_dir, tmp_path / "multi", extra=extra)

@@ -241,24 +241,26 @@ def pk_data_dir(tmp_path_factory):
   return write_mnist_dir(tmp_path_factory.mktemp("pk"), synthetic_mnist(n_train=6000, n_test=300))
 
 
-def PK_ARGS(data_dir):
-  return ["--data-dir", data_dir, "--epochs", "2", "--loss", "multi-similarity",
+def PK_ARGS(data_dir, loss="multi-similarity"):
+  return ["--data-dir", data_dir, "--epochs", "2", "--loss", loss,
           "--classes-per-batch", "4", "--samples-per-class", "4", "--chunk-steps", "20",
           "--no-progress"]  # fmt: skip
 
 
 @pytest.mark.slow
-def test_a_pk_run_killed_mid_epoch_resumes_bitwise(pk_data_dir, tmp_path):
-
+@pytest.mark.parametrize("loss", ["multi-similarity", "proxy-anchor"])  # proxies: in the checkpoint
+def test_a_pk_run_killed_mid_epoch_resumes_bitwise(pk_data_dir, tmp_path, loss):
   ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
-  r = run_module("experiments.mnist_siamese", *PK_ARGS(pk_data_dir), "--workdir", ref)
+  r = run_module("experiments.mnist_siamese", *PK_ARGS(pk_data_dir, loss), "--workdir", ref)
   assert r.returncode == 0, r.stderr
-  p = start_module("experiments.mnist_siamese", *PK_ARGS(pk_data_dir), "--workdir", run)
+  p = start_module("experiments.mnist_siamese", *PK_ARGS(pk_data_dir, loss), "--workdir", run)
   wait_for(os.path.join(run, "checkpoint.msgpack"), p)  # epoch 1 finished
   p.send_signal(signal.SIGKILL)
   p.wait()
   assert not os.path.exists(os.path.join(run, "results.json")), "killed too late"
-  r = run_module("experiments.mnist_siamese", *PK_ARGS(pk_data_dir), "--workdir", run, "--resume")
+  r = run_module(
+    "experiments.mnist_siamese", *PK_ARGS(pk_data_dir, loss), "--workdir", run, "--resume"
+  )
   assert r.returncode == 0, r.stderr
   assert "Resuming" in r.stdout
   assert_same_run(ref, run)
