@@ -11,7 +11,9 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
+import siamese_jax as sj
 from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
 
 # Silent broadcasting, e.g. (B, 1) * (B,) -> (B, B), becomes an error.
@@ -303,3 +305,49 @@ def write_runs(root, count=2, seed=0) -> tuple[str, list[np.ndarray]]:
       f.write("\n".join(lines) + "\n")
     answers.append(order)
   return root, answers
+
+
+@pytest.fixture(scope="session")
+def data():
+  """Synthetic MNIST shared by a worker's tests (read only: `small_mnist` is each test's own)."""
+  return synthetic_mnist()
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory, data):
+  """A finished two-epoch MNIST-style run, its data folder, and a gallery of its images.
+
+  Trained once per worker and shared: tests copy it before changing anything.
+  """
+  root = tmp_path_factory.mktemp("mnist_run")
+  data_dir = write_mnist_dir(root / "data", data)
+  workdir = root / "run"
+  sj.train_and_evaluate(sj.Config(epochs=2, batch_size=32), workdir, data, plots=False)
+  gallery = root / "gallery"
+  for i in range(6):
+    folder = gallery / f"digit{data.test_labels[i]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data.test_images[i]).save(folder / f"{i}.png")
+  return str(workdir), data_dir, str(gallery)
+
+
+def png_header_only(path, width, height):
+  """A PNG whose header declares width x height 1-bit pixels, with one tiny data chunk."""
+  import zlib
+
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+  ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+  raw = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+  open(path, "wb").write(raw + chunk(b"IEND", b""))
+  return str(path)
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(path):
+  """Whether `path` is a PNG file of some size (a drawn figure, not an empty one)."""
+  with open(path, "rb") as f:
+    return f.read(8) == PNG and os.path.getsize(path) > 1000

@@ -50,23 +50,17 @@ def test_run_benchmark_reports_every_figure():
   ):
     assert r[k] > 0, k
   assert r["compiles"] >= 1
-  # The derived figures follow from the measured times by their definitions.
+  # The work is the timed config's, from sources the report does not compute:
+  # the pairs the data makes (10 digits x 59 x 2, in whole batches of 32), the
+  # FLOPs counted by hand for this config (above), and XLA's own count of
+  # the compiled step, which must agree with the hand count.
   pairs = r["train_pairs_per_second"] * r["train_seconds_per_epoch"]
-  assert pairs == pytest.approx((1180 // 32) * 32)  # 10 x 59 x 2 pairs, in whole batches
-  assert r["train_gflops_achieved"] == pytest.approx(
-    r["flop_per_train_pair"] * pairs / r["train_seconds_per_epoch"] / 1e9
-  )
-  assert r["train_over_floor"] == pytest.approx(
-    r["train_seconds_per_epoch"] / r["floor_seconds_per_epoch"]
-  )
-  assert r["scan_speedup_over_loop"] == pytest.approx(
-    r["loop_train_seconds_per_epoch"] / r["train_seconds_per_epoch"]
-  )
-  assert r["epoch_seconds"] == pytest.approx(
-    r["train_seconds_per_epoch"] + r["eval_seconds_per_epoch"]
-  )
+  assert pairs == pytest.approx((1180 // 32) * 32)
+  assert r["flop_per_train_pair"] == flop_counts(Config(batch_size=32))[1]
+  assert 0.8 < r["xla_flop_per_train_pair"] / r["flop_per_train_pair"] < 1.25
   text = format_report(r)
-  assert "scanned epoch" in text and "per-step dispatch" in text and "GFLOP/s" in text
+  assert f"{r['train_seconds_per_epoch']:.3f} s/epoch" in text  # the figures measured, printed
+  assert f"{r['train_gflops_achieved']:.0f} GFLOP/s training" in text
   json.dumps(r)  # --json writes exactly this
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from siamese_jax import Config, ConfigError
+from siamese_jax.sampling.splits import make_pair_sets, run_keys
 
 
 def test_defaults_are_the_originals():
@@ -57,3 +58,24 @@ def test_config_is_frozen_and_hashable():
   with pytest.raises(AttributeError):
     c.epochs = 3  # type: ignore[misc]
   assert hash(c) == hash(Config())
+
+
+def test_a_holdout_too_large_is_a_config_error(small_mnist):
+  from siamese_jax import ConfigError
+
+  with pytest.raises(ConfigError, match="holdout=595 leaves too few training images"):
+    make_pair_sets(run_keys(0), small_mnist, holdout=595)
+  with pytest.raises(ConfigError, match="holdout=600 must be smaller"):
+    make_pair_sets(run_keys(0), small_mnist, holdout=600)
+  with pytest.raises(ConfigError, match="holdout=5 is too small for validation pairs"):
+    make_pair_sets(run_keys(0), small_mnist, holdout=5)
+
+
+def test_every_field_is_documented_once_in_the_field():
+  import dataclasses
+
+  for field in dataclasses.fields(Config):
+    assert len(field.metadata["doc"]) > 10, field.name
+    assert field.metadata["help"] in (None, field.metadata["doc"]), field.name
+    assert field.name + ":" not in Config.__doc__, field.name  # not again in the docstring
+  assert Config.__dataclass_fields__["data"].metadata["help"] is None  # recorded, no flag

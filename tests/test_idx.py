@@ -139,3 +139,20 @@ def test_payload_longer_than_header_declares(tmp_path):
   path.write_bytes(idx_bytes(np.zeros((3, 28, 28), np.uint8)) + b"\x00" * 7)
   with pytest.raises(DataError, match=r"long: header declares .* holds 2359"):
     read_idx(path)
+
+
+def test_an_idx_gzip_is_read_as_a_stream_and_a_huge_header_is_refused(tmp_path):
+  import gzip
+
+  from siamese_jax.data.idx import read_idx
+
+  # A header declaring 50 x MNIST's images: refused before anything is inflated.
+  head = b"\x00\x00\x08\x03" + np.array([3_000_000, 28, 28], ">u4").tobytes()
+  (tmp_path / "big.gz").write_bytes(gzip.compress(head + b"\0" * 1000))
+  with pytest.raises(DataError, match=r"big\.gz: header declares shape \(3000000, 28, 28\)"):
+    read_idx(tmp_path / "big.gz")
+  # Data past the header: counted without being kept, and refused.
+  ok = b"\x00\x00\x08\x01" + np.array([4], ">u4").tobytes()
+  (tmp_path / "long.gz").write_bytes(gzip.compress(ok + b"\1" * 4 + b"\0" * (3 << 20)))
+  with pytest.raises(DataError, match=r"long\.gz: header declares shape \(4,\) .* holds 3145732"):
+    read_idx(tmp_path / "long.gz")

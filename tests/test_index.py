@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import siamese_jax as sj
+from siamese_jax.core.files import WriteError
 from siamese_jax.losses.distances import block_sizes, nearest
 from siamese_jax.recognition import Index, calibrate, load_index
 from siamese_jax.recognition.index import SearchIndexError
+from siamese_jax.rundir.metric_writers import JsonlWriter
 
 
 def brute_force(q, g, k, exclude_self=False):
@@ -249,7 +251,7 @@ def test_bad_galleries_get_one_paragraph_each(gallery_run, tmp_path):
   (tmp_path / "hollow/cats").mkdir(parents=True)
   (tmp_path / "text/a").mkdir(parents=True)
   (tmp_path / "text/a/readme.png").write_text("not an image")
-  # (An image of another size is taken: the run resizes it, tests/test_faults.py.)
+  # (An image of another size is taken: the run resizes it, tests/test_programs.py.)
   cases = {
     "empty": "holds no class folders",
     "hollow": "a class folder with no images",
@@ -311,3 +313,69 @@ def test_constructed_ties_and_block_overlaps():
   g = np.arange(10, dtype=np.float32)[:, None]
   _, ids = nearest(np.array([[6.2]], np.float32), g, 3, budget_bytes=budget_for(4, 1, 1))
   assert list(np.asarray(ids)[0]) == [6, 7, 5]
+
+
+def test_an_index_write_error_speaks_of_the_index(tmp_path):
+  index = sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2])
+  with pytest.raises(WriteError) as e:
+    index.save(str(tmp_path / "no/such/dir/gallery.index"))
+  assert "another path" in str(e.value) and "checkpoint" not in str(e.value)
+  with pytest.raises(WriteError, match="--resume"):  # a run's file speaks of the run
+    JsonlWriter(str(tmp_path / "no/such/metrics.jsonl")).write_scalars(1, {"loss": 1.0})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_corrupt_index_file_is_one_error(tmp_path, damage):
+  path = str(tmp_path / "g.index")
+  sj.Index.from_embeddings(np.eye(4, dtype=np.float32), [0, 1, 2, 3]).save(path)
+  raw = bytearray(open(path, "rb").read())
+  if damage == "truncate":
+    raw = raw[: len(raw) // 2]
+  else:
+    raw[len(raw) // 3 : len(raw) // 3 + 64] = bytes(64)
+  open(path, "wb").write(bytes(raw))
+  with pytest.raises(SearchIndexError, match="g.index"):
+    sj.load_index(path)
+
+
+def test_search_results_are_sorted_by_the_distances_returned_with_them():
+  # Near ties: the expansion ||q||^2 + ||g||^2 - 2 q.g rounds some of them
+  # into the wrong order; the exact distances returned decide it.
+  rng = np.random.default_rng(0)
+  centre = rng.normal(size=(1, 64)).astype(np.float32) * 2.5  # norms ~20, as embeddings
+  gallery = centre + rng.normal(size=(4000, 64)).astype(np.float32) * 0.05
+  queries = centre + rng.normal(size=(200, 64)).astype(np.float32) * 0.05
+  d, ids = (np.asarray(x) for x in nearest(queries, gallery, 10))
+  assert (np.diff(d, axis=1) >= 0).all()
+  exact = np.sqrt(((queries[:, None].astype(np.float64) - gallery[None]) ** 2).sum(-1))
+  best = np.sort(exact, axis=1)[:, :10]
+  # The k returned are the k nearest by the exact distance (to float32 rounding).
+  np.testing.assert_allclose(np.take_along_axis(exact, ids, 1), best, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("threshold", -1.0, "saved threshold -1.0 is not a distance > 0"),
+    ("threshold", np.inf, "saved threshold inf is not a distance > 0"),
+    ("version", "two", "its version .* is not a number"),
+  ],
+)
+def test_a_saved_index_with_impossible_fields_is_one_error(tmp_path, field, value, message):
+  path = str(tmp_path / "g.index")
+  sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2], threshold=0.5).save(path)
+  with np.load(path, allow_pickle=False) as z:
+    fields = {k: z[k] for k in z.files}
+  fields[field] = np.asarray(value)
+  with open(path, "wb") as f:
+    np.savez(f, **fields)
+  with pytest.raises(SearchIndexError, match=message):
+    sj.load_index(path)
+  with pytest.raises(SearchIndexError, match="a distance > 0"):
+    sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2], threshold=float("nan"))
+
+
+def test_an_index_of_another_width_is_blamed_on_the_index():
+  index = sj.Index.from_embeddings(np.eye(3, dtype=np.float32), [0, 1, 2])
+  with pytest.raises(SearchIndexError, match="queries are 2-wide.*index holds 3-wide.*another"):
+    index.search(np.zeros((4, 2), np.float32))

@@ -2,11 +2,13 @@
 
 import os
 import shutil
+import zipfile
 
 import jax
 import numpy as np
 import pytest
 
+import siamese_jax as sj
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError, DataError
 from siamese_jax.data.load import load_data
@@ -181,3 +183,32 @@ def test_the_omniglot_step_benchmark_runs(real_omniglot_dir, capsys):
   assert cli.run_main(omniglot_step.main, argv) == 0
   out = capsys.readouterr().out
   assert "step_no_augment" in out and "pairs/s" in out
+
+
+def test_a_corrupt_png_inside_an_omniglot_zip_names_the_member(tmp_path):
+  root = write_omniglot(tmp_path / "o", zipped=True)
+  src = os.path.join(root, "images_background.zip")
+  with zipfile.ZipFile(src) as z:
+    victim = [i for i in z.infolist() if i.filename.endswith(".png")][3]
+  raw = bytearray(open(src, "rb").read())
+  start = victim.header_offset + 30 + len(victim.filename) + len(victim.extra)
+  for i in range(start + 8, start + 24):  # inside the member's stored bytes: its CRC fails
+    raw[i] ^= 0xFF
+  open(src, "wb").write(bytes(raw))
+  with pytest.raises(DataError, match=victim.filename.split("/", 1)[1]):
+    load_omniglot(root, progress=False)
+
+
+def test_reading_omniglot_without_progress_prints_nothing(tmp_path, capsys):
+  load_omniglot(write_omniglot(tmp_path / "o"), progress=False)
+  sj.load_data(write_omniglot(tmp_path / "p"), progress=False)
+  assert capsys.readouterr().err == ""
+
+
+def test_a_zip_member_that_would_inflate_past_any_file_of_the_data_is_refused(tmp_path):
+  from siamese_jax.data.archive import MAX_MEMBER_BYTES, Archive
+
+  with zipfile.ZipFile(tmp_path / "z.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("big.png", b"\0" * (MAX_MEMBER_BYTES + 1))
+  with pytest.raises(DataError, match="would inflate to 67,108,865 bytes.*zip bomb"):
+    Archive(str(tmp_path / "z.zip")).read("big.png")

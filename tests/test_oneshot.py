@@ -145,3 +145,8 @@ def _last_item(line: str) -> str:
 def test_no_such_runs(tmp_path):
   with pytest.raises(DataError, match="no such file or folder"):
     read_runs(str(tmp_path / "nope"))
+
+
+def test_runs_built_by_lake_runs_with_fewer_than_20_are_read(tmp_path):
+  root, _ = write_runs(str(tmp_path / "runs"), count=5)
+  assert [r.name for r in read_runs(root)] == [f"run0{i}" for i in range(1, 6)]

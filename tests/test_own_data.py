@@ -1,15 +1,18 @@
 """Your own data: Keras-style .npz files, any IDX dataset, tfds names."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from siamese_jax import Config, DataError, load_data, train_and_evaluate
 from siamese_jax.data import tfds as tfds_data
+from siamese_jax.data.omniglot import load_omniglot
 
+from conftest import png_header_only, run_module, write_npz, write_omniglot
 from conftest import results as read_results
-from conftest import run_module, write_npz
 
 
 def test_npz_loads_like_the_idx_dir(tmp_path, small_mnist, small_mnist_dir, no_data_env):
@@ -153,3 +156,46 @@ def test_a_finished_run_reads_its_own_data_and_refuses_other_data(tmp_path, smal
   assert r.returncode == 1, r.stderr
   assert "12x10 images" in r.stderr and "trained on 28x28" in r.stderr
   assert "Traceback" not in r.stderr and not (tmp_path / "f").exists()
+
+
+def test_every_depth_reaches_the_model_as_the_same_picture_in_8_bits(tmp_path):
+  from siamese_jax.data.images import read_image, to_uint8
+
+  gray = np.array([[0, 128, 255]], np.uint8)
+  Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit PNG
+  Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "f.tif")  # float TIFF
+  Image.fromarray(gray > 100).save(tmp_path / "b.png")  # 1-bit
+  assert read_image(str(tmp_path / "g16.png")).tolist() == gray.tolist()  # was clipped to 255
+  assert read_image(str(tmp_path / "f.tif")).tolist() == gray.tolist()  # was 0, 0, 1
+  assert read_image(str(tmp_path / "b.png")).tolist() == [[0, 255, 255]]
+  assert to_uint8(gray > 100, "a").tolist() == [[0, 255, 255]]
+  assert to_uint8(gray.astype(np.uint16) * 257, "a").tolist() == gray.tolist()
+  assert to_uint8(gray.astype(np.int64), "a").tolist() == gray.tolist()  # 8-bit values, any int
+  with pytest.raises(DataError, match="int64 pixels 0..256 are not 8-bit"):
+    to_uint8(np.array([0, 256]), "a")
+  with pytest.raises(DataError, match=r"a: float pixels must lie in \[0, 1\]"):
+    to_uint8(gray.astype(np.float32), "a")
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+  from siamese_jax.data.images import read_image
+
+  path = png_header_only(tmp_path / "bomb.png", 20_000, 20_000)  # past PIL's own limit
+  with pytest.raises(DataError, match=r"bomb\.png: .*decompression bomb"):
+    read_image(path)
+  below_pil = png_header_only(tmp_path / "b12k.png", 12_000, 12_000)  # past ours alone
+  with pytest.raises(DataError, match=r"b12k\.png: 12000x12000 pixels.*decompression bomb"):
+    read_image(below_pil)
+  # Inside an Omniglot zip: the same paragraph, naming the member.
+  root = tmp_path / "omni"
+  write_omniglot(root, zipped=True)
+  zpath = root / "images_background.zip"
+  with zipfile.ZipFile(zpath) as z:
+    first = next(n for n in z.namelist() if n.endswith(".png"))
+    members = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+  members[first] = open(path, "rb").read()
+  with zipfile.ZipFile(zpath, "w") as z:
+    for n, data in members.items():
+      z.writestr(n, data)
+  with pytest.raises(DataError, match="decompression bomb"):
+    load_omniglot(str(root), progress=False)

@@ -1,10 +1,13 @@
 """Pair generation: the original's create_pairs, and fresh balanced pairs."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
-from siamese_jax import DataError, make_pairs, sample_pairs
+from siamese_jax import Config, DataError, make_pairs, sample_pairs, train_and_evaluate
+from siamese_jax.sampling.splits import make_pair_sets, run_keys
 
 
 def labels_with_counts(counts, seed=0):
@@ -88,3 +91,44 @@ def test_sample_pairs_balanced_and_correct():
   assert set(labels[pairs[:, 0]]) == set(range(10))
   other, _ = sample_pairs(jax.random.key(1), labels, 1001)
   assert not np.array_equal(pairs, np.asarray(other))
+
+
+def test_holdout_is_disjoint_from_training_images(small_mnist):
+  sets = make_pair_sets(run_keys(0), small_mnist, holdout=150)
+  assert len(sets.val.images) == 150 and len(sets.train.images) == 450
+  # Every training image is one of the split's, and no validation image is among them.
+  as_rows = {img.tobytes(): i for i, img in enumerate(small_mnist.train_images)}
+  train_ids = {as_rows[img.tobytes()] for img in sets.train.images}
+  val_ids = {as_rows[img.tobytes()] for img in sets.val.images}
+  assert not train_ids & val_ids and len(train_ids | val_ids) == 600
+  same = sets.val.labels[sets.val.pairs[:, 0]] == sets.val.labels[sets.val.pairs[:, 1]]
+  np.testing.assert_array_equal(same, sets.val.y == 1)
+
+
+@pytest.mark.slow
+def test_fresh_pairs_mode_trains_on_new_pairs(tmp_path, small_mnist):
+  fixed = train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "a", small_mnist)
+  fresh = train_and_evaluate(
+    Config(epochs=2, batch_size=16, pairs="fresh"), tmp_path / "b", small_mnist
+  )
+  assert fresh["pairs"] == "fresh" and fresh["num_train_pairs"] == fixed["num_train_pairs"]
+  assert fresh["num_pairs_per_epoch"] == fixed["num_pairs_per_epoch"] == 10 * 59 * 2
+  a = [json.loads(x) for x in open(tmp_path / "a/metrics.jsonl")]
+  b = [json.loads(x) for x in open(tmp_path / "b/metrics.jsonl")]
+  assert a[0]["train_loss"] != b[0]["train_loss"]
+  # Reproducible: the same seed gives the same fresh pairs.
+  again = train_and_evaluate(
+    Config(epochs=2, batch_size=16, pairs="fresh"), tmp_path / "c", small_mnist
+  )
+  assert (
+    again["test_accuracy"] == fresh["test_accuracy"] and again["threshold"] == fresh["threshold"]
+  )
+
+
+@pytest.mark.slow
+def test_fresh_pairs_per_epoch_are_the_originals_count_even_with_a_holdout(tmp_path, small_mnist):
+  r = train_and_evaluate(
+    Config(epochs=1, batch_size=16, pairs="fresh", holdout=150), tmp_path / "w", small_mnist
+  )
+  assert r["num_pairs_per_epoch"] == 10 * 59 * 2  # as on all 600 training images
+  assert r["num_train_pairs"] < r["num_pairs_per_epoch"]  # fixed pairs of the 450 left

@@ -161,27 +161,27 @@ def test_the_proxies_learn_at_their_multiple_of_the_rate_and_the_network_as_befo
     np.testing.assert_allclose(got["loss"]["proxies"], 50 * want["loss"]["proxies"], rtol=1e-6)
 
 
-def test_the_state_holds_a_proxy_per_class_from_its_own_stream():
+def test_each_proxy_starts_at_its_class_mean_unit_embedding():
   from siamese_jax.training import create_train_state
 
   config = Config(loss="proxy-anchor", hidden_sizes=(16, 8))
-  state = create_train_state(jax.random.key(0), config, num_classes=12)
-  again = create_train_state(jax.random.key(0), config, num_classes=12)
-  other = create_train_state(jax.random.key(1), config, num_classes=12)
+  data = synthetic_mnist(n_train=60, n_test=10)
+  labels = data.train_labels.astype(np.int32) % 6  # 6 classes
+  state = create_train_state(jax.random.key(0), config, classes=(data.train_images, labels))
   proxies = np.asarray(state.params["loss"]["proxies"])
-  assert proxies.shape == (12, 8)
-  from siamese_jax.core.streams import InitKey
-
-  stream = jax.random.fold_in(jax.random.key(0), InitKey.LOSS)
-  np.testing.assert_array_equal(proxies, jax.random.normal(stream, (12, 8)))
-  np.testing.assert_array_equal(proxies, again.params["loss"]["proxies"])
-  assert not np.array_equal(proxies, other.params["loss"]["proxies"])
-  # The network's parameters are drawn as for any loss: the proxies take their own stream.
+  assert proxies.shape == (6, 8)
+  # By hand: the initialized network's embeddings, unit length, averaged per class.
+  network = {k: v for k, v in state.params.items() if k != "loss"}
+  x = jnp.asarray(data.train_images, jnp.float32) / 255.0
+  e = np.asarray(state.apply_fn({"params": network}, x, method="embed"), np.float64)
+  z = e / np.linalg.norm(e, axis=1, keepdims=True)
+  want = np.stack([z[labels == c].mean(axis=0) for c in range(6)])
+  np.testing.assert_allclose(proxies, want, rtol=1e-5, atol=1e-6)
+  # The network's parameters are drawn as for any loss.
   plain = create_train_state(jax.random.key(0), Config(loss="supcon", hidden_sizes=(16, 8)))
   assert "loss" not in plain.params
-  network = {k: v for k, v in state.params.items() if k != "loss"}
   jax.tree.map(np.testing.assert_array_equal, plain.params, network)
-  with pytest.raises(ValueError, match="num_classes"):
+  with pytest.raises(ValueError, match="classes="):
     create_train_state(jax.random.key(0), config)
 
 

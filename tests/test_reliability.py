@@ -14,6 +14,7 @@ from siamese_jax import (
   NonFiniteLossError,
   WorkdirError,
   checkpoint,
+  cli,
   create_train_state,
   train_and_evaluate,
 )
@@ -194,8 +195,7 @@ def test_a_line_past_the_checkpoint_cut_short_by_a_kill_is_written_again(tmp_pat
     f.write('{"epoch": 2, "train_lo')
   target = create_train_state(jax.random.key(0), config)
   ckpt = checkpoint.load(str(tmp_path / "w"), target)
-  ckpt.config = config
-  checkpoint.save(str(tmp_path / "w"), ckpt)
+  checkpoint.save(str(tmp_path / "w"), ckpt, config)
   train_and_evaluate(config, tmp_path / "w", small_mnist, resume=True)
   assert jsonl(tmp_path / "w/metrics.jsonl") == jsonl(tmp_path / "ref/metrics.jsonl")
 
@@ -391,3 +391,21 @@ def test_a_signal_during_the_final_evaluation_gives_the_resume_command(
   train_and_evaluate(config, tmp_path / "w", small_mnist, resume=True, plots=False)
   train_and_evaluate(config, tmp_path / "plain", small_mnist, plots=False)
   assert_same_run(tmp_path / "w", tmp_path / "plain")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_says_how_to_resume_and_exits_143(tmp_path):
+  data_dir = write_mnist_dir(tmp_path / "data", synthetic_mnist(n_train=6000, n_test=300))
+  args = ["--data-dir", data_dir, "--epochs", "2", "--batch-size", "16", "--chunk-steps", "20",
+          "--workdir", str(tmp_path / "w"), "--no-progress"]  # fmt: skip
+  p = start_module("experiments.mnist_siamese", *args)
+  while not os.path.exists(tmp_path / "w/metrics.jsonl"):  # into epoch 2
+    assert p.poll() is None, p.communicate()
+  p.send_signal(signal.SIGTERM)
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == 143, err
+  assert "Stopped by SIGTERM" in err and "checkpoint saved" in err and "Traceback" not in err
+  assert err.split("To resume: ")[1].strip().endswith("--resume")
+  assert checkpoint.exists(str(tmp_path / "w"))
+  rc = cli.run_main(__import__("experiments.mnist_siamese").mnist_siamese.main, [*args, "--resume"])
+  assert rc == 0 and len(jsonl(tmp_path / "w/metrics.jsonl")) == 2

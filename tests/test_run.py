@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import sys
 
 import pytest
@@ -196,3 +197,14 @@ def test_progress_bar_shows_how_far_the_epoch_got(tmp_path, small_mnist, monkeyp
 def test_no_progress_bar_off_a_terminal(tmp_path, small_mnist, capsys):
   train_and_evaluate(Config(epochs=1, batch_size=16), tmp_path / "w", small_mnist)
   assert "steps" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tensorboard_events_through_the_same_writer(tmp_path, small_mnist):
+  train_and_evaluate(Config(epochs=2, batch_size=16), tmp_path / "w", small_mnist, tensorboard=True)
+  files = os.listdir(tmp_path / "w/tensorboard")
+  assert len(files) == 1 and files[0].startswith("events.out.tfevents")
+  raw = open(tmp_path / "w/tensorboard" / files[0], "rb").read()
+  for tag in (b"train_loss", b"val_accuracy", b"epoch_seconds"):
+    assert tag in raw
+  assert "tensorflow" not in sys.modules

@@ -98,7 +98,7 @@ def test_compare_prints_distance_threshold_and_verdict(tmp_path, finished):
 
 @pytest.mark.slow
 def test_compare_refuses_a_file_that_is_not_an_image(tmp_path, finished):
-  # Any image PIL reads is taken (tests/test_faults.py); anything else is one paragraph.
+  # Any image PIL reads is taken (tests/test_programs.py); anything else is one paragraph.
   ok = save_png(tmp_path / "ok.png", finished[1].test_images[0])
   bad = tmp_path / "notes.png"
   bad.write_text("not an image at all")

@@ -52,8 +52,8 @@ NAME = (lambda v: isinstance(v, str) and v != "", "it must be a name")
 OPTIONAL_NAME = (lambda v: v is None or NAME[0](v), "it must be a name or None")
 
 
-def _field(default, help_text: str | None, rule=None, *, choices: tuple[str, ...] | None = None):
-  """A Config field: its default, its flag's help (None: no flag), and its rule.
+def _field(default, doc: str, rule=None, *, choices: tuple[str, ...] | None = None, flag=True):
+  """A Config field: its default, its documentation (its flag's help, if `flag`), and its rule.
 
   `siamese_jax.cli` builds every flag from these, and `Config.__post_init__`
   checks every rule: each is written once. `choices` is a rule too.
@@ -63,7 +63,7 @@ def _field(default, help_text: str | None, rule=None, *, choices: tuple[str, ...
       lambda v: v in choices or (v is None and default is None),
       f"it must be one of {', '.join(choices)}",
     )
-  meta = {"help": help_text, "choices": choices, "rule": rule}
+  meta = {"doc": doc, "help": doc if flag else None, "choices": choices, "rule": rule}
   return dataclasses.field(default=default, metadata=meta)
 
 
@@ -71,106 +71,36 @@ def _field(default, help_text: str | None, rule=None, *, choices: tuple[str, ...
 class Config:
   """Hyperparameters of one run.
 
-  Attributes:
-    seed: root of every random choice (init, pairs, shuffling, dropout).
-    epochs: passes over the training pairs.
-    batch_size: pairs per optimizer step.
-    learning_rate: the optimizer's step size (RMSProp's or Adam's).
-    rmsprop_decay: RMSProp's moving-average decay (Keras' `rho`).
-    rmsprop_eps: RMSProp's epsilon, added to nu inside the square root, as
-      Keras 3 and optax do.
-    margin: contrastive-loss margin; negatives farther apart cost nothing.
-    dropout: dropout rate after each hidden layer but the last.
-    hidden_sizes: the encoder's widths: every Dense+ReLU layer of the MLP;
-      the embedding width (the last entry) of the CNN; (embedding,) or
-      (channels, embedding) of Conv4.
-    threshold: distances below it count as "same digit" for accuracy.
-    pairs: "fixed" uses the original's pairs for every epoch (shuffled
-      each epoch); "fresh" draws new balanced pairs every epoch.
-    holdout: training images held out as a validation split (0: none, as
-      in the original). With a holdout, per-epoch validation and the choice
-      of the decision threshold use it, and the test set is touched only
-      at the end.
-    final_relu: whether the embedding's last layer has a ReLU (the
-      original's does; the 2-D DrLIM map has none).
-    encoder: the built-in encoder (`siamese_jax.models.ENCODERS`): "mlp"
-      (the original's), "cnn", or "conv4" (Omniglot's); the embedding
-      width is hidden_sizes[-1] for each.
-    train_classes: train only on these classes of the training split
-      (pairs, fresh pairs and the holdout); None for all of them. At the
-      end every test metric is also reported for the test images of these
-      classes ("seen") and of the others ("unseen").
-    dropout_rng: "hash" (counter-based, fast) or "threefry" dropout masks.
-    data: where the training data came from, as given: a directory or
-      `.npz` path, or `tfds:<name>`; None for arrays handed over in code.
-      Programs that read a finished run (`experiments.embed`, ...) load it
-      unless told otherwise. It names the data; it changes no numbers.
-    data_fingerprint: what the data is (`Dataset.fingerprint`: counts,
-      shapes and a sha256 of the arrays), recorded by `train_and_evaluate`.
-      A resumed run is matched to its data by this, not by `data`'s path.
-    image_size: resize every image to this square size first (None: keep
-      the data's size); see `siamese_jax.data.preprocess`.
-    resize_filter: "box", "bilinear" or "lanczos", for image_size.
-    invert: use 255 - x, so that dark-on-light drawings become bright ink.
-    negatives: where fresh pairs' negatives come from: "any" other class;
-      "within-group", another class of the anchor's group (Omniglot: the
-      same alphabet, as the one-shot test asks); "mixed", half of each.
-    holdout_groups: whole groups (alphabets) of the training split held out
-      as the validation split, for model selection on classes never trained
-      on (0: none). Exclusive with `holdout`.
-    augment: "none", or "affine": random affine distortions of every
-      training image inside the step (`siamese_jax.training.augment`).
-    augment_strength: scales the affine ranges (1: Koch et al.'s; 0: none).
-    optimizer: "rmsprop" (the original's) or "adam" (optax's defaults
-      b1 0.9, b2 0.999, eps 1e-8, at `learning_rate`; the rmsprop_* fields
-      are then unused).
-    loss: "contrastive", the original's pair loss, or a batch loss
-      (a name in `siamese_jax.losses.LOSSES`, docs/losses.md), which learns
-      from every pair of a P x K batch.
-    sampler: "pairs" (the original's pairs, or fresh ones) or "pk" (P
-      classes x K images a batch, `siamese_jax.sampling.pk`); None: the
-      loss's own, pairs for "contrastive" and pk for the batch losses
-      (`siamese_jax.sampling.sampler_name`).
-    classes_per_batch, samples_per_class: P and K of the pk sampler; a
-      batch is P * K images (`batch_size` is the pairs sampler's).
-    group_batches: the pk sampler draws each batch's classes from as few
-      groups (Omniglot's alphabets) as it can, as the one-shot test asks.
-    rotations: the pk sampler also trains on the 90, 180 and 270 degree
-      rotations of every training class, each a class of its own (x4).
-    triplet_margin: the margin of "triplet-hard" and "triplet-semihard";
-      "batch-contrastive" uses `margin`.
-    ms_alpha, ms_beta, ms_base, ms_epsilon: "multi-similarity"'s
-      parameters (Wang et al. 2019).
-    num_support: "prototypical"'s support images per class.
-    temperature: "supcon"'s temperature.
-    nca_temperature: "proxy-nca"'s temperature (ProxyNCA++'s 1/9).
-    softmax_temperature: "normalized-softmax"'s temperature.
-    pa_alpha, pa_delta: "proxy-anchor"'s scale and margin (Kim et al. 2020).
-    proxy_scale: "cosface"'s and "arcface"'s logit scale.
-    cosface_margin, arcface_margin: their margins (cosine; angle in radians).
-    proxy_lr_multiplier: the proxy losses' proxies learn at this multiple
-      of `learning_rate` (docs/losses.md: chosen on validation).
+  Each field's documentation is written once, in the field: its flag's help
+  (`--help` shows it; `metadata["doc"]` for every field, flag or not).
   """
 
-  seed: int = _field(0, "root PRNG seed", (is_seed, SEED_RULE))
-  epochs: int = _field(20, "passes over the training pairs", INT_GE1)
-  batch_size: int = _field(128, "pairs per step", INT_GE1)
+  seed: int = _field(
+    0, "root PRNG seed of every random choice (init, pairs, batches, dropout)", (is_seed, SEED_RULE)
+  )
+  epochs: int = _field(20, "passes over the training data", INT_GE1)
+  batch_size: int = _field(
+    128, "pairs per step (the pairs sampler's; a pk batch is P x K images)", INT_GE1
+  )
   learning_rate: float = _field(1e-3, "the optimizer's learning rate", POSITIVE)
   rmsprop_decay: float = _field(0.9, "RMSProp decay (Keras' rho)", UNIT)
   rmsprop_eps: float = _field(
     1e-7,
-    "RMSProp epsilon",
+    "RMSProp epsilon, added to nu inside the square root (as Keras 3 and optax do)",
     (
       lambda v: _is_real(v) and v > 0,
       "it must be a finite number > 0: with 0, a weight whose gradient is still 0 divides 0 "
       "by 0 at the first update",
     ),
   )
-  margin: float = _field(1.0, "contrastive-loss margin", POSITIVE)
-  dropout: float = _field(0.1, "dropout rate", UNIT)
+  margin: float = _field(
+    1.0, "contrastive-loss margin: negatives farther apart cost nothing", POSITIVE
+  )
+  dropout: float = _field(0.1, "dropout rate, after each hidden layer but the last", UNIT)
   hidden_sizes: tuple[int, ...] = _field(
     (128, 128, 128),
-    "comma-separated layer widths",
+    "comma-separated widths: every Dense+ReLU layer of the mlp; the embedding (the last "
+    "entry) of the cnn; (embedding,) or (channels, embedding) of conv4",
     (
       lambda v: isinstance(v, tuple) and len(v) >= 1 and all(_is_int(h) and h >= 1 for h in v),
       "it must be a non-empty sequence of integers >= 1",
@@ -182,7 +112,12 @@ class Config:
     "fixed: the original's pairs every epoch; fresh: new balanced pairs each epoch",
     choices=PAIR_MODES,
   )
-  holdout: int = _field(0, "training images held out for validation and the threshold", INT_GE0)
+  holdout: int = _field(
+    0,
+    "training images held out for each epoch's validation and the threshold, so the test "
+    "set is touched only at the end (0: none, as the original)",
+    INT_GE0,
+  )
   final_relu: bool = _field(True, "ReLU on the embedding's last layer", BOOL)
   encoder: str = _field(
     "mlp",
@@ -203,11 +138,20 @@ class Config:
     "dropout masks from a fast counter-based hash, or JAX's threefry",
     choices=DROPOUT_RNGS,
   )
-  data: str | None = _field(  # recorded by the programs from --data-dir: no flag
-    None, None, (lambda v: v is None or isinstance(v, str), "it must be a path or None")
+  data: str | None = _field(
+    None,
+    "where the training data came from, as given (recorded by the programs from --data-dir): "
+    "a directory, an .npz path or tfds:<name>; None for arrays handed over in code. Programs "
+    "that read a finished run load it; it changes no numbers",
+    (lambda v: v is None or isinstance(v, str), "it must be a path or None"),
+    flag=False,
   )
-  data_fingerprint: str | None = _field(  # recorded by the run from the data itself: no flag
-    None, None, (lambda v: v is None or isinstance(v, str), "it must be a string or None")
+  data_fingerprint: str | None = _field(
+    None,
+    "what the data is (`Dataset.fingerprint`: counts, shapes, a sha256 of the arrays), "
+    "recorded by the run; a resumed run is matched to its data by it, not by the path",
+    (lambda v: v is None or isinstance(v, str), "it must be a string or None"),
+    flag=False,
   )
   image_size: int | None = _field(
     None,
@@ -228,7 +172,7 @@ class Config:
     choices=NEGATIVES,
   )
   holdout_groups: int = _field(
-    0, "whole groups (Omniglot alphabets) held out for validation instead", INT_GE0
+    0, "whole groups (Omniglot alphabets) held out for validation, not --holdout", INT_GE0
   )
   augment: str = _field(
     "none", "random affine distortion of every training image, on the device", choices=AUGMENTS
@@ -237,7 +181,9 @@ class Config:
     1.0, "scales the affine distortion's ranges (1: Koch et al.'s)", NON_NEGATIVE
   )
   optimizer: str = _field(
-    "rmsprop", "rmsprop (the original's) or adam, at --learning-rate", choices=OPTIMIZERS
+    "rmsprop",
+    "rmsprop (the original's) or adam (optax's b1 0.9, b2 0.999, eps 1e-8), at --learning-rate",
+    choices=OPTIMIZERS,
   )
 
   loss: str = _field(
@@ -260,7 +206,9 @@ class Config:
   rotations: bool = _field(
     False, "pk: add each training class's 90/180/270-degree rotations as new classes", BOOL
   )
-  triplet_margin: float = _field(0.2, "the triplet losses' margin", POSITIVE)
+  triplet_margin: float = _field(
+    0.2, "the triplet losses' margin (batch-contrastive's is --margin)", POSITIVE
+  )
   ms_alpha: float = _field(2.0, "multi-similarity's positive scale alpha", POSITIVE)
   ms_beta: float = _field(50.0, "multi-similarity's negative scale beta", POSITIVE)
   ms_base: float = _field(0.5, "multi-similarity's similarity offset (lambda)", NON_NEGATIVE)

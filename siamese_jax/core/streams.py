@@ -30,13 +30,6 @@ class PairsKey(enum.IntEnum):
 
 
 @enum.unique
-class InitKey(enum.IntEnum):
-  """Folded into a model's init key; the network's parameters use that key itself."""
-
-  LOSS = 0x6C6F7373  # a loss's own parameters, as the proxies ("loss")
-
-
-@enum.unique
 class EpochKey(enum.IntEnum):
   """Folded into `fold_in(data_key, epoch)`: what one epoch draws."""
 

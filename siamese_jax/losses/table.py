@@ -48,16 +48,17 @@ class Learned:
   with (`siamese_jax.recognition.load_trained` leaves them out).
 
   Attributes:
-    init: `init(key, num_classes, dim) -> {keyword: array}`, from the run's
-      init key under its own stream (`core.streams.InitKey.LOSS`), for the
-      classes a step's labels count (rotations each a class).
+    init: `init(class_means) -> {keyword: array}`; class_means float[C, D]
+      is each training class's mean unit embedding under the freshly
+      initialized network, for the classes a step's labels count
+      (rotations each a class).
     stand_in: `stand_in(embeddings, labels) -> {keyword: array}`: what
       replaces them on a validation batch, whose classes the run never
       trained; it may renumber the labels (its "labels").
     lr_field: the Config field of their learning-rate multiplier.
   """
 
-  init: Callable[[jax.Array, int, int], dict]
+  init: Callable[[jax.Array], dict]
   stand_in: Callable[[jax.Array, jax.Array], dict]
   lr_field: str = "proxy_lr_multiplier"
 

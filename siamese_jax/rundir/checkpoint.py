@@ -1,4 +1,4 @@
-"""Checkpoints: one msgpack file per run, replaced atomically after each save.
+"""Checkpoints: one msgpack file per run, and `Checkpoints`, the one object that manages them.
 
 Why flax.serialization (msgpack) and not orbax: a training state here is
 small (the MLP's 133,504 parameters, or Conv4's 120,256 at Omniglot's
@@ -9,25 +9,24 @@ which bitwise-identical resumption needs. Orbax's directory layout, async
 writes and tensorstore buy nothing at this size and make "is this
 checkpoint complete?" a harder question.
 
-A checkpoint holds the TrainState's pytree (params, opt_state, step; with
-seeds or a sweep, every model's, stacked), the number of finished epochs
-and of finished steps in the current epoch, that epoch's per-step metrics
-so far, the data key's raw bits (typed PRNG keys do not serialize, so
-`jax.random.key_data` is stored), and the config as JSON. It suits every
-encoder and dataset alike: MNIST's and Omniglot's runs store the same fields.
+A checkpoint holds the same fields for one model or K (`Checkpoint`): the
+TrainState's pytree (K models' stacked), the finished epochs and the steps
+taken of the next, those steps' metrics as float[K, n], the data key's raw
+bits (typed PRNG keys do not serialize), each model's metrics.jsonl lines
+of the finished epochs, and the run's config as JSON (read only by
+`stored_config`: what a resumed run must match).
 
 **Proof.** The file is a header line, the sha256 of the payload, and the
-payload; `load` recomputes the digest, so flipped or missing bytes are
+payload; reading recomputes the digest, so flipped or missing bytes are
 found, never loaded as other weights. Each save first renames the previous
 checkpoint to `checkpoint.prev.msgpack`, so a checkpoint that fails
-verification leaves the one before it; resuming falls back to it (and, since
-every epoch's randomness is keyed by the epoch, still ends bitwise where an
-uninterrupted run ends). Files written before checksums existed load
-unverified.
+verification leaves the one before it; resuming falls back to it (and,
+since every epoch's randomness is keyed by the epoch, still ends bitwise
+where an uninterrupted run ends).
 
-**History.** The checkpoint also carries the exact `metrics.jsonl` lines of
-every finished epoch (each model's), so a resumed run restores a corrupt or
-missing line instead of losing it (`siamese_jax.rundir.workdir.reconcile_metrics`).
+**Formats.** `FORMAT` 2 is the header above. Format 1, before checksums and
+the metrics lines, is read in one place (`_payload`): unverified, its lines
+taken from metrics.jsonl, where each must then be readable.
 """
 
 import dataclasses
@@ -35,6 +34,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 
 import flax.serialization
 import numpy as np
@@ -42,11 +42,19 @@ import numpy as np
 from siamese_jax.core import parallel
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import WorkdirError
-from siamese_jax.core.files import RUN_FIX, atomic_write_bytes
+from siamese_jax.core.files import RUN_FIX, atomic_write_bytes, atomic_write_json
 
 CHECKPOINT_NAME = "checkpoint.msgpack"
 PREVIOUS_NAME = "checkpoint.prev.msgpack"
-_MAGIC = b"siamese_jax checkpoint v2 sha256 "
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+FORMAT = 2
+_MAGIC = f"siamese_jax checkpoint v{FORMAT} sha256 ".encode()
+
+
+def write_config(directory: str, config: Config) -> None:
+  """A model's config.json: written before a run starts, and again when a resume changes it."""
+  atomic_write_json(os.path.join(directory, CONFIG_NAME), config.to_dict(), fix=RUN_FIX)
 
 
 def has_header(head: bytes) -> bool:
@@ -61,15 +69,14 @@ class Checkpoint:
   state: object  # TrainState (or K stacked)
   epoch: int  # epochs fully finished (and logged)
   step_in_epoch: int  # steps of epoch `epoch + 1` already taken
-  partial_metrics: dict[str, np.ndarray]  # their per-step metrics
-  data_key: np.ndarray  # raw key data of the run's data key
-  config: Config
-  # Each model's metrics.jsonl lines of epochs 1..epoch, exactly as written;
-  # None in checkpoints written before they carried it.
-  history: list[list[str]] | None = None
+  partial_metrics: dict[str, np.ndarray]  # their per-step metrics, float[K, step_in_epoch]
+  data_key: np.ndarray  # raw key data of the run's data key(s)
+  # Each model's metrics.jsonl lines of epochs 1..epoch, exactly as written
+  # (None: a format-1 checkpoint, which did not carry them).
+  history: list[list[str]] | None = dataclasses.field(default_factory=list)
 
 
-def save(workdir: str, ckpt: Checkpoint) -> str:
+def save(workdir: str, ckpt: Checkpoint, config: Config) -> str:
   """Writes `<workdir>/checkpoint.msgpack` atomically, keeping the previous one; returns its path."""
   payload = flax.serialization.msgpack_serialize(
     {
@@ -78,7 +85,7 @@ def save(workdir: str, ckpt: Checkpoint) -> str:
       "step_in_epoch": ckpt.step_in_epoch,
       "partial_metrics": {k: np.asarray(v) for k, v in ckpt.partial_metrics.items()},
       "data_key": np.asarray(ckpt.data_key),
-      "config": ckpt.config.to_json(),
+      "config": config.to_json(),
       "history": json.dumps(ckpt.history or []),
     }
   )
@@ -151,19 +158,24 @@ def stored_config(workdir: str) -> Config | None:
 
 
 def _payload(path: str) -> dict:
-  """A checkpoint file's contents, its sha256 verified."""
+  """A checkpoint file's contents, its sha256 verified, in the current format's fields."""
   with open(path, "rb") as f:
     raw = f.read()
+  version = 1
   if raw.startswith(_MAGIC):
     digest, _, payload = raw[len(_MAGIC) :].partition(b"\n")
     if hashlib.sha256(payload).hexdigest().encode() != digest:
       raise ValueError("its sha256 does not match its contents (the file is corrupt)")
-  else:  # written before checkpoints carried a checksum
+    version = FORMAT
+  else:  # format 1: no checksum to verify
     payload = raw
   try:
-    return flax.serialization.msgpack_restore(payload)
+    d = flax.serialization.msgpack_restore(payload)
   except Exception as e:  # msgpack raises several kinds on garbage
     raise ValueError(f"not a readable checkpoint ({type(e).__name__})") from None
+  if version == 1:
+    d = {"partial_metrics": {}, **d, "history": "null"}
+  return d
 
 
 def _read(path: str, target_state) -> Checkpoint:
@@ -176,8 +188,123 @@ def _read(path: str, target_state) -> Checkpoint:
     state=state,
     epoch=int(d["epoch"]),
     step_in_epoch=int(d["step_in_epoch"]),
-    partial_metrics={k: np.asarray(v) for k, v in d.get("partial_metrics", {}).items()},
+    partial_metrics={k: np.asarray(v) for k, v in d["partial_metrics"].items()},
     data_key=np.asarray(d["data_key"]),
-    config=Config.from_dict(json.loads(d["config"])),
-    history=json.loads(d["history"]) if "history" in d else None,
+    history=json.loads(d["history"]),
   )
+
+
+class Checkpoints:
+  """A run's checkpoint and the files it vouches for: save, restore, the metrics history.
+
+  The run's checkpoint lives in `workdir`; each model writes its
+  config.json and metrics.jsonl in its own directory (`model_dirs`: the
+  workdir itself for a plain run).
+  """
+
+  def __init__(self, workdir: str, config: Config, model_dirs: Sequence[str]):
+    self.workdir, self.config, self.dirs = workdir, config, list(model_dirs)
+
+  def exists(self) -> bool:
+    return exists(self.workdir)
+
+  def save(self, state, epoch: int, step_in_epoch: int, metrics, history, data_key) -> str:
+    """Writes the run's checkpoint; `metrics` float[K, n] of the steps of epoch `epoch + 1`."""
+    ckpt = Checkpoint(state, epoch, step_in_epoch, metrics, data_key, history)
+    return save(self.workdir, ckpt, self.config)
+
+  def restore(
+    self,
+    target_state,
+    configs: Sequence[Config],
+    *,
+    rewrite: Sequence[str],
+    check: Callable[[Checkpoint], None],
+    write: bool = True,
+  ) -> Checkpoint | None:
+    """The verified checkpoint to resume from, its files made to agree with it; None if none.
+
+    Nothing in the workdir changes until the checkpoint is read, verified
+    (falling back to the previous one) and accepted by `check`. Then, if
+    `write` (process 0), the config.json of each directory in `rewrite` (a
+    run trained longer, or edited by hand) is written from `configs`, and
+    every model's metrics.jsonl is made to hold exactly the checkpoint's
+    epochs; the checkpoint's `history` is then those files' lines.
+
+    Raises:
+      WorkdirError: no checkpoint verifies, `check` refuses it, or a lost
+        epoch line cannot be restored.
+    """
+    ckpt = load(self.workdir, target_state, fall_back=True) if self.exists() else None
+    if ckpt is not None:
+      check(ckpt)
+      # One model's metrics, as files before [K, n] stored them, read as K = 1.
+      k = len(self.dirs)
+      ckpt.partial_metrics = {m: v.reshape(k, -1) for m, v in ckpt.partial_metrics.items()}
+    if not write:  # the other processes: they never save, so no lines to keep
+      if ckpt is not None:
+        ckpt.history = [[] for _ in self.dirs]
+      return ckpt
+    for d, c in zip(self.dirs, configs, strict=True):
+      if d in rewrite:
+        write_config(d, c)
+    history = (ckpt.history if ckpt else None) or [None] * len(self.dirs)
+    restored = []
+    for i, d in enumerate(self.dirs):
+      path = os.path.join(d, METRICS_NAME)
+      n, history[i] = reconcile_metrics(path, ckpt.epoch if ckpt else 0, history[i])
+      if n:
+        restored.append(path)
+    if restored:
+      print(
+        f"note: restored lost epoch lines of {', '.join(restored)} from the checkpoint.",
+        file=sys.stderr,
+        flush=True,
+      )
+    if ckpt is not None:
+      ckpt.history = history
+    return ckpt
+
+
+def reconcile_metrics(
+  path: str, keep_epochs: int, history: list[str] | None
+) -> tuple[int, list[str]]:
+  """Makes metrics.jsonl hold exactly the checkpoint's epochs 1..keep_epochs.
+
+  Lines past the checkpoint were written before a kill and will be written
+  again: they go. A line of a kept epoch that is missing, cut short or
+  corrupt is restored from the checkpoint's copy (`history`, the exact
+  lines), never dropped.
+
+  Returns:
+    (how many lines were restored, the file's lines now).
+
+  Raises:
+    WorkdirError: a kept epoch's line is missing or corrupt and the
+      checkpoint (format 1) carries no copy to restore it from.
+  """
+  found = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for number, line in enumerate(f, 1):
+        try:
+          epoch = json.loads(line)["epoch"]
+        except (ValueError, KeyError, TypeError):
+          epoch = None  # unreadable: its epoch is found missing below
+        if isinstance(epoch, int) and 1 <= epoch <= keep_epochs and line.endswith("\n"):
+          found.setdefault(epoch, (number, line))
+  if history is not None and len(history) >= keep_epochs:
+    want = history[:keep_epochs]
+    restored = sum(found.get(e, (0, ""))[1] != want[e - 1] for e in range(1, keep_epochs + 1))
+  else:
+    missing = [e for e in range(1, keep_epochs + 1) if e not in found]
+    if missing:
+      raise WorkdirError(
+        f"{path} lacks a readable line for epoch {missing[0]} (of the {keep_epochs} the "
+        "checkpoint holds), and this checkpoint, written by an older version, carries no "
+        "copy to restore it from. Restore the file from a backup, or start over with "
+        "--overwrite."
+      )
+    want, restored = [found[e][1] for e in range(1, keep_epochs + 1)], 0
+  atomic_write_bytes(path, "".join(want).encode(), fix=RUN_FIX)
+  return restored, want

@@ -18,11 +18,9 @@ import shutil
 
 from siamese_jax.core.config import SWEEPABLE, Config
 from siamese_jax.core.errors import ConfigError, WorkdirError
-from siamese_jax.core.files import RUN_FIX, atomic_write_bytes, atomic_write_json
 from siamese_jax.rundir import checkpoint
+from siamese_jax.rundir.checkpoint import CONFIG_NAME, METRICS_NAME, write_config
 
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.jsonl"
 RESULTS_NAME = "results.json"
 LOCK_NAME = ".lock"
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, RESULTS_NAME, checkpoint.CHECKPOINT_NAME, "distances.png")
@@ -218,10 +216,6 @@ def _differs_from_file(path: str, config: Config) -> bool:
     return True
 
 
-def write_config(workdir: str, config: Config) -> None:
-  atomic_write_json(os.path.join(workdir, CONFIG_NAME), config.to_dict(), fix=RUN_FIX)
-
-
 def _has_progress(workdir: str) -> bool:
   """Whether the workdir holds anything a new run would lose.
 
@@ -311,45 +305,3 @@ def read_config(path: str) -> Config:
       f"{path} is not a readable config ({e}). Pass --overwrite to replace "
       "the run, or choose another --workdir."
     ) from None
-
-
-def reconcile_metrics(path: str, keep_epochs: int, history: list[str] | None) -> int:
-  """Makes metrics.jsonl hold exactly the checkpoint's epochs 1..keep_epochs.
-
-  Lines past the checkpoint were written before a kill and will be written
-  again: they go. A line of a kept epoch that is missing, cut short or
-  corrupt is restored from the checkpoint's copy (`history`, the exact
-  lines), never dropped.
-
-  Returns:
-    How many lines were restored.
-
-  Raises:
-    WorkdirError: a kept epoch's line is missing or corrupt and the
-      checkpoint (written before it carried the lines) cannot restore it.
-  """
-  found = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for number, line in enumerate(f, 1):
-        try:
-          epoch = json.loads(line)["epoch"]
-        except (ValueError, KeyError, TypeError):
-          epoch = None  # unreadable: its epoch is found missing below
-        if isinstance(epoch, int) and 1 <= epoch <= keep_epochs and line.endswith("\n"):
-          found.setdefault(epoch, (number, line))
-  if history is not None and len(history) >= keep_epochs:
-    want = history[:keep_epochs]
-    restored = sum(found.get(e, (0, ""))[1] != want[e - 1] for e in range(1, keep_epochs + 1))
-  else:
-    missing = [e for e in range(1, keep_epochs + 1) if e not in found]
-    if missing:
-      raise WorkdirError(
-        f"{path} lacks a readable line for epoch {missing[0]} (of the {keep_epochs} the "
-        "checkpoint holds), and this checkpoint, written by an older version, carries no "
-        "copy to restore it from. Restore the file from a backup, or start over with "
-        "--overwrite."
-      )
-    want, restored = [found[e][1] for e in range(1, keep_epochs + 1)], 0
-  atomic_write_bytes(path, "".join(want).encode(), fix=RUN_FIX)
-  return restored

@@ -215,11 +215,6 @@ class RunData:
   pool: PKPool | None = None
 
   @property
-  def train_classes(self) -> int:
-    """The classes a step's labels count: the pool's (rotations each a class), else the data's."""
-    return int(self.pool.labels.max()) + 1 if self.pool is not None else self.num_classes
-
-  @property
   def monitor(self) -> PairSet:
     """The per-epoch validation split: held-out images, else (as the original) test."""
     return self.sets.val if self.sets.val is not None else self.sets.test

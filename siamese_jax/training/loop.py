@@ -61,15 +61,7 @@ from siamese_jax.rundir.results import (
   print_results,
   summarize,
 )
-from siamese_jax.rundir.workdir import (
-  METRICS_NAME,
-  RESULTS_NAME,
-  clear_run,
-  locked,
-  prepare_workdir,
-  reconcile_metrics,
-  write_config,
-)
+from siamese_jax.rundir.workdir import RESULTS_NAME, clear_run, locked, prepare_workdir
 from siamese_jax.sampling import SAMPLERS, sampler_name
 from siamese_jax.sampling.splits import RunData
 from siamese_jax.training.ensemble import Plan, value_name
@@ -115,6 +107,7 @@ class Run:
   placement: Placement
   workdir: str
   out: TextIO
+  checkpoints: checkpoint.Checkpoints
 
   @property
   def steps(self) -> int:
@@ -250,7 +243,9 @@ def train_and_evaluate(
     config, data, workdir=workdir, seeds=seeds, sweep=sweep, devices=devices, encoder=encoder
   )
   plan, runs, placement, initial = setup.plan, setup.runs, setup.placement, setup.initial
-  run = Run(config, plan, runs, placement, workdir, out)
+  run = Run(
+    config, plan, runs, placement, workdir, out, checkpoint.Checkpoints(workdir, config, plan.dirs)
+  )
   writer = distributed.is_writer()
   with locked(workdir) if writer else contextlib.nullcontext():
     rewrite = []
@@ -304,53 +299,31 @@ def _prepare(run: Run, *, resume: bool, overwrite: bool) -> list[str]:
 def _start_or_resume(run: Run, initial, *, resume: bool, rewrite: list[str]) -> Position:
   """The starting position: fresh from the init keys, or the workdir's verified checkpoint.
 
-  Only once the checkpoint is read and verified does anything in the workdir
-  change: the configs in `rewrite` (a run trained longer) are written, and
-  every model's metrics.jsonl is made to hold exactly the checkpoint's epochs.
+  Only once the checkpoint is read and verified do the files change
+  (`checkpoint.Checkpoints.restore`).
 
   Raises:
     WorkdirError: no checkpoint verifies, the checkpoint belongs to another
       config or other seeds, or a lost epoch line cannot be restored.
   """
-  placement, workdir = run.placement, run.workdir
   writer = distributed.is_writer()
   position = Position(initial, 1, 0, {}, [[] for _ in run.plan.dirs])
-  if resume and checkpoint.exists(workdir):
-    ckpt = checkpoint.load(workdir, jax.device_get(initial), fall_back=True)
-    _check_keys(run, np.asarray(ckpt.data_key))
-    partial = placement.loaded_metrics(ckpt.partial_metrics)
-    history = ckpt.history or [None] * len(run.plan.dirs)
-    position = Position(ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, partial, history)
+  if resume:
+    ckpt = run.checkpoints.restore(
+      jax.device_get(initial), run.plan.configs, rewrite=rewrite, write=writer,
+      check=lambda c: _check_keys(run, np.asarray(c.data_key)),
+    )  # fmt: skip
+    if ckpt is not None:
+      position = Position(
+        ckpt.state, ckpt.epoch + 1, ckpt.step_in_epoch, ckpt.partial_metrics, ckpt.history
+      )
     if writer:
+      said = f"at epoch {position.epoch}, step {position.step} of {run.steps}"
       print(
-        f"Resuming {workdir} at epoch {position.epoch}, step {position.step} of {run.steps}.",
-        file=run.out,
-        flush=True,
-      )
-  elif resume and writer:
-    print(f"No checkpoint in {workdir}; starting from epoch 1.", file=run.out, flush=True)
-  if resume and writer:
-    for d, c in zip(run.plan.dirs, run.plan.configs, strict=True):
-      if d in rewrite:
-        write_config(d, c)
-    # Lines past the checkpoint were written before a kill; they come again.
-    restored = []
-    for i, d in enumerate(run.plan.dirs):
-      path = os.path.join(d, METRICS_NAME)
-      if reconcile_metrics(path, position.epoch - 1, position.history[i]):
-        restored.append(path)
-    if restored:
-      print(
-        f"note: restored lost epoch lines of {', '.join(restored)} from the checkpoint.",
-        file=sys.stderr,
-        flush=True,
-      )
-  # A checkpoint written before it carried the lines: they are the file's, now checked.
-  position.history = [
-    h if h is not None else _read_lines(os.path.join(d, METRICS_NAME))
-    for h, d in zip(position.history, run.plan.dirs, strict=True)
-  ]
-  position.state = placement.place(position.state)
+        f"Resuming {run.workdir} {said}." if ckpt else
+        f"No checkpoint in {run.workdir}; starting from epoch 1.", file=run.out, flush=True,
+      )  # fmt: skip
+  position.state = run.placement.place(position.state)
   return position
 
 
@@ -375,13 +348,6 @@ def _check_keys(run: Run, saved: np.ndarray) -> None:
   )
 
 
-def _read_lines(path: str) -> list[str]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return f.readlines()
-
-
 def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
   """Each model's metrics.jsonl (and TensorBoard); a plain run's console line too.
 
@@ -391,7 +357,7 @@ def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
     return [MultiWriter([]) for _ in run.plan.dirs]
   writers = []
   for d in run.plan.dirs:
-    sinks = [JsonlWriter(os.path.join(d, METRICS_NAME))]
+    sinks = [JsonlWriter(os.path.join(d, checkpoint.METRICS_NAME))]
     if not run.plan.stacked:
       sinks.insert(0, ConsoleWriter(total=run.config.epochs, stream=run.out))
     if tensorboard:
@@ -402,15 +368,10 @@ def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
 
 def _save(run: Run, host_state, epoch: int, step_in_epoch: int, metrics, history) -> str:
   """Writes the run's checkpoint (process 0 only); returns its path."""
-  path = os.path.join(run.workdir, checkpoint.CHECKPOINT_NAME)
-  if distributed.is_writer():
-    metrics = run.placement.checkpoint_metrics(metrics)
-    bits = run.placement.key_bits()
-    checkpoint.save(
-      run.workdir,
-      checkpoint.Checkpoint(host_state, epoch, step_in_epoch, metrics, bits, run.config, history),
-    )
-  return path
+  if not distributed.is_writer():
+    return os.path.join(run.workdir, checkpoint.CHECKPOINT_NAME)
+  bits = run.placement.key_bits()
+  return run.checkpoints.save(host_state, epoch, step_in_epoch, metrics, history, bits)
 
 
 def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, progress: bool):
@@ -442,9 +403,10 @@ def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, pr
 
 
 # Below this every distance between two validation embeddings, the
-# embeddings have collapsed: the model can tell no class apart. About 3x the
-# distance's own floor, sqrt(1e-7) (`siamese_jax.losses.distances`).
-COLLAPSE_FLOOR = 1e-3
+# embeddings have collapsed: the model can tell no class apart. 0.5% of the
+# unit sphere's diameter; a normalized-softmax conv4 on Omniglot, collapsed
+# to one direction, had every distance below 0.007 (docs/losses.md).
+COLLAPSE_FLOOR = 1e-2
 
 
 def _say_if_collapsed(run: Run, epoch: int, radii: list[float]) -> None:
@@ -511,7 +473,7 @@ def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progr
       which = f" of {', '.join(names)}"
     kept = (
       f"the last good checkpoint (after epoch {epoch - 1}) is kept in {run.workdir}"
-      if checkpoint.exists(run.workdir)
+      if run.checkpoints.exists()
       else "no checkpoint had been written yet"
     )
     if step == 1:  # before any update: the loss's own settings, or the data, overflow
@@ -554,7 +516,7 @@ def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[s
     results["total_seconds"] = time.perf_counter() - t_start
     if plan.stacked:  # its own checkpoint, as its plain run leaves one
       bits = np.asarray(jax.random.key_data(r.keys.data))
-      checkpoint.save(d, checkpoint.Checkpoint(state, c.epochs, 0, {}, bits, c))
+      checkpoint.save(d, checkpoint.Checkpoint(state, c.epochs, 0, {}, bits), c)
       print(f"{os.path.relpath(d, run.workdir)}:", file=out)
     print_results(results, out)
     atomic_write_json(os.path.join(d, RESULTS_NAME), results, fix=RUN_FIX)

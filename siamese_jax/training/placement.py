@@ -78,9 +78,6 @@ class Placement(Protocol):
   def validate(self, state) -> list[dict[str, float]]: ...
   # Each model's host state as its own single run's TrainState.
   def singles(self, host_state) -> list[Any]: ...
-  # Per-step metrics float[K, n] as the checkpoint stores them, and back.
-  def checkpoint_metrics(self, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-  def loaded_metrics(self, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
   # The raw bits of the data key(s), which a checkpoint must match.
   def key_bits(self) -> np.ndarray: ...
 
@@ -210,13 +207,6 @@ class DataParallel:
   def singles(self, host_state) -> list[TrainState]:
     return [host_state]
 
-  def checkpoint_metrics(self, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """[1, n] metrics as a plain run's checkpoint stores them: [n]."""
-    return {k: v[0] for k, v in m.items()}
-
-  def loaded_metrics(self, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v[None] for k, v in m.items()}
-
   def key_bits(self) -> np.ndarray:
     return np.asarray(jax.random.key_data(self._run.keys.data))
 
@@ -324,12 +314,6 @@ class Stacked:
 
   def singles(self, host_states) -> list[TrainState]:
     return [to_single_state(unstack(host_states, i), t) for i, t in enumerate(self._templates)]
-
-  def checkpoint_metrics(self, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return m
-
-  def loaded_metrics(self, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return m
 
   def key_bits(self) -> np.ndarray:
     return self._key_bits

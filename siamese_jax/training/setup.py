@@ -72,7 +72,11 @@ def build_run(
   runs = tuple(check_data(c, data) for c in plan.configs)
   templates = tuple(
     create_train_state(
-      r.keys.init, c, encoder=encoder, image_shape=data.image_shape, num_classes=r.train_classes
+      r.keys.init,
+      c,
+      encoder=encoder,
+      image_shape=data.image_shape,
+      classes=None if r.pool is None else (r.pool.images, r.pool.labels),
     )
     for c, r in zip(plan.configs, runs, strict=True)
   )

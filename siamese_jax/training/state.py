@@ -14,13 +14,15 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError
-from siamese_jax.core.streams import InitKey
+from siamese_jax.evaluation.embed import embed
 from siamese_jax.losses import LOSSES
+from siamese_jax.losses.batch import normalize
 from siamese_jax.models import Siamese, builtin_encoder
 
 
@@ -154,7 +156,7 @@ def create_train_state(
   encoder: nn.Module | None = None,
   image_shape: Sequence[int] = (28, 28),
   fuse_branches: bool = True,
-  num_classes: int | None = None,
+  classes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainState:
   """Initializes the shared encoder's parameters and the optimizer's state.
 
@@ -166,8 +168,10 @@ def create_train_state(
       config's built-in encoder (`config.encoder`) if None.
     image_shape: (H, W) of the images.
     fuse_branches: see `Siamese`.
-    num_classes: the classes a step's labels count, for a loss that learns
-      parameters per class (`Loss.learned`: the proxies).
+    classes: (images uint8[N, *image_shape], labels int[N] in [0, C)): the
+      training images a step's labels count, for a loss that learns
+      parameters per class (`Loss.learned`: the proxies), which start from
+      each class's mean unit embedding under the initialized network.
 
   Returns:
     A TrainState at step 0.
@@ -178,13 +182,11 @@ def create_train_state(
   params = model.init(key, dummy, dummy, train=False)["params"]
   learned = LOSSES[config.loss].learned
   if learned is not None:
-    if num_classes is None:
-      raise ValueError(f"--loss {config.loss} learns a proxy per class: give num_classes.")
-    dim = jax.eval_shape(lambda: model.apply({"params": params}, dummy, method="embed")).shape[-1]
-    params = {
-      **params,
-      "loss": learned.init(jax.random.fold_in(key, InitKey.LOSS), num_classes, dim),
-    }
+    if classes is None:
+      raise ValueError(
+        f"--loss {config.loss} learns a proxy per class: give classes=(images, labels)."
+      )
+    params = {**params, "loss": learned.init(class_means(model, params, *classes))}
   margin, loss_params = loss_settings(config)
   state = TrainState.create(
     apply_fn=model.apply,
@@ -200,3 +202,13 @@ def create_train_state(
   # a strong int32 array, and the changed signature would trace the step a
   # second time. Start it as the int32 array it will be.
   return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def class_means(model: nn.Module, params, images, labels) -> jax.Array:
+  """float32[C, D]: each class's mean unit embedding; images uint8[N, H, W], labels int[N] in [0, C)."""
+  z = normalize(embed(model.apply, params, images))
+  labels = jnp.asarray(labels)
+  num = int(labels.max()) + 1
+  sums = jax.ops.segment_sum(z, labels, num)
+  counts = jax.ops.segment_sum(jnp.ones_like(labels, jnp.float32), labels, num)
+  return sums / jnp.maximum(counts, 1.0)[:, None]
