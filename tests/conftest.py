@@ -8,13 +8,27 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
-import pytest
-from PIL import Image
+# One XLA compilation cache for the suite's workers and every program they
+# start, in the checkout (`.cache/xla`, ignored by git: a fresh clone starts
+# cold). Most slow tests compile the same few programs (a short run on the
+# synthetic data), and each subprocess would compile them again from
+# nothing; a cache hit is the same executable, so no figure changes. Set
+# before jax is imported, so the subprocesses inherit it too.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _name, _value in (
+  ("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".cache", "xla")),
+  ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+  ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1"),
+):
+  os.environ.setdefault(_name, _value)
 
-import siamese_jax as sj
-from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import siamese_jax as sj  # noqa: E402
+from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset  # noqa: E402
 
 # Silent broadcasting, e.g. (B, 1) * (B,) -> (B, B), becomes an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
