@@ -74,9 +74,9 @@ def init_proxies(class_means: jax.Array) -> dict[str, jax.Array]:
   """{"proxies": float32[C, D]}: each class's proxy starts at its images' mean unit embedding.
 
   Not at random: a fresh encoder's embeddings of similar images are nearly
-  parallel (mean cosine 0.95 for conv4 on Omniglot), and random proxies far
-  from them make the loss's gradient one shift of every embedding, which
-  collapses them within 20 steps (docs/losses.md). Proxies that start at
-  their class's mean make the gradient the classes' differences.
+  parallel, and random proxies far from them make the loss's gradient one
+  shift of every embedding, which collapses them (docs/losses.md has the
+  measurements). Proxies that start at their class's mean make the
+  gradient the classes' differences.
   """
   return {"proxies": jnp.asarray(class_means, jnp.float32)}

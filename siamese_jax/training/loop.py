@@ -404,8 +404,8 @@ def _train_epochs(run: Run, position: Position, writers, *, chunk_steps: int, pr
 
 # Below this every distance between two validation embeddings, the
 # embeddings have collapsed: the model can tell no class apart. 0.5% of the
-# unit sphere's diameter; a normalized-softmax conv4 on Omniglot, collapsed
-# to one direction, had every distance below 0.007 (docs/losses.md).
+# unit sphere's diameter, above what a run collapsed to one direction keeps
+# (docs/losses.md).
 COLLAPSE_FLOOR = 1e-2
 
 
