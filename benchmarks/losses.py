@@ -33,7 +33,7 @@ import numpy as np
 
 from siamese_jax import xla_flags
 from siamese_jax.configs import OMNIGLOT
-from siamese_jax.losses import BATCH_LOSSES, LOSSES, PROXY_LOSSES
+from siamese_jax.losses import BATCH_LOSSES, LEARNED, LOSSES, PROXY_LOSSES
 from siamese_jax.sampling.pk import pk_batches, plan_pk
 from siamese_jax.training import create_train_state, train_chunk
 
@@ -67,7 +67,7 @@ def main(argv):
     state = create_train_state(jax.random.key(0), config, classes=proxy_classes)
     params = LOSSES[name].params(config)
     # The proxies, updated by the run's optimizer: a host copy (the step donates the state).
-    own = jax.tree.map(np.array, state.params["loss"]) if "loss" in state.params else None
+    own = jax.tree.map(np.array, state.params[LEARNED]) if LEARNED in state.params else None
     runners[name] = (state, _loss_runner(LOSSES[name].fn, params, own, state.tx, batch_labels,
                                          args.steps))  # fmt: skip
 
@@ -124,13 +124,13 @@ def _loss_runner(loss, params, own, tx, labels, steps):
   def proxy_losses(e):
     def body(carry, i):
       total, mine, opt_state = carry
-      f = lambda e, mine: loss(e, labels, **mine["loss"], **params)  # noqa: E731
+      f = lambda e, mine: loss(e, labels, **mine[LEARNED], **params)  # noqa: E731
       value, (grad, grads) = jax.value_and_grad(f, argnums=(0, 1))(e + i * 1e-3, mine)
       updates, opt_state = tx.update(grads, opt_state, mine)
       mine = jax.tree.map(jnp.add, mine, updates)
       return (total + value + grad[0, 0], mine, opt_state), None
 
-    mine = {"loss": own}
+    mine = {LEARNED: own}
     carry = (0.0, mine, tx.init(mine))
     return jax.lax.scan(body, carry, jnp.arange(steps, dtype=jnp.float32))[0][0]
 

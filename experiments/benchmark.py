@@ -2,15 +2,11 @@
 
     python -m experiments.benchmark --data-dir DIR [--json PATH] [--no-full-run] [--breakdown]
 
-Prints compile time, train and validation seconds per epoch for the scanned
-epoch and a per-step dispatch loop side by side, pairs/s, achieved GFLOP/s
-against the machine's peak, and the wall time and peak RSS of a whole
-default run. See `benchmarks/speed.py` for how each figure is counted.
-With --breakdown it also times the step built up from its matmul floor one
-piece at a time (`benchmarks/floor.py`).
-
-It trains data-parallel over every device, as a run does: prefix the command
-with XLA_FLAGS=--xla_force_host_platform_device_count=N to time N CPU devices.
+Compile time, train and validation seconds per epoch (scanned and per-step
+dispatch), pairs/s, GFLOP/s against the peak, and a whole run's wall time
+and peak RSS (`benchmarks/speed.py`); --breakdown builds the step up from
+its matmul floor (`benchmarks/floor.py`). Prefix
+XLA_FLAGS=--xla_force_host_platform_device_count=N to time N CPU devices.
 """
 
 import argparse

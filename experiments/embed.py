@@ -1,4 +1,4 @@
-"""Embed every image of a split, or your own images, with a trained run (for TensorBoard's projector).
+"""Embed a split, or your own images, with a trained run (for TensorBoard's projector).
 
 The program is `siamese_jax.programs.embed`; `siamese-jax embed` runs the same code.
 """

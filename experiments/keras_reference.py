@@ -1,6 +1,7 @@
 """The reference to beat: the Keras example, ported to Keras 3 on JAX, timed.
 
-The program is `siamese_jax.programs.keras_reference`; `siamese-jax keras-reference` runs the same code.
+The program is `siamese_jax.programs.keras_reference`; `siamese-jax keras-reference` runs the
+same code.
 """
 
 import sys

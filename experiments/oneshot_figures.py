@@ -1,6 +1,7 @@
 """The pictures of docs/oneshot.md: a few 20-way episodes, and the map of one unseen alphabet.
 
-The program is `siamese_jax.programs.oneshot_figures`; `siamese-jax oneshot-figures` runs the same code.
+The program is `siamese_jax.programs.oneshot_figures`; `siamese-jax oneshot-figures` runs the
+same code.
 """
 
 import sys

@@ -1,14 +1,11 @@
 """siamese_jax: a Siamese network with a contrastive loss, in JAX.
 
 A JAX/Flax reimplementation of the Keras example "mnist_siamese" (after
-Hadsell, Chopra & LeCun 2006, DrLIM), and a small research tool around it.
-Label convention throughout: y = 1.0 means "same digit" (the Keras
-example's), the reverse of the paper's.
-
-The subpackages are layers, ground first: core, rundir, data, sampling,
-losses, models, evaluation, training, recognition. A module imports only
-from its own layer or those before it (README.md's map; tests/test_layout.py
-holds it).
+Hadsell, Chopra & LeCun 2006, DrLIM), and a research tool around it. y = 1.0
+means "same" (the Keras example's convention, the reverse of the paper's).
+Subpackages are layers, ground first: core, rundir, data, sampling, losses,
+models, evaluation, training, recognition; a module imports only from its
+own layer or those before it (tests/test_layout.py).
 """
 
 from siamese_jax import evaluation, losses  # noqa: E402  (the subpackages themselves)

@@ -1,15 +1,8 @@
-"""Command-line plumbing shared by the experiment modules.
+"""Command-line plumbing shared by the programs: argv to a `Config`, errors to exit codes.
 
-Experiments own argv; this module only turns a given argv into a `Config`
-and run options, and turns the library's expected errors into exit codes:
-
-* 2: usage errors (unknown flags, non-numeric or out-of-range values, a
-  batch size larger than the data), with the usage message where argparse
-  catches them;
-* 1: data and runtime errors (missing or corrupt files, unusable workdir,
-  non-finite loss), as one paragraph on stderr without a traceback;
-* 130: stopped by Ctrl-C, 143: stopped by SIGTERM, each after saving a
-  checkpoint and printing the command that resumes.
+2: usage errors (argparse's, values out of range, a batch larger than the
+data); 1: data and runtime errors, one paragraph, no traceback; 130
+(Ctrl-C) and 143 (SIGTERM) after the checkpoint, with the resume command.
 """
 
 import argparse
@@ -304,13 +297,7 @@ class TrainedRun(NamedTuple):
 def train_from_args(
   module: str, config: Config, args: argparse.Namespace, argv: Sequence[str]
 ) -> TrainedRun:
-  """The body every training experiment shares: data, workdir, run.
-
-  Loads the data `--data-dir` names (MNIST's IDX files, Omniglot, an .npz;
-  else `$SIAMESE_JAX_DATA_DIR` or tfds), trains into `--workdir` (default
-  `runs/<name>/<time>-seed<seed>`), and on Ctrl-C adds the exact command
-  that resumes to the error.
-  """
+  """Loads `--data-dir`'s data, trains into `--workdir`, names the resume on Ctrl-C."""
   from siamese_jax.core import distributed
   from siamese_jax.data.load import data_source, load_data
   from siamese_jax.training.loop import RunInterrupted, train_and_evaluate
@@ -343,12 +330,7 @@ def train_from_args(
 
 
 def _exit_if_distributed(code: int) -> None:
-  """Leaves at once when this process belongs to a multi-process run.
-
-  JAX's shutdown barrier at interpreter exit would otherwise wait for the
-  processes that are gone, then abort from C++ (exit code 134). Every file
-  the run wrote is complete (writes are atomic), so nothing is lost.
-  """
+  """Leaves at once in a multi-process run: JAX's exit barrier would wait for lost peers."""
   import jax
 
   try:

@@ -1,17 +1,11 @@
-"""The presets: each program's default config, in one place experiments and benchmarks import.
+"""The presets: each program's default config, in one place.
 
-* `MNIST`: the Keras original's mnist_siamese, `Config()`'s own defaults
-  (`python -m experiments.mnist_siamese`).
-* `OMNIGLOT`: this project's choice for one-shot learning on Omniglot
-  (`python -m experiments.omniglot`), made on the held-out background
-  alphabets alone (docs/losses.md): 28x28 ink-bright images, the `conv4`
-  encoder, the supervised contrastive loss on P x K = 32 x 4 batches with
-  every character's rotations as classes, Adam, 8 epochs, and 5
-  background alphabets held out to validate on.
-* `OMNIGLOT_CONTRASTIVE`: issue 17's pair-loss default, kept to compare
-  with and for `benchmarks.omniglot_step`: fresh pairs with half the
-  negatives from the anchor's alphabet, Koch et al.'s affine distortions,
-  RMSProp, 20 epochs.
+* `MNIST`: the Keras original, `Config()`'s own defaults.
+* `OMNIGLOT`: one-shot on Omniglot, chosen on held-out background alphabets
+  alone (docs/losses.md): 28x28 ink-bright, `conv4`, SupCon on P x K = 32 x 4
+  with rotations as classes, Adam, 8 epochs, 5 alphabets held out.
+* `OMNIGLOT_CONTRASTIVE`: issue 17's pair-loss default, for comparison and
+  `benchmarks.omniglot_step`.
 """
 
 from siamese_jax.core.config import Config

@@ -72,11 +72,10 @@ def data_dir(tmp_path_factory):
   "extra",
   [
     (),
-    ("--loss", "supcon", "--classes-per-batch", "8", "--samples-per-class", "4"),
-    # The proxies are parameters as well: replicated, and updated alike.
+    # A P x K batch loss whose proxies are parameters as well: replicated, and updated alike.
     ("--loss", "proxy-anchor", "--classes-per-batch", "8", "--samples-per-class", "4"),
   ],
-  ids=["pairs", "pk", "proxies"],
+  ids=["pairs", "pk-proxies"],
 )
 def test_two_processes_train_as_one_process_on_two_devices(data_dir, tmp_path, extra):
   procs = start_group(data_dir, tmp_path / "multi", extra=extra)

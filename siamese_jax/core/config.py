@@ -1,15 +1,11 @@
 """The run configuration: one frozen dataclass, validated on construction.
 
-Defaults are the original Keras example's (mnist_siamese): batch 128, 20
-epochs, RMSprop(lr=1e-3, rho=0.9, epsilon=1e-7), margin 1, dropout 0.1, three
-Dense(128, relu) layers. `optax.rmsprop(1e-3, decay=0.9, eps=1e-7)` applies
-the same update as Keras 3's RMSprop with these settings, eps inside the
-square root: w -= lr * g / sqrt(nu + eps). (Keras 2, which the 2017 example
-ran on, added eps outside it, lr * g / (sqrt(nu) + eps); the two differ by
-more than 1% only where nu < 5e-6.)
-
-A run writes its config as `config.json` into the workdir; `from_dict` reads
-it back and refuses unknown keys, so a typo never silently becomes a default.
+Defaults are the Keras example's: batch 128, 20 epochs, RMSprop(1e-3,
+rho=0.9, eps=1e-7), margin 1, dropout 0.1, three Dense(128, relu).
+`optax.rmsprop` applies Keras 3's update, eps inside the square root (Keras
+2, which the 2017 example ran on, added it outside; they differ by over 1%
+only where nu < 5e-6). `from_dict` refuses unknown keys, so a typo in a
+config.json never becomes a default.
 """
 
 import dataclasses
@@ -53,11 +49,7 @@ OPTIONAL_NAME = (lambda v: v is None or NAME[0](v), "it must be a name or None")
 
 
 def _field(default, doc: str, rule=None, *, choices: tuple[str, ...] | None = None, flag=True):
-  """A Config field: its default, its documentation (its flag's help, if `flag`), and its rule.
-
-  `siamese_jax.cli` builds every flag from these, and `Config.__post_init__`
-  checks every rule: each is written once. `choices` is a rule too.
-  """
+  """A Config field: default, documentation (a flag's help if `flag`) and rule, written once."""
   if choices is not None:  # a None default means "chosen by another field"
     rule = (
       lambda v: v in choices or (v is None and default is None),
@@ -69,11 +61,7 @@ def _field(default, doc: str, rule=None, *, choices: tuple[str, ...] | None = No
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Hyperparameters of one run.
-
-  Each field's documentation is written once, in the field: its flag's help
-  (`--help` shows it; `metadata["doc"]` for every field, flag or not).
-  """
+  """Hyperparameters of one run; each field is documented in itself (`metadata["doc"]`)."""
 
   seed: int = _field(
     0, "root PRNG seed of every random choice (init, pairs, batches, dropout)", (is_seed, SEED_RULE)

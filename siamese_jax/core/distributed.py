@@ -3,39 +3,18 @@
     python -m experiments.mnist_siamese --coordinator HOST:PORT --num-processes N --process-id I ...
     python -m experiments.mnist_siamese --distributed auto ...   # SLURM, Open MPI, TPU pods
 
-`initialize` calls `jax.distributed.initialize` before any JAX computation.
-The processes then form one JAX system: `jax.devices()` lists every
-process's devices, `parallel.data_mesh()` spans them, and training is the
-same data-parallel `train_chunk` as on one machine (on CPU the gradient
-all-reduce goes over gloo). Every process loads the same data.
+`initialize` joins the processes into one JAX system before any
+computation: the mesh spans every process's devices and training is the
+same data-parallel program (gloo on CPU). Every process loads the data;
+only process 0 writes the workdir, which must be on a filesystem all see.
 
-Who writes: only process 0 writes the workdir (config.json, metrics.jsonl,
-checkpoints, results.json, pictures). The others write nothing there and
-print one line to stderr. A resumed run reads the checkpoint in every
-process, so the workdir must be on a filesystem all processes see (any
-shared filesystem; on one machine, any directory).
-
-Failures, bounded in time:
-
-* a process that cannot reach the coordinator gives up after
-  `timeout_s` (`initialization_timeout`, 60 s by default here, `--distributed-timeout`)
-  with an error naming the address;
-* when a process dies mid-run, the next gradient all-reduce of the others
-  fails at once (gloo: "connection reset by peer"); they print which
-  checkpoint is kept and how to resume, and exit with code 1. A process
-  that hangs instead of dying is noticed by the runtime's heartbeat after
-  `heartbeat_s` (`heartbeat_timeout_seconds`, 30 s here instead of JAX's
-  100), and JAX then aborts the others itself (exit code 134).
-
-JAX ends a process from C++ (abort, exit code 134, past any Python handler)
-in two cases: the coordinator never answers during `initialize`, and the
-runtime's shutdown barrier fails at exit because a process is gone. The
-first is why processes other than 0 look for the coordinator's port
-themselves before calling JAX; the second is why a run that lost a process
-leaves with `os._exit(1)` once its message is printed (every file it wrote
-is complete: writes are atomic). Process 0 alone, waiting for processes
-that never start, is ended by JAX after `timeout_s` plus a few seconds with
-exit code 134 and JAX's own log line ("DEADLINE_EXCEEDED ... RegisterTask").
+Failures are bounded in time: an unreachable coordinator fails after
+`timeout_s` naming the address; a dead peer fails the next all-reduce at
+once, and the others name the kept checkpoint and exit 1; a hung peer is
+caught by the heartbeat after `heartbeat_s` (30 s, JAX's is 100). JAX
+aborts from C++ (exit 134) when the coordinator never answers (so processes
+other than 0 probe its port first) and when the shutdown barrier fails (so
+a run that lost a peer leaves with `os._exit(1)`; its files are complete).
 """
 
 import dataclasses
@@ -56,17 +35,7 @@ class DistributedError(SiameseJaxError):
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """How this process joins the others.
-
-  Attributes:
-    coordinator: "HOST:PORT" of process 0's coordinator service.
-    num_processes: N, the number of processes.
-    process_id: this process's index, 0..N-1.
-    auto: let JAX detect all three (SLURM, Open MPI, TPU); the others must
-      then be None.
-    timeout_s: how long to wait for the other processes to join.
-    heartbeat_s: how long a silent process is tolerated before the run stops.
-  """
+  """How this process joins the others: "HOST:PORT", N processes and its id, or `auto`."""
 
   coordinator: str | None = None
   num_processes: int | None = None
@@ -111,12 +80,7 @@ class Options:
 
 
 def initialize(options: Options) -> None:
-  """Joins the distributed system (a no-op when `options` is not enabled).
-
-  Raises:
-    ConfigError: bad flags.
-    DistributedError: the coordinator could not be reached in time.
-  """
+  """Joins the system if enabled: ConfigError for bad flags, DistributedError if unreachable."""
   options.validate()
   if not options.enabled:
     return

@@ -1,11 +1,8 @@
 """Atomic file writes: a temporary file in the same directory, then a rename.
 
-A reader (or a resumed run) sees either the old file or the new one, never a
-half-written one, even if the process is killed mid-write.
-
-A write that fails (a full disk, a directory made read-only) raises
-`WriteError`: one paragraph naming the file and the fix, the temporary file
-removed, the previous version of the file untouched.
+A reader sees the old file or the new one, never half of one. A failed
+write raises `WriteError` naming the file and the fix, the temporary file
+removed and the old file untouched.
 """
 
 import json
@@ -35,16 +32,10 @@ OUTPUT_FIX = (
 
 
 def check_output(path: str | None, flag: str, *, folder: bool = False) -> None:
-  """Refuses, before any work, an output its program could not write.
+  """ConfigError naming flag, path and fix, before any work, for an output it could not write.
 
-  `path` is a file, or with `folder` a directory the program fills (made,
-  with its parents, if absent). Checked: the folder a file goes into exists
-  and is writable (for a folder, its nearest existing ancestor is a
-  writable folder), and a file's path is not a folder. The expensive evaluation then never ends in
-  a write that fails.
-
-  Raises:
-    ConfigError: naming the flag, the path and the fix.
+  `path` is a file, or with `folder` a directory to fill (its nearest
+  existing ancestor must be a writable folder).
   """
   if path is None:
     return
@@ -85,14 +76,10 @@ os.umask(_UMASK)
 def atomic_write_bytes(
   path: str | os.PathLike, data: bytes, *, fix: str = OUTPUT_FIX, before_replace=None
 ) -> None:
-  """Writes `data` to `path` through a temporary file and a rename.
+  """Writes `data` to `path` by a temporary file and a rename; WriteError names it and `fix`.
 
-  `before_replace()`, if given, runs once the temporary file is whole and
-  synced, just before it is renamed to `path` (a checkpoint moves the last
-  one aside there).
-
-  Raises:
-    WriteError: naming the file, with `fix` (a run's files by default).
+  `before_replace()` runs once the temporary file is whole and synced (a
+  checkpoint moves the last one aside there).
   """
   path = os.fspath(path)
   try:

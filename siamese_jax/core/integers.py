@@ -1,16 +1,9 @@
 """Every integer a run turns into a PRNG key or an array index, checked in one place.
 
-* A seed becomes `jax.random.key(seed)`, which keeps 32 bits: 2^40 would be
-  seed 0's run again, and 2^64 overflows. Seeds are integers in
-  [0, MAX_SEED].
-* A count (images to enrol, episodes to draw) slices arrays: a negative one
-  would count from the end. Counts are integers >= their minimum.
-* A label indexes per-class tables (`np.bincount`, the class index): a label
-  beyond int32 would wrap into another class, and a huge one would allocate
-  a table of that size. Labels are integers in [0, MAX_CLASSES).
-
-`Config`'s fields, the programs' flags and the data readers all use these,
-so each fault is refused in one paragraph naming the value and the fix.
+Seeds are in [0, MAX_SEED] (`jax.random.key` keeps 32 bits: 2^40 would be
+seed 0 again); counts are >= their minimum (a negative slices from the
+end); labels are in [0, MAX_CLASSES) (beyond int32 one wraps into another
+class). Config, flags and readers all refuse a bad one in one paragraph.
 """
 
 import argparse

@@ -1,15 +1,10 @@
 """Data parallelism over every device of the job, through `jax.sharding`.
 
-One 1-D mesh over the devices (of every process), axis "data". Parameters,
-optimizer state and the dataset are replicated; each batch's rows (pair or
-image indices) are split along the mesh, so every device gathers and processes its share of the batch. The
-training code does not change: `train_step` and `train_chunk` are the same
-jitted functions, and XLA's SPMD partitioner inserts the all-reduce that
-averages the gradients. With one device this is exactly the single-device
-program.
-
-Several processes: `siamese_jax.core.distributed.initialize` first; the mesh then
-spans every process's devices, and `to_host` fetches replicated results.
+One 1-D mesh, axis "data", over the devices of every process. Parameters,
+optimizer state and data are replicated; each batch's rows are split over
+the mesh. `train_step` and `train_chunk` do not change: XLA's SPMD
+partitioner inserts the gradient all-reduce. One device is exactly the
+single-device program.
 """
 
 import jax
@@ -33,12 +28,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def put_replicated(tree, mesh: Mesh):
-  """Places host arrays (the same in every process) on every device of the mesh.
-
-  `make_array_from_process_local_data` rather than `device_put`, so the same
-  call also works when the mesh spans several processes (multi-host): each
-  process supplies its identical copy for its own devices.
-  """
+  """Places identical host arrays on every device, also when the mesh spans processes."""
   sharding = replicated(mesh)
   return jax.tree.map(
     lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)), tree
@@ -59,13 +49,7 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def to_host(tree):
-  """Host numpy copies of a tree of replicated arrays, also across processes.
-
-  `jax.device_get` refuses arrays that span several processes (not fully
-  addressable). Every array fetched here is replicated (parameters,
-  per-step metrics, validation results), so this process's own copy is the
-  whole value.
-  """
+  """Host copies of replicated arrays; `jax.device_get` refuses ones spanning processes."""
 
   def one(x):
     if isinstance(x, jax.Array):
@@ -78,19 +62,12 @@ def to_host(tree):
 
 
 def chunked_rows(fn, n: int, chunk: int, out_shape, out_dtype=None):
-  """out[i] = fn(rows)[i - start] over row windows [start, start + chunk).
+  """out[i] = fn(start, size)[i - start] over windows of `chunk` rows, the working set one window.
 
-  Windows start at 0, chunk, 2 * chunk, ...; the last one is clamped to end
-  at n (dynamic_slice clamps), so it overlaps the one before and rewrites a
-  few rows with the same values. Nothing of size n is padded or copied, so
-  the working set stays one window.
-
-  Args:
-    fn: (start, size) -> one window's rows (an array, or a tree of them).
-    n: rows in all.
-    chunk: rows per window.
-    out_shape, out_dtype: one row's shape and dtype; or, with out_dtype
-      None, a tree of `jax.ShapeDtypeStruct`, one row of each output.
+  The last window is clamped to end at n (overlapping the one before with
+  the same values); nothing of size n is padded. One row's shape and dtype
+  are `out_shape`, `out_dtype`, or with `out_dtype` None a tree of
+  `jax.ShapeDtypeStruct`.
   """
   chunk = min(chunk, n)
   steps = -(-n // chunk)

@@ -1,14 +1,9 @@
-"""The named random streams: which number is folded into which key, and why.
+"""The named random streams: which number is folded into which key.
 
-A run's root key (`Config.seed`) is split once into four named keys
-(`siamese_jax.sampling.splits.RunKeys`: init, pairs, data, dropout). Every
-other random choice folds a number into one of them with
-`jax.random.fold_in`. The numbers live here, one enum per parent key, so
-two uses of one key can never share a number by accident (`enum.unique`
-refuses duplicates at import) and no module writes a bare 6.
-
-The values are the ones runs have always used: changing one changes every
-run's numbers, and `tests/test_layout.py` pins them.
+The root key is split once into init, pairs, data and dropout keys; every
+other choice folds a number from one enum per parent key into one of them,
+so two uses never share a number (`enum.unique`). The values are the ones
+runs have always used; `tests/test_layout.py` pins them.
 """
 
 import enum

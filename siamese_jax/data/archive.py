@@ -1,10 +1,7 @@
-"""The one archive reader: the files under a folder, or inside a zip, by relative path.
+"""The one archive reader: files under a folder, or inside a zip, by '/'-separated relative path.
 
-Omniglot ships as zips that unzip to folders (`images_background.zip`
-holds `images_background/...`), and Lake et al.'s official runs likewise
-(`all_runs.zip`). `Archive` reads either the same way: `names()` lists the
-files under its root as '/'-separated relative paths, `read(name)` returns
-a file's bytes. This is the only library module that opens a `ZipFile`.
+Omniglot and Lake's runs ship as zips that unzip to folders; `Archive`
+reads either alike. It is the only library module that opens a `ZipFile`.
 """
 
 import os
@@ -20,17 +17,7 @@ MAX_MEMBER_BYTES = 64 << 20
 
 
 class Archive:
-  """The files under `path` (a folder), or under `prefix` inside `path` (a zip).
-
-  Args:
-    path: a folder, or a zip file.
-    prefix: for a zip, the folder inside it that is the root ("" for the
-      zip's top; e.g. "images_background/"). Ignored for a folder.
-    fix: what to tell the user when the zip cannot be read.
-
-  Raises:
-    DataError: `path` is neither a folder nor a readable zip.
-  """
+  """The files under folder `path`, or under `prefix` in zip `path`; DataError if neither."""
 
   def __init__(self, path: str, *, prefix: str = "", fix: str = "Replace it with an intact copy."):
     self.path = os.fspath(path)
@@ -74,11 +61,7 @@ class Archive:
     return self.prefix + name in self._stored_set
 
   def read(self, name: str) -> bytes:
-    """The bytes of the file `name` (relative to the root).
-
-    Raises:
-      DataError: the file cannot be read (a corrupt zip member, a vanished file).
-    """
+    """The bytes of file `name`; DataError if it cannot be read."""
     try:
       if self._zip is None:
         with open(os.path.join(self.path, name), "rb") as f:

@@ -1,14 +1,9 @@
 """What a dataset is here: two splits of uint8 images and integer labels.
 
-Every source (`siamese_jax.data.idx` for IDX directories, `siamese_jax.data.npz` for
-Keras-style .npz files, `siamese_jax.data.tfds` for tensorflow-datasets)
-returns a `Dataset`; this module imports none of them, so the sources depend
-on it and never on each other. `siamese_jax.data.load.load_data` picks the source.
-
-Images stay uint8 (47 MB for MNIST's training split instead of 188 MB as
-float32); they are scaled to [0, 1] on the device when a batch is gathered.
-Labels are int32 class ids 0..C-1; the class count C and the image size are
-read from the data, not assumed.
+Every source returns a `Dataset` and this module imports none of them.
+Images stay uint8 (47 MB for MNIST's training split, not 188 MB) until a
+batch is gathered on the device; labels are int32 0..C-1, and C and the
+image size are read from the data.
 """
 
 import dataclasses
@@ -24,22 +19,11 @@ DATA_DIR_ENV = "SIAMESE_JAX_DATA_DIR"
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A dataset's two splits as host arrays.
+  """A dataset's two splits as host arrays: uint8[N, H, W] images, int32[N] labels 0..C-1.
 
-  Attributes:
-    train_images: uint8[N_train, H, W], pixel values 0..255.
-    train_labels: int32[N_train], classes 0..C-1 (any integer dtype is
-      accepted and stored as int32).
-    test_images: uint8[N_test, H, W].
-    test_labels: int32[N_test].
-    source: where the data came from, for messages.
-    train_groups, test_groups: int32[N] or None: a group of classes per
-      image (Omniglot: the alphabet); within-group negatives and one-shot
-      episodes need them.
-    train_drawers, test_drawers: int32[N] or None: who drew each image
-      (Omniglot's 20 drawers); one-shot episodes take the support and the
-      queries from different drawers.
-    group_names: the name of each group id, or None.
+  `*_groups` (Omniglot's alphabets) serve within-group negatives and
+  episodes; `*_drawers` (its 20 drawers) keep an episode's support and
+  queries apart; `group_names` names the groups; `source` is for messages.
   """
 
   train_images: np.ndarray
@@ -87,20 +71,11 @@ class Dataset:
 
   @property
   def num_classes(self) -> int:
-    """C: one more than the largest label of either split.
-
-    A class may be absent from a split: a test split can hold classes the
-    training split lacks (unseen classes), and the original's pairs of a
-    split are made among the classes it holds.
-    """
+    """C: one more than the largest label of either split (a split may lack classes)."""
     return int(max(self.train_labels.max(), self.test_labels.max())) + 1
 
   def fingerprint(self) -> str:
-    """What the data is, in one line: both splits' shapes, the classes, a sha256 of the arrays.
-
-    Two datasets with the same fingerprint hold the same images and labels
-    (and groups and drawers), wherever their files lie.
-    """
+    """Both splits' shapes, the classes and a sha256 of the arrays: where it lies is not in it."""
     h = hashlib.sha256()
     for name in ("train_images", "train_labels", "test_images", "test_labels", "train_groups",
                  "test_groups", "train_drawers", "test_drawers"):  # fmt: skip
@@ -121,11 +96,7 @@ class Dataset:
 
 
 def validate_split(images: np.ndarray, labels: np.ndarray, name: str, source: str = "") -> None:
-  """Checks shapes, dtypes, count agreement and label range of one split.
-
-  Raises:
-    DataError: naming the source, the split and what is wrong with it.
-  """
+  """DataError naming the source and split for bad shapes, dtypes, counts or labels."""
   where = f"{source}: " if source else ""
   fix = "Check that the files are intact and belong together."
   if images.dtype != np.uint8:

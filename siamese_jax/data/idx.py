@@ -1,16 +1,9 @@
 """IDX files, the format MNIST (and Fashion-MNIST, KMNIST) is published in.
 
-The format (LeCun et al.): a big-endian header of two zero bytes, a type code,
-the number of dimensions, then one uint32 per dimension, then the data in C
-order. MNIST uses type 0x08 (unsigned byte) with 3 dimensions for images and 1
-for labels. Files may be gzip-compressed (as published) or raw (as some
-mirrors unpack them); the reader tells them apart by the gzip magic bytes, not
-by the file name.
-
-Every problem with a file becomes a `DataError` that names the file, so a
-corrupt download never surfaces as a bare `struct.error` or a wrong shape
-three modules later. `load_idx_dir` reads a directory of the four files
-of a dataset in MNIST's layout.
+A big-endian header (two zero bytes, a type code, the number of
+dimensions, one uint32 each), then the data in C order; MNIST uses type
+0x08. Gzip (as published) or raw files are told apart by magic bytes. Every
+problem is a `DataError` naming the file, never a bare `struct.error`.
 """
 
 import math
@@ -43,18 +36,7 @@ def _check_magic(head: bytes, name: str) -> int:
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-  """Parses the bytes of an IDX file holding unsigned bytes.
-
-  Args:
-    data: the uncompressed file contents.
-    name: how to name the source in error messages.
-
-  Returns:
-    A uint8 array whose shape is the one the header declares.
-
-  Raises:
-    DataError: the header is malformed or the payload has the wrong length.
-  """
+  """A uint8 array of the header's shape from an IDX file's bytes; DataError if malformed."""
   fix = "Download it again, or replace it with an intact official MNIST file."
   ndim = _check_magic(data[:4], name)
   header_len = 4 + 4 * ndim
@@ -78,22 +60,11 @@ MAX_IDX_BYTES = 1 << 30
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-  """Reads one IDX file, gzip-compressed or raw.
+  """Reads one IDX file, gzip or raw: uint8 of the declared shape, e.g. (60000, 28, 28).
 
-  A gzip is inflated in steps bounded by its own header: first the header,
-  whose declared size is checked (at most `MAX_IDX_BYTES`), then exactly that
-  many bytes, in one buffer; bytes past them are counted a megabyte at a
-  time, never kept. A gzip that inflates to gigabytes is refused without
-  being held in memory.
-
-  Args:
-    path: the file.
-
-  Returns:
-    A uint8 array of the declared shape, e.g. (60000, 28, 28) or (60000,).
-
-  Raises:
-    DataError: naming `path`, if it is missing, unreadable or malformed.
+  A gzip is inflated header first, its declared size checked (at most
+  `MAX_IDX_BYTES`), then exactly that many bytes; any surplus is counted a
+  megabyte at a time, never held. Raises DataError naming `path`.
   """
   path = os.fspath(path)
   fix = "Download it again, or replace it with an intact official MNIST file."
@@ -168,21 +139,9 @@ def _find_idx_file(data_dir: str, base: str) -> str | None:
 
 
 def load_idx_dir(data_dir: str | os.PathLike) -> Dataset:
-  """Loads a dataset in MNIST's format from a directory of its four IDX files.
+  """The `Dataset` of a directory holding MNIST's four files (`train-images-idx3-ubyte[.gz]`, ...).
 
-  MNIST, Fashion-MNIST and KMNIST ship exactly these files. The image size
-  and the number of classes are read from them.
-
-  Args:
-    data_dir: a directory with `train-images-idx3-ubyte[.gz]`,
-      `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and
-      `t10k-labels-idx1-ubyte[.gz]`.
-
-  Returns:
-    The validated `Dataset`.
-
-  Raises:
-    DataError: the directory or some files are missing, or a file is corrupt.
+  Image size and class count are read from them; DataError for missing or corrupt files.
   """
   data_dir = os.fspath(data_dir)
   if not os.path.isdir(data_dir):

@@ -1,22 +1,13 @@
 """Images from files: the one decoder, single files, and gallery folders.
 
-`decode` is the only library module's call of PIL's `Image.open`: it
-returns the pixels as the file holds them (bool[H, W] for a 1-bit image,
-uint8[H, W] for 8-bit grayscale, uint8[H, W, C] for colour), or converted
-to a PIL mode when asked. Omniglot's images, Lake et al.'s official runs,
-`compare`, `recognize` and galleries all read through it.
-
-`to_uint8` is the one normaliser of pixel depths: 1-bit, 8-bit, 16-bit and
-floats in [0, 1] all become the 8-bit picture they are (a 16-bit 65535 is
-255, not clipped from 65535; a float 1.0 is 255), whatever reads them.
-An image larger than `MAX_PIXELS` (a decompression bomb) is refused from
-its header, before its pixels are decoded.
-
-`read_image` reads any image as 8-bit grayscale; `image_files` lists a
-folder's images and `read_folder` a gallery's, `DIR/<class>/*`, as
-torchvision's ImageFolder lays a dataset out. A trained run turns what they
-read into its own input (`siamese_jax.recognition.trained.TrainedModel.embed_files`).
-Bad input is one `DataError` that names the file or folder and the fix.
+`decode` is the library's only `Image.open`: the pixels as the file holds
+them (bool, uint8 grey or uint8 colour), or converted to a PIL mode.
+`to_uint8` is the one normaliser of depths (1-bit, 8-bit, 16-bit and
+floats in [0, 1] become the same picture in 8 bits). Images over
+`MAX_PIXELS` are refused from their header. `read_image` reads 8-bit grey;
+`image_files` lists a folder's images and `read_folder` a gallery laid out
+as `DIR/<class>/*` (torchvision's ImageFolder). Bad input is one
+`DataError` naming the file and the fix.
 """
 
 import io
@@ -34,14 +25,9 @@ MAX_PIXELS = 100_000_000
 
 
 def to_uint8(pixels: np.ndarray, name: str) -> np.ndarray:
-  """uint8 pixels of the same picture in 8 bits: the one normaliser of every depth.
+  """The same picture in 8 bits: bool 0/255, 0..255 as is, uint16 x / 257, floats x * 255.
 
-  bool (1-bit): 0 or 255. uint8, and other integer types within 0..255: as
-  is. uint16 (a 16-bit image): round(x / 257), so 65535 is 255. Floats
-  within [0, 1]: round(x * 255).
-
-  Raises:
-    DataError: another dtype, or values outside those ranges, naming `name`.
+  Raises DataError naming `name` for another dtype or values out of range.
   """
   x = np.asarray(pixels)
   if x.dtype == np.uint8:
@@ -68,20 +54,9 @@ def to_uint8(pixels: np.ndarray, name: str) -> np.ndarray:
 
 
 def decode(source: bytes | str, name: str | None = None, *, mode: str | None = None) -> np.ndarray:
-  """The pixels of one image file.
+  """The pixels of one file (bytes or path): bool[H, W] ("1"), uint8[H, W] ("L"), uint8[H, W, C].
 
-  Args:
-    source: the file's bytes, or its path.
-    name: how to name it in errors (the path, by default).
-    mode: a PIL mode ("L", "RGB", ...) to convert to first; None keeps
-      the file's own.
-
-  Returns:
-    The pixel array: bool[H, W] for mode "1", uint8[H, W] for "L",
-    uint8[H, W, C] for colour modes.
-
-  Raises:
-    DataError: no such file, or not a readable image.
+  `mode` converts first (None keeps the file's); DataError if missing or unreadable.
   """
   from PIL import Image, UnidentifiedImageError
 
@@ -128,20 +103,12 @@ def is_image_file(name: str) -> bool:
 
 
 def read_image(path: str) -> np.ndarray:
-  """uint8[H, W]: any image PIL reads, as 8-bit grayscale (1-bit as 0/255, colour as luma).
-
-  Raises:
-    DataError: no such file, or not a readable image.
-  """
+  """uint8[H, W]: any image PIL reads, as 8-bit grey (colour as luma); DataError if not."""
   return decode(path, mode="L")
 
 
 def image_files(directory: str, *, what: str = "a folder") -> list[str]:
-  """The image files directly in `directory`, sorted; other files are skipped with one warning.
-
-  Raises:
-    DataError: no such folder, or no image in it.
-  """
+  """The image files in `directory`, sorted, others skipped with a warning; DataError if none."""
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: no such folder. Give a folder of images.")
   names = sorted(e.name for e in os.scandir(directory) if e.is_file() and e.name[0] != ".")
@@ -159,17 +126,7 @@ def image_files(directory: str, *, what: str = "a folder") -> list[str]:
 
 
 def read_folder(directory: str) -> tuple[list[str], np.ndarray]:
-  """The image files of `directory/<class>/`, sorted by class then file name.
-
-  A gallery as torchvision's ImageFolder lays a dataset out. Files that are
-  not images are skipped with a warning naming them (`image_files`).
-
-  Returns:
-    (paths [N], str[N] class names); the files are read by whoever embeds them.
-
-  Raises:
-    DataError: no such folder, no class subfolder, or a class folder without images.
-  """
+  """(paths [N], str[N] classes) of `directory/<class>/*`, sorted; DataError if missing or empty."""
   if not os.path.isdir(directory):
     raise DataError(
       f"{directory}: no such folder. Give a folder with one subfolder of images per class."

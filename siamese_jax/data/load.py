@@ -1,21 +1,11 @@
-"""Where a run's data comes from: `load_data(data_dir, tfds_name=...)`.
+"""Where a run's data comes from: `load_data(data_dir, tfds_name=...)` -> `Dataset`.
 
-One result, a `siamese_jax.data.dataset.Dataset`, from one of four sources:
-
-* a directory of the four IDX files of a dataset in MNIST's format (MNIST,
-  Fashion-MNIST, KMNIST), gzipped or not (`siamese_jax.data.idx`). Works offline;
-* a folder holding Omniglot's images_background and images_evaluation, as
-  the official folders or zips (`siamese_jax.data.omniglot`): background
-  alphabets to train, evaluation alphabets to test;
-* a Keras-style `.npz` file with x_train, y_train, x_test, y_test
-  (`siamese_jax.data.npz`), such as the `mnist.npz` Keras caches;
-* otherwise tensorflow-datasets, without TensorFlow (`siamese_jax.data.tfds`),
-  for `mnist`, `fashion_mnist` or `kmnist`: downloaded once and
-  checksum-verified; the decoded arrays are cached beside the prepared
-  dataset, so only the first load decodes the PNGs.
-
-`data_dir` falls back to `$SIAMESE_JAX_DATA_DIR`; only with neither given
-does tfds come in.
+Sources: a directory of MNIST-format IDX files (MNIST, Fashion-MNIST,
+KMNIST; offline); an Omniglot folder (background alphabets train,
+evaluation alphabets test); a Keras-style `.npz`; else tensorflow-datasets
+without TensorFlow, downloaded once, checksum-verified and cached decoded.
+`data_dir` falls back to `$SIAMESE_JAX_DATA_DIR`; only with neither does
+tfds come in.
 """
 
 import os
@@ -38,23 +28,11 @@ def load_data(
   tfds_data_dir: str | os.PathLike | None = None,
   progress: bool = True,
 ) -> Dataset:
-  """Loads a dataset from `data_dir`, `$SIAMESE_JAX_DATA_DIR`, or tfds.
+  """A `Dataset` from `data_dir`, else `$SIAMESE_JAX_DATA_DIR`, else tfds.
 
-  Args:
-    data_dir: a directory of the four IDX files, an Omniglot folder, or a
-      Keras-style .npz file.
-      If None, the environment variable `SIAMESE_JAX_DATA_DIR` is used; if
-      that is unset too, `tfds_name` comes from tensorflow-datasets.
-    tfds_name: one of `TFDS_NAMES`; used only on the tfds route.
-    tfds_data_dir: where tfds keeps its datasets (tfds' default if None).
-    progress: report slow reading (Omniglot's PNGs) on stderr.
-
-  Returns:
-    A `Dataset` with uint8 images (N, H, W) and int32 labels (N,).
-
-  Raises:
-    DataError: with the problem and the fix, for missing or corrupt data or
-      when the download is impossible.
+  `data_dir` is an IDX directory, an Omniglot folder or an .npz; `tfds_name`
+  (one of `TFDS_NAMES`) and `tfds_data_dir` serve the tfds route; `progress`
+  reports slow reading. Raises DataError with the problem and the fix.
   """
   if data_dir is None:
     data_dir = os.environ.get(DATA_DIR_ENV) or None
@@ -64,11 +42,7 @@ def load_data(
 
 
 def load_recorded(source: str, *, tfds_data_dir: str | os.PathLike | None = None) -> Dataset:
-  """Loads the data a run recorded in its config (`data_source`'s string).
-
-  Raises:
-    DataError: as `load_data`.
-  """
+  """Loads the data a run recorded in its config (`data_source`'s string)."""
   if source.startswith("tfds:"):
     return _load_tfds(source[len("tfds:") :], tfds_data_dir)
   return _load_path(source)
@@ -99,11 +73,7 @@ def _load_tfds(tfds_name: str, tfds_data_dir) -> Dataset:
 
 
 def data_source(data_dir: str | os.PathLike | None = None, tfds_name: str = "mnist") -> str:
-  """Where `load_data(data_dir, tfds_name=...)` reads, as a run records it.
-
-  An absolute path for a directory or .npz file (so the record holds from
-  any working directory), else `tfds:<name>`.
-  """
+  """Where `load_data` reads, as a run records it: an absolute path, else `tfds:<name>`."""
   if data_dir is None:
     data_dir = os.environ.get(DATA_DIR_ENV) or None
   if data_dir is not None:

@@ -1,23 +1,16 @@
 """Omniglot in its official layout: background alphabets to train, evaluation ones to test.
 
-Omniglot (Lake, Salakhutdinov & Tenenbaum 2015) holds 1,623 handwritten
-characters of 50 alphabets, each drawn once by 20 people, as 105x105 1-bit
-PNGs, black ink on white:
+Omniglot (Lake, Salakhutdinov & Tenenbaum 2015): 1,623 characters of 50
+alphabets, each drawn by 20 people, 105x105 1-bit PNGs, black on white:
 
     DIR/images_background/<Alphabet>/characterNN/<IIII>_<DD>.png
     DIR/images_evaluation/<Alphabet>/characterNN/<IIII>_<DD>.png
 
-(IIII: the character's id 0001..1623; DD: the drawer 01..20). Each of the two
-may also be the official zip, `DIR/images_background.zip` holding the folder
-`images_background/`. `load_omniglot(DIR)` returns a `Dataset` whose training
-split is the 30 background alphabets (964 characters) and whose test split is
-the 20 evaluation alphabets (659 characters): every test class is unseen.
-
-Labels are characters, numbered in the order of the two splits (background
-0..963, then evaluation 964..1622); `groups` are alphabets, numbered the same
-way over both splits; `drawers` are DD - 1. The images stay as shipped,
-uint8 0 (ink) or 255 (paper) at 105x105: the run decides its input size and
-polarity (`siamese_jax.data.preprocess`).
+each as a folder or the official zip. The training split is the 30
+background alphabets (964 characters), the test split the 20 evaluation
+ones (659). Labels number characters over both splits, `groups` the
+alphabets, `drawers` are DD - 1. Images stay as shipped (0 ink, 255
+paper); the run chooses size and polarity (`siamese_jax.data.preprocess`).
 """
 
 import os
@@ -123,11 +116,7 @@ def _read_split(tree: Archive, first_class: int, first_group: int, progress: boo
 
 
 def _decode(data: bytes, name: str) -> np.ndarray:
-  """uint8[105, 105] of an Omniglot PNG: 0 ink, 255 paper.
-
-  Raises:
-    DataError: not a readable image, or not 105x105.
-  """
+  """uint8[105, 105] of an Omniglot PNG, 0 ink and 255 paper; DataError if not so."""
   pixels = decode(data, name, mode="L")
   if pixels.shape != (OMNIGLOT_IMAGE_SIZE, OMNIGLOT_IMAGE_SIZE):
     raise DataError(
@@ -140,18 +129,8 @@ def _decode(data: bytes, name: str) -> np.ndarray:
 def load_omniglot(path: str | os.PathLike, *, progress: bool = True) -> Dataset:
   """Omniglot's background (train) and evaluation (test) alphabets as a `Dataset`.
 
-  Args:
-    path: a folder holding images_background and images_evaluation, each
-      the official folder or zip.
-    progress: report the reading on stderr (it takes seconds).
-
-  Returns:
-    A Dataset of uint8[N, 105, 105] images (0 ink, 255 paper) with
-    characters as labels and alphabets and drawers as `*_groups` and
-    `*_drawers` (see the module docstring).
-
-  Raises:
-    DataError: a split is missing, or a file breaks the layout.
+  `path` holds images_background and images_evaluation (folders or zips).
+  Raises DataError for a missing split or a file that breaks the layout.
   """
   path = os.fspath(path)
   trees = [_open_split(path, s) for s in SPLITS]  # both checked before reading either

@@ -1,18 +1,9 @@
 """A run's input: images as the dataset ships them -> what the network sees.
 
-Three settings of the `Config` decide it, and `config.json` records them:
-
-* `image_size`: resize every image to image_size x image_size (None: keep
-  the data's size, as MNIST runs do);
-* `resize_filter`: PIL's filter for that, "box" (area average: each output
-  pixel is the mean of the input pixels it covers), "bilinear" or "lanczos";
-* `invert`: 255 - x, for data drawn dark on light (Omniglot's black ink on
-  white), so that ink is bright as in MNIST and zero padding is background.
-
-The run preprocesses its dataset once, on the host, before training
-(`preprocess_dataset`); `load_trained(W).embed` applies the same function
-to the images it is given (`preprocess_images`), so both always see the
-same pixels. A run without these settings changes nothing.
+`image_size` (None keeps the size), `resize_filter` ("box", "bilinear",
+"lanczos") and `invert` (255 - x: Omniglot's black ink becomes bright, as
+in MNIST, and zero padding background). The run applies them once to its
+dataset; `load_trained(W).embed` applies the same function to its images.
 """
 
 import dataclasses
@@ -28,16 +19,10 @@ def needs_preprocessing(config) -> bool:
 
 
 def preprocess_images(images, config) -> np.ndarray:
-  """bool or uint8 [N, H, W] (or one [H, W] image) -> uint8[N, S, S] as the run's input.
+  """bool or uint8 [N, H, W] (or [H, W]) -> uint8[N, S, S], the run's input (bool True: 255).
 
-  bool images (PIL's mode "1", as Omniglot's 1-bit PNGs read) are
-  True = 255 (paper), False = 0 (ink). Without preprocessing settings, the
-  images come back unchanged (any dtype), so MNIST's uint8 or float inputs
-  pass as before.
-
-  Raises:
-    DataError: images that are neither bool nor uint8 for a run that
-      resizes or inverts, or that are not 2-D images.
+  Without settings the images come back unchanged. Raises DataError for
+  other dtypes when resizing or inverting, or for images that are not 2-D.
   """
   if not needs_preprocessing(config):
     return images

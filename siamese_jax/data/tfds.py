@@ -1,27 +1,14 @@
 """MNIST, Fashion-MNIST and KMNIST through tensorflow-datasets, without TensorFlow.
 
-tfds' stock `mnist` builder (and `fashion_mnist`, `kmnist`, which subclass
-it and ship the same four files) prepares only with TensorFlow installed (it
-extracts, parses and PNG-encodes through `tf`), and `tfds.load` reads only
-with TensorFlow. TensorFlow costs about 1.4 GB, for four small files.
-
-`MnistNoTF` (and `FashionMnistNoTF`, `KmnistNoTF`) keeps what tfds is good at and replaces the TF-only parts:
-
-* the stock builder's features, version and official URLs, and the stock
-  checksums file, so every download is verified exactly as `tfds.load`
-  would verify it (a file with another sha256 is refused);
-* the gz files are parsed with gzip + numpy (`siamese_jax.data.idx`) instead of
-  `tf.io`; images are PNG-encoded with PIL instead of `tf.image`;
-* the dataset is written as `array_record`, which `as_data_source` reads
-  without TensorFlow (PIL decodes the PNGs).
-
-Decoding 70,000 PNGs takes a while, so the decoded arrays are cached as an
-`.npz` file inside the prepared dataset's directory; later loads read that.
-
-Without a network, tfds' downloader retries for minutes before it fails. The
-builder therefore looks for the files first (tfds' manual dir, its download
-cache) and, when they are absent, probes the download host with a short
-timeout, failing at once with a message that names both fixes.
+tfds' stock `mnist` builder (and `fashion_mnist`, `kmnist`) prepares and
+`tfds.load` reads only with TensorFlow, about 1.4 GB for four small files.
+`MnistNoTF` keeps the stock features, version, URLs and checksums (every
+download verified as `tfds.load` would), parses the gz files with
+`siamese_jax.data.idx`, PNG-encodes with PIL, and writes `array_record`,
+which `as_data_source` reads without TF. The decoded arrays are cached as
+an `.npz` beside it. Offline, tfds retries for minutes, so the builder
+first looks for the files (manual dir, download cache), then probes the
+host briefly and fails at once naming both fixes.
 """
 
 import io
@@ -68,14 +55,10 @@ def _png(image: np.ndarray) -> bytes:
 
 
 class MnistNoTF(tfds_stock_mnist.MNIST, skip_registration=True):
-  """tfds' MNIST builder, prepared with gzip + numpy + PIL instead of TF.
+  """tfds' MNIST builder prepared with gzip, numpy and PIL, keeping `stock`'s URLs and checksums.
 
-  `stock` is the tfds builder whose URLs, checksums and features it keeps;
-  subclasses swap it for Fashion-MNIST's or KMNIST's.
-
-  Registered under no name (so it never shadows the stock `mnist`), and
-  stored under its own name in the tfds data dir, so a TF-built `mnist` there
-  is left alone.
+  Registered under no name and stored under its own, so the stock `mnist`
+  (and a TF-built copy) is left alone.
   """
 
   name = "mnist_no_tf"
@@ -148,11 +131,7 @@ def _download_urls(builder_cls=MnistNoTF) -> dict[str, str]:
 
 
 def _can_reach(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
-  """Whether a TCP connection to the URL's host opens within `timeout`.
-
-  Name resolution can hang longer than a connect timeout covers, so the
-  whole probe runs in a daemon thread that is abandoned after `timeout`.
-  """
+  """Whether a TCP connection to the URL's host opens in `timeout` (a thread: DNS can hang)."""
   host = urllib.parse.urlparse(url).hostname
   result = []
 
@@ -191,21 +170,11 @@ def _save_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load(name: str = "mnist", data_dir: str | os.PathLike | None = None, builder_cls=None):
-  """Prepares (once) and loads a dataset through tfds, without TensorFlow.
+  """Prepares (once) and loads "mnist", "fashion_mnist" or "kmnist" through tfds, without TF.
 
-  Args:
-    name: "mnist", "fashion_mnist" or "kmnist".
-    data_dir: tfds' data dir; tfds' default (`~/tensorflow_datasets` or
-      `$TFDS_DATA_DIR`) if None.
-    builder_cls: the builder to use instead of `BUILDERS[name]`; tests pass
-      a subclass with their own checksums.
-
-  Returns:
-    `siamese_jax.data.dataset.Dataset`.
-
-  Raises:
-    DataError: if the files can be neither found nor downloaded, or fail
-      their checksum.
+  `data_dir` is tfds' (its default if None); `builder_cls` replaces
+  `BUILDERS[name]` (tests pass their own checksums). Raises DataError when
+  the files can be neither found nor downloaded, or fail their checksum.
   """
   # tfds warns (through absl) that a not-yet-prepared dataset has no
   # dataset_info.json; expected on a first run, so keep it off the console.

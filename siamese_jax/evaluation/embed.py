@@ -1,13 +1,9 @@
 """The one embedder: every image once, a chunk at a time, on the device, without dropout.
 
-`embed(apply_fn, params, images)` serves the run's validation and final
-evaluation (`embed_images(state, images)`, from a train state) and a
-finished run's model (`siamese_jax.recognition.trained.TrainedModel.embed`).
-uint8 images are scaled to [0, 1] on the device (x / 255), as the training
-batches are; float images are taken as they are.
-
-The chunk is sized to a working-memory budget (`embed_chunk_size`): the
-MLP embeds 2,048 images at a time, a convolutional encoder far fewer.
+Validation, the final evaluation and `TrainedModel.embed` all use it.
+uint8 images are scaled to [0, 1] on the device as in training; floats are
+taken as they are. The chunk fits a working-memory budget: 2,048 images for
+the MLP, far fewer for a convolutional encoder.
 """
 
 import functools
@@ -21,13 +17,7 @@ EMBED_BUDGET_BYTES = 256 * 2**20
 
 
 def embed_chunk_size(apply_fn, params, image_shape, budget_bytes: int = EMBED_BUDGET_BYTES) -> int:
-  """Images per embedding chunk: a power of two in [16, 2048] whose working set fits the budget.
-
-  XLA reports the scratch memory of embedding a probe chunk of 64 images;
-  it grows in proportion to the images. The MLP needs almost none, so it
-  embeds 2,048 at a time; a convolutional encoder's windows of many
-  channels need far more per image (docs/oneshot.md gives Conv4's).
-  """
+  """A power of two in [16, 2048] whose working set (scaled from 64 images') fits the budget."""
   probe = 64
   fn = jax.jit(lambda p, x: apply_fn({"params": p}, x, method="embed"))
   x = jax.ShapeDtypeStruct((probe, *image_shape), jnp.float32)
@@ -43,19 +33,7 @@ def embed_chunk_size(apply_fn, params, image_shape, budget_bytes: int = EMBED_BU
 
 
 def embed(apply_fn, params, images, *, chunk: int | None = None) -> jax.Array:
-  """Embeds every image once, `chunk` at a time, without dropout.
-
-  Args:
-    apply_fn: the Siamese module's `apply` (its `embed` method is called).
-    params: the "params" collection.
-    images: uint8[N, H, W] (or floats in [0, 1]; only uint8 is divided by
-      255), on the host or the device.
-    chunk: images per call; by default as many as fit `EMBED_BUDGET_BYTES`
-      of working memory (`embed_chunk_size`).
-
-  Returns:
-    float32[N, D] embeddings.
-  """
+  """float32[N, D]: uint8[N, H, W] (or floats in [0, 1]) embedded once, `chunk` at a time."""
   if chunk is None:
     chunk = _chunk_for(apply_fn, params, tuple(images.shape[1:]))
   if images.shape[0] == 0:

@@ -1,26 +1,14 @@
-"""What a finished run reports: pair metrics, retrieval metrics, seen vs unseen.
+"""What a finished run reports, each image embedded once without dropout.
 
-`final_evaluation(state, config, run, workdir)` returns the measures that go
-into results.json, computed on this process's first device:
-
-* pair metrics (the original's): loss and accuracy at the fixed threshold
-  of the train and test pairs, the test ROC AUC, and a threshold chosen on
-  the held-out validation pairs (else the training pairs; never the test
-  pairs) with the test accuracy at it;
-* retrieval metrics (`siamese_jax.evaluation.retrieval`): P@1, R-Precision and MAP@R
-  of every test image against the others, and of the validation images
-  with a holdout;
-* with `config.train_classes`, every test metric again for the test images
-  of the training classes (`test_seen_*`) and of the others
-  (`test_unseen_*`); a group's pairs are the original's pairing among that
-  group's classes;
-* for a split whose images have groups (Omniglot's alphabets), one-shot
-  accuracy over episodes within a group (`siamese_jax.evaluation.oneshot`):
-  `test_oneshot_20way_1shot`, `_5way_1shot`, `_20way_5shot`, each with
-  its `_ci95`, and the same `val_oneshot_*` for held-out groups.
-
-Every image is embedded once (no dropout); pair distances are gathered from
-those embeddings.
+* pair metrics: loss and accuracy at the fixed threshold, test ROC AUC,
+  and the test accuracy at a threshold chosen on validation pairs (else
+  training pairs, never test);
+* retrieval metrics of the test images (and validation images);
+* with `train_classes`, every test metric for seen (`test_seen_*`) and
+  unseen (`test_unseen_*`) classes;
+* with groups (Omniglot's alphabets), one-shot episodes:
+  `test_oneshot_20way_1shot`, `_5way_1shot`, `_20way_5shot` with `_ci95`,
+  and `val_oneshot_*` for held-out groups.
 """
 
 import os
@@ -49,18 +37,7 @@ PAIR_ONLY = ("train_accuracy", "train_loss", "test_accuracy", "test_loss", "val_
 
 
 def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = True) -> dict:
-  """All final measures of a run (see the module docstring).
-
-  Args:
-    state: the trained TrainState.
-    config: the run's config.
-    run: the model's checked data (`siamese_jax.sampling.splits.RunData`).
-    workdir: where `distances.png` goes.
-    plots: draw `distances.png` (skipped with a note without matplotlib).
-
-  Returns:
-    The results dict, ready for JSON.
-  """
+  """The results dict of a trained state, for JSON (`distances.png` in `workdir` if `plots`)."""
   splits = _on_device(run)
   results, test_d, threshold = pair_results(state, config, run, splits)
   if not LOSSES[config.loss].pair_metrics:
@@ -126,10 +103,7 @@ class PairResults(NamedTuple):
 
 
 def pair_results(state, config: Config, run: RunData, splits) -> PairResults:
-  """The original's pair metrics and an honestly chosen threshold.
-
-  `splits` are the run's splits on the device, from `_on_device`.
-  """
+  """The original's pair metrics and an honestly chosen threshold (`splits` from `_on_device`)."""
   sets = run.sets
   train_m, train_d = evaluate(state, *splits["train"])
   test_m, test_d = evaluate(state, *splits["test"])
@@ -178,11 +152,7 @@ def pair_results(state, config: Config, run: RunData, splits) -> PairResults:
 
 
 def group_results(config: Config, run: RunData, test_emb, threshold: float) -> dict:
-  """Every test metric for the seen and the unseen classes' test images.
-
-  A group with fewer than 2 classes has no negative pairs, so its pair
-  metrics are None; its retrieval metrics are still computed.
-  """
+  """Every test metric for the seen and unseen classes (no pair metrics for one class)."""
   test = run.sets.test
   class_ids = test.classes[test.labels]  # original class id of each test image
   seen = np.isin(class_ids, config.train_classes)

@@ -1,28 +1,16 @@
 """One-shot recognition: N-way K-shot episodes, and Lake et al.'s 20 official runs.
 
-**Episodes.** An N-way K-shot episode (Lake, Salakhutdinov & Tenenbaum 2015;
-Koch et al. 2015 within one alphabet) takes one group (Omniglot: one
-alphabet) holding at least N classes, N of its classes, and K + 1 drawers:
-the first K drew the support examples of every class, the last drew one
-query of every class. Each query is classified as the class whose support
-examples lie nearest in embedding distance (their mean distance for K > 1);
-an episode's accuracy is the share of its N queries classified right. The
-classes never appear in training: they are the test split's, or the
-held-out validation groups'.
+An episode (Lake, Salakhutdinov & Tenenbaum 2015; within one alphabet as
+in Koch et al. 2015) takes N classes of one group and K + 1 drawers: the
+first K drew the support, the last one query per class. A query is the
+class whose support lies nearest (mean distance for K > 1). The classes are
+never trained on. `oneshot_metrics` gives 20-way 1-shot, 5-way 1-shot and
+20-way 5-shot with a 95% interval (1.96 standard errors over episodes).
 
-`episodes(key, labels, groups, drawers, ...)` draws them, keyed and
-reproducible; `episode_accuracy(embeddings, ...)` scores them;
-`oneshot_metrics` gives the standard three (20-way 1-shot, 5-way 1-shot,
-20-way 5-shot) as mean accuracy with a 95% interval, 1.96 standard errors
-of the per-episode accuracies.
-
-**The official runs.** Lake et al.'s `all_runs` (the zip, or the folder it
-unzips to) holds run01 .. run20, each with training/class01..20.png (one
-drawing of each of 20 characters of one alphabet), test/item01..20.png (one
-drawing of each by another drawer) and class_labels.txt, one line per test
-item: `runNN/test/itemMM.png runNN/training/classKK.png`. `read_runs(path)`
-reads them and `score_runs(model, runs)` classifies every item as its
-nearest training image.
+Lake's `all_runs` (zip or folder) holds run01..run20: training/classKK.png
+(20 characters of one alphabet), test/itemMM.png (each by another drawer)
+and class_labels.txt (`runNN/test/itemMM.png runNN/training/classKK.png`).
+`score_runs` classifies each item as its nearest training image.
 """
 
 import dataclasses
@@ -56,21 +44,11 @@ def episodes(
   shots: int,
   count: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-  """Draws `count` N-way K-shot episodes within groups (see the module docstring).
+  """`count` N-way K-shot episodes within groups: (support int[count, N, K], query int[count, N]).
 
-  Args:
-    key: the same key gives the same episodes.
-    labels: int[N] class of each image.
-    groups: int[N] group of each image.
-    drawers: int[N] drawer of each image, or None: then the support and
-      query images of a class are distinct images drawn at random.
-    ways, shots: N and K.
-    count: number of episodes.
-
-  Returns:
-    (support int[count, ways, shots], query int[count, ways]) image
-    indices, query j belonging to support row j; None when no group holds
-    `ways` classes with `shots` + 1 drawers in common.
+  Query j belongs to support row j. Without `drawers` a class's support and
+  query are distinct random images. None when no group holds N classes with
+  K + 1 drawers in common.
   """
   rng = _rng(key)
   labels = np.asarray(labels)
@@ -114,13 +92,7 @@ def episodes(
 
 
 def episode_accuracy(embeddings: np.ndarray, support: np.ndarray, query: np.ndarray) -> np.ndarray:
-  """float[E]: each episode's share of queries nearest to their own class.
-
-  Args:
-    embeddings: float[N, D] of every image the episodes index.
-    support: int[E, ways, shots].
-    query: int[E, ways].
-  """
+  """float[E]: each episode's share of queries nearest their own class (float[N, D] embeddings)."""
   e = np.asarray(embeddings, np.float64)
   s = e[support]  # (E, ways, shots, D)
   q = e[query]  # (E, ways, D)
@@ -148,10 +120,7 @@ def oneshot_metrics(
   count: int = EPISODES,
   settings=STANDARD,
 ) -> dict[str, float | int | None]:
-  """`{prefix}oneshot_{N}way_{K}shot` (mean accuracy) and `..._ci95` for each setting.
-
-  A setting no group can hold (fewer than N classes in every group) is None.
-  """
+  """`{prefix}oneshot_{N}way_{K}shot` and `_ci95` per setting; None where no group has N classes."""
   out: dict[str, float | int | None] = {f"{prefix}oneshot_episodes": count}
   for i, (ways, shots) in enumerate(settings):
     name = f"{prefix}oneshot_{ways}way_{shots}shot"
@@ -169,16 +138,7 @@ def oneshot_metrics(
 
 @dataclasses.dataclass(frozen=True)
 class OfficialRun:
-  """One of Lake et al.'s runs: 20 training images, 20 test items, and the answers.
-
-  Attributes:
-    name: "run01" .. "run20".
-    training: the training images as read, [20, 105, 105] (PIL's bool
-      pixels for the official 1-bit PNGs).
-    test: the test items, [20, 105, 105].
-    answer: int[20]: for each test item, the index of its character's
-      training image.
-  """
+  """One of Lake's runs: [20, 105, 105] training and test images as read, int[20] answers."""
 
   name: str
   training: np.ndarray
@@ -223,15 +183,10 @@ def _read_run_png(files: Archive, rel: str) -> np.ndarray:
 
 
 def read_runs(path: str | os.PathLike, *, count: int | None = None) -> list[OfficialRun]:
-  """Lake et al.'s official one-shot runs, from all_runs.zip or its folder.
+  """Lake's official runs from all_runs.zip or its folder: `count` of them, or all from run01 on.
 
-  Reads run01 .. runNN: `count` of them, or (None) every one there is,
-  numbered from 01 without a gap (the official release holds 20).
-
-  Raises:
-    DataError: in one paragraph naming the file and the fix: a missing run,
-      file or image, a malformed line of class_labels.txt, or an image of
-      another size.
+  Raises DataError naming the file and the fix: a missing run, file or
+  image, a malformed class_labels.txt line, or an image of another size.
   """
   files = _open_runs(os.fspath(path))
   if count is None:
@@ -274,16 +229,7 @@ def read_runs(path: str | os.PathLike, *, count: int | None = None) -> list[Offi
 
 
 def score_runs(model, runs: list[OfficialRun]) -> dict:
-  """Classifies every test item of every run as its nearest training image.
-
-  Args:
-    model: a `TrainedModel` (its `embed` applies the run's preprocessing).
-    runs: from `read_runs`.
-
-  Returns:
-    {"runs": {name: {"errors": int, "error_rate": float}}, "mean_accuracy":
-    float, "mean_error_rate": float}.
-  """
+  """Each run's test items as their nearest training image: errors per run, mean accuracy."""
   per_run = {}
   accs = []
   for run in runs:

@@ -1,20 +1,11 @@
 """Pair metrics: measure a split's pairs, and judge a distance honestly.
 
-On the device (jitted, without dropout; the images embedded once by
-`siamese_jax.evaluation.embed`):
-
-* `pair_distances`: distances of index pairs, gathered from embeddings
-  (`siamese_jax.losses.distances`);
-* `evaluate`: loss, accuracy and distances of a whole pair set.
-
-On host arrays of distances `d` and labels `y` (1.0 = same class):
-
-* `roc_auc`: the probability that a random positive pair is closer than a
-  random negative pair (ties count one half) - no threshold at all;
-* `best_threshold`: the threshold that maximizes accuracy on a *validation*
-  set, to be applied unchanged to the test set.
-
-The original reports one number: accuracy at the fixed threshold d < 0.5.
+On the device: `evaluate`, the loss, accuracy and distances of a pair set,
+each image embedded once. On host distances `d` and labels `y`: `roc_auc`
+(the chance a random positive pair is closer than a random negative, ties
+half: no threshold), and `best_threshold`, chosen on validation pairs and
+applied unchanged to the test set. The original reports only accuracy at
+the fixed d < 0.5.
 """
 
 from typing import Any
@@ -37,16 +28,7 @@ def _check(d: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def roc_auc(d: np.ndarray, y: np.ndarray) -> float:
-  """Area under the ROC curve of "same digit" scored by -distance.
-
-  Args:
-    d: float[P] distances.
-    y: float[P] labels, 1.0 = same digit.
-
-  Returns:
-    AUC in [0, 1]: 1.0 when every positive pair is closer than every
-    negative one, 0.5 for a distance that carries no information.
-  """
+  """ROC AUC of "same class" scored by -d, float[P] d and y: 1.0 perfect, 0.5 uninformative."""
   d, pos = _check(d, y)
   n_pos, n_neg = int(pos.sum()), int((~pos).sum())
   if n_pos == 0 or n_neg == 0:
@@ -70,14 +52,7 @@ def accuracy_at(d: np.ndarray, y: np.ndarray, threshold: float) -> float:
 
 
 def best_threshold(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-  """The threshold that maximizes accuracy of `d < threshold` on (d, y).
-
-  Candidates are midpoints between consecutive distinct distances (and
-  points just outside the range); among equally good ones the smallest wins.
-
-  Returns:
-    (threshold, accuracy at it on these pairs).
-  """
+  """(threshold, accuracy) best for `d < threshold`: the smallest best midpoint of distances."""
   d, pos = _check(d, y)
   values, inverse = np.unique(d, return_inverse=True)
   pos_at = np.bincount(inverse, weights=pos, minlength=len(values))
@@ -100,21 +75,10 @@ def best_threshold(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def evaluate(
   state, images: jax.Array, pairs: jax.Array, y: jax.Array
 ) -> tuple[dict[str, jax.Array], jax.Array]:
-  """Loss and accuracy over a whole pair set, without dropout.
+  """({"loss", "accuracy"}, float32[P] distances) of int32[P, 2] pairs, without dropout.
 
-  Each image is embedded once and the distances are taken between gathered
-  embeddings: the same numbers as `eval_step` over every pair, in a fraction
-  of the work (17,820 test pairs reference 10,000 images; without dropout an
-  image's embedding does not depend on the pair it is in).
-
-  Args:
-    state: the TrainState.
-    images: uint8[N, 28, 28] the split's images.
-    pairs: int32[P, 2] indices into `images`.
-    y: float32[P] labels, 1.0 = same digit.
-
-  Returns:
-    ({"loss": float32[], "accuracy": float32[]}, distances float32[P]).
+  `eval_step`'s numbers over every pair, each image embedded once (17,820
+  test pairs reference 10,000 images).
   """
   return evaluate_embedded(state, embed_images(state, images), pairs, y)
 

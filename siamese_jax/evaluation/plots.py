@@ -49,13 +49,7 @@ def _save(fig, path: str, fix: str = OUTPUT_FIX) -> str:
 def distance_histograms(
   d: np.ndarray, y: np.ndarray, path: str, thresholds: dict[str, float], title: str = ""
 ) -> str:
-  """Histograms of same-digit and different-digit distances, with thresholds.
-
-  Args:
-    d: float[P] distances; y: float[P] labels (1.0 = same digit).
-    path: the PNG to write.
-    thresholds: {label: value} drawn as vertical lines.
-  """
+  """Histograms of same- and different-class distances float[P], `thresholds` as lines."""
   plt = _pyplot()
   d, y = np.asarray(d), np.asarray(y)
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -81,12 +75,7 @@ def distance_histograms(
 
 
 def embedding_scatter(emb: np.ndarray, labels: np.ndarray, path: str, title: str = "") -> str:
-  """A 2-D embedding as a scatter coloured by digit.
-
-  Args:
-    emb: float[N, 2] embeddings; labels: int[N] digits.
-    path: the PNG to write.
-  """
+  """A float[N, 2] embedding as a scatter coloured by int[N] class."""
   plt = _pyplot()
   emb, labels = np.asarray(emb), np.asarray(labels)
   if emb.ndim != 2 or emb.shape[1] != 2:
@@ -148,12 +137,7 @@ def learning_curves(metrics_path: str, path: str, val_label: str = "validation")
 
 
 def calibration_curve(cal, path: str, title: str = "") -> str:
-  """Precision, recall and F1 against the distance threshold, the chosen one marked.
-
-  Args:
-    cal: a `siamese_jax.recognition.calibrate.Calibration`.
-    path: the PNG to write.
-  """
+  """Precision, recall and F1 of a `Calibration` against the threshold, the chosen one marked."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for values, name in ((cal.precisions, "precision"), (cal.recalls, "recall"), (cal.f1s, "F1")):
@@ -170,16 +154,10 @@ def oneshot_episodes(
   images: np.ndarray, support: np.ndarray, query: np.ndarray, guess: np.ndarray, path: str,
   title: str = "",
 ) -> str:  # fmt: skip
-  """Rows of 20-way 1-shot episodes: the query, then the 20 candidates.
+  """Rows of 20-way 1-shot episodes: query, candidates, the true one green, a wrong guess red.
 
-  The true class's candidate is framed green; the model's choice, where
-  wrong, red.
-
-  Args:
-    images: uint8[N, H, W] as the network sees them (ink bright).
-    support: int[E, ways, 1]; query: int[E, ways]; one query is drawn per
-      episode (its class 0 of the episode).
-    guess: int[E]: the class the model chose for that query.
+  `images` as the network sees them; `support` int[E, ways, 1], `query`
+  int[E, ways] (class 0's is drawn), `guess` int[E] the model's choice.
   """
   plt = _pyplot()
   e, ways = support.shape[:2]
@@ -209,12 +187,7 @@ def oneshot_episodes(
 def alphabet_map(
   points: np.ndarray, labels: np.ndarray, images: np.ndarray, path: str, title: str = ""
 ) -> str:
-  """A 2-D map of one alphabet's drawings: a point per drawing, one colour per
-  character, and each character's first drawing at the mean of its points.
-
-  Args:
-    points: float[N, 2]; labels: int[N] characters; images: uint8[N, H, W].
-  """
+  """A 2-D map of one alphabet: a colour per character, its first drawing at its mean."""
   plt = _pyplot()
   from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 

@@ -1,34 +1,23 @@
 """Retrieval metrics of an embedding, as metric learning reports them.
 
-Musgrave, Belongie & Lim (2020), "A Metric Learning Reality Check", and
-pytorch-metric-learning's `AccuracyCalculator(k="max_bin_count")` define,
-for every query searched against the references (by default every *other*
-image of the same set):
+As in Musgrave, Belongie & Lim (2020) and pytorch-metric-learning's
+`AccuracyCalculator(k="max_bin_count")`, each query is searched against
+the references (by default every other image of its set). R is the count
+of references of its class, k the largest R:
 
-* R: the number of references of the query's class;
-* k: the largest R of any query (the neighbours searched);
-* P@1: whether the nearest neighbour shares the query's class;
-* R-Precision: (same-class references among the R nearest) / R;
-* MAP@R: (1/R) * sum over i <= R of P(i) * rel(i), where rel(i) says
-  whether the i-th neighbour shares the class and P(i) is the precision of
-  the first i neighbours;
-* mean average precision: (1/R) * sum over i <= k of P(i) * rel(i);
-* mean reciprocal rank: 1 / the rank of the first same-class neighbour
-  within k, or 0 if there is none.
+* P@1: the nearest neighbour shares the query's class;
+* R-Precision: same-class references among the R nearest, over R;
+* MAP@R: (1/R) sum_{i<=R} P(i) rel(i), P(i) the precision of the first i;
+* mean average precision: (1/R) sum_{i<=k} P(i) rel(i);
+* mean reciprocal rank: 1 / the first same-class rank within k, else 0.
 
-Each is averaged over the queries ("query"), or over each class's queries
-and then over the classes ("class", PML's avg_of_avgs). A query whose class
-has no reference (R = 0) is left out and counted. Tests hold all five to a
-brute-force NumPy version, and benchmarks/retrieval_pml.py to PML itself.
-
-The search is the exact one of `siamese_jax.losses.distances`: ranked by
-squared Euclidean distance, ties to the lower index, a block of queries at
-a time; two candidates beyond k are then re-ranked by their exact distance
-(`euclidean_distance`, the model's own), as `nearest` does, so near ties
-come out in the order of the distances and not of the expansion's rounding. Each block is reduced to its queries' metrics as soon as its
-neighbours are known (`nearest_reduced`), so neither the Q x N distances
-nor the Q x k neighbour ids and their distances exist at once (on MNIST's
-10,000 test images k is 1,134).
+Averaged over queries ("query") or classes ("class", PML's avg_of_avgs).
+A query with R = 0 is left out and counted. The search is
+`siamese_jax.losses.distances`' exact one, with two extra candidates
+re-ranked by the exact distance; each block is reduced as soon as it is
+searched, so neither Q x N distances nor Q x k ids exist at once (k is
+1,134 on MNIST's test set). Tests hold all five to brute-force NumPy;
+benchmarks/retrieval_pml.py to PML.
 """
 
 import jax
@@ -44,13 +33,11 @@ AVERAGES = ("query", "class")
 
 
 def block_metrics(start, queries, nearest_ids, extra, gallery) -> jax.Array:
-  """float32[b, 5]: the `METRICS` of a block of b queries, in that order.
+  """float32[b, 5]: a block's `METRICS`, a `nearest_reduced` reduction.
 
-  A `nearest_reduced` reduction. `extra` is (query labels int32[Q],
-  reference labels int32[N], r int32[Q], k int32[]), r each query's R and
-  k their largest; rows with R = 0 are meaningless and for the caller to
-  drop. `nearest_ids` int32[b, w], w >= k: the search's nearest first,
-  re-ranked here by exact distance; only the first k count.
+  `extra` is (query labels int32[Q], reference labels int32[N], R int32[Q],
+  k int32[]); rows with R = 0 are the caller's to drop. The first k of
+  `nearest_ids` int32[b, w] count, re-ranked here by exact distance.
   """
   query_labels, labels, r, k_max = extra
   nearest_ids = _exact_order(queries, gallery, nearest_ids)
@@ -81,11 +68,7 @@ _CHUNK = 32  # neighbours whose exact distances are computed at once
 
 
 def _exact_order(queries: jax.Array, gallery: jax.Array, ids: jax.Array) -> jax.Array:
-  """int32[b, w]: each row of found ids by `euclidean_distance`, ties to the lower id.
-
-  The distances are made `_CHUNK` neighbours at a time, so the gathered
-  gallery rows take b * _CHUNK * D floats, not b * w * D.
-  """
+  """int32[b, w]: found ids by exact distance, ties lower, `_CHUNK` neighbours at a time."""
   b, w = ids.shape
   cols = jnp.pad(ids, ((0, 0), (0, -w % _CHUNK))).reshape(b, -1, _CHUNK).transpose(1, 0, 2)
   d = jax.lax.map(lambda c: found_distances(queries, gallery, c), cols)
@@ -102,22 +85,12 @@ def retrieval_metrics(
   average: str = "query",
   budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> dict[str, float | int | None]:
-  """The `METRICS` of every query, against the references or all the other queries.
+  """The `METRICS` of float[Q, D] queries with int[Q] labels >= 0, averaged.
 
-  Args:
-    embeddings: float[Q, D] the queries (host or device).
-    labels: int[Q] their class ids >= 0.
-    reference_embeddings, reference_labels: float[N, D] and int[N], what the
-      queries are searched against (only those); None: each query against
-      all the other queries.
-    average: "query", the mean over the queries; or "class", the mean over
-      each class's queries, then over the classes.
-    budget_bytes: bounds the search's distance blocks (results do not depend on it).
-
-  Returns:
-    {each of `METRICS`: its mean over the queries kept (None if none is),
-    "num_queries": queries kept, "skipped_queries": queries whose class has
-    no reference}.
+  References (float[N, D], int[N]) are searched alone when given, else each
+  query against the other queries. `average` is "query" or "class";
+  `budget_bytes` bounds the search, not the results. Returns each metric
+  (None if no query is kept), "num_queries" and "skipped_queries".
   """
   labels = np.asarray(labels)
   if average not in AVERAGES:

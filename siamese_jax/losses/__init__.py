@@ -1,13 +1,9 @@
-"""Losses of embeddings, and the one distance they are measured with (`distances.py`:
-the definition, its pairwise form and the exact blocked search).
+"""Losses of embeddings, and the one distance they are measured with (`distances.py`).
 
-`contrastive.py` is the original's pair loss, a function of (d, y). The
-batch losses (one file each) learn from every pair of a batch: pure
-functions of (embeddings, labels), jittable, finite with a finite gradient
-on any batch (`batch.py` holds what they share). The proxy losses (one file
-each, `proxies.py` holds what they share) learn a vector per class too:
-functions of (embeddings, labels, proxies). `table.py` holds `LOSSES`,
-one entry per loss: all that the training core knows of each.
+`contrastive.py` is the original's pair loss of (d, y); the batch losses
+(one file each, sharing `batch.py`) are pure functions of (embeddings,
+labels), finite on any batch; the proxy losses (sharing `proxies.py`) take
+a proxy per class too. `table.py` holds `LOSSES`, all the core knows of each.
 """
 
 from siamese_jax.losses.arcface import arcface_loss
@@ -22,7 +18,7 @@ from siamese_jax.losses.prototypical import prototypical_loss
 from siamese_jax.losses.proxy_anchor import proxy_anchor_loss
 from siamese_jax.losses.proxy_nca import proxy_nca_loss
 from siamese_jax.losses.supcon import supcon_loss
-from siamese_jax.losses.table import LOSSES, Learned, Loss
+from siamese_jax.losses.table import LEARNED, LOSSES, Learned, Loss
 from siamese_jax.losses.triplet import triplet_batch_hard_loss, triplet_semi_hard_loss
 
 # The losses of P x K batches, `loss(embeddings float[N, D], labels int[N], **params) -> float[]`.

@@ -20,7 +20,7 @@ def arcface_loss(
   margin: float = 0.5,
   proxy_mask: jax.Array | None = None,
 ) -> jax.Array:
-  """float[]: see the module docstring. embeddings float[N, D], labels int[N], proxies float[C, D]."""
+  """float[]: the module's loss; embeddings float[N, D], labels int[N], proxies float[C, D]."""
   check_proxies(embeddings, labels, proxies, "arcface_loss")
   s = cosines(embeddings, proxies)
   own = labels[:, None] == jnp.arange(proxies.shape[0])[None, :]

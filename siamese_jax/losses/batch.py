@@ -1,16 +1,10 @@
-"""What every batch loss builds on: the pairwise distance and similarity matrices, and masks.
+"""What every batch loss builds on: distance and similarity matrices, and label masks.
 
-A batch loss sees N embeddings and their N integer labels, and learns from
-every pair among them. Here, for all of them:
-
-* `pairwise_distance_matrix(e)`: float[N, N], d_ij = sqrt(max(||e_i - e_j||^2,
-  1e-7)): `siamese_jax.losses.distances.pairwise_distances`, from the
-  differences themselves, so the gradient is finite on identical rows;
-* `normalize(e)`: z = e / max(||e||, 1e-12), with a finite gradient at 0;
-* `label_masks(y)`: bool[N, N] positives (same label, j != i) and negatives.
-
-Empty sets are handled with masks, never Python branches: a masked mean of
-nothing is 0, so every loss is jittable and finite on any batch.
+`pairwise_distance_matrix(e)` is `distances.pairwise_distances` (finite
+gradient on identical rows); `normalize(e)` = e / max(||e||, 1e-12);
+`label_masks(y)` gives bool[N, N] positives (j != i) and negatives. Empty
+sets are masked, never branched on: every loss is jittable and finite on
+any batch.
 """
 
 from typing import NamedTuple
@@ -59,11 +53,7 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def nearest_neighbour_accuracy(embeddings: jax.Array, labels: jax.Array) -> jax.Array:
-  """float[]: the share of a batch's images whose nearest other image has their label.
-
-  A batch loss's training accuracy (precision at 1 within the batch), as
-  `pair_accuracy` is the pair loss's.
-  """
+  """float[]: the share of images whose nearest other image in the batch has their label."""
   d = pairwise_distance_matrix(embeddings)
   d = jnp.where(jnp.eye(labels.shape[0], dtype=bool), jnp.inf, d)
   return jnp.mean((labels[jnp.argmin(d, axis=1)] == labels).astype(jnp.float32))

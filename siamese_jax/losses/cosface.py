@@ -18,7 +18,7 @@ def cosface_loss(
   margin: float = 0.35,
   proxy_mask: jax.Array | None = None,
 ) -> jax.Array:
-  """float[]: see the module docstring. embeddings float[N, D], labels int[N], proxies float[C, D]."""
+  """float[]: the module's loss; embeddings float[N, D], labels int[N], proxies float[C, D]."""
   check_proxies(embeddings, labels, proxies, "cosface_loss")
   s = cosines(embeddings, proxies)
   own = labels[:, None] == jnp.arange(proxies.shape[0])[None, :]

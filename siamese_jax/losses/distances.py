@@ -1,30 +1,19 @@
 """The one embedding distance, and every form built on it.
 
-The definition (the Keras original's): d(a, b) = sqrt(max(||a - b||^2,
-eps)), eps = 1e-7, Keras' backend epsilon. The clamp keeps sqrt's gradient
-finite where a == b (identical images, or an image paired with itself):
-`max` then passes no gradient to the sum. Everything in the library that
-measures how far apart two embeddings are goes through `from_squared`:
+d(a, b) = sqrt(max(||a - b||^2, eps)), eps = 1e-7 (the Keras original's):
+the clamp keeps the gradient finite where a == b. Every distance in the
+library goes through `from_squared`:
 
-* `euclidean_distance(a, b)`: row by row, float[B, D] x float[B, D] ->
-  float[B]; the model's output and the losses' input;
-* `pairwise_distances(q, g)`: every query against every gallery row, for
-  small sets;
-* `pair_distances(e, pairs)`: the distance of each index pair of a set's
-  embeddings, gathered a chunk at a time;
-* `nearest(queries, gallery, k)`: the exact k nearest gallery rows, on the
-  device, a block of queries against a block of the gallery at a time, so
-  the whole query x gallery matrix never exists; the blocks follow a memory
-  budget. Neighbours are ranked by ||q||^2 + ||g||^2 - 2 q.g in float32 at
-  the highest matmul precision, merged block by block with ties going to
-  the lower gallery id; a few more candidates than asked are then re-ranked
-  by their exact distance (`euclidean_distance`, the model's own), and the
-  k nearest returned in that order, with those distances;
-* `nearest_reduced`: the same search, each query block reduced to what
-  its caller needs (the retrieval metrics) before the next one starts.
+* `euclidean_distance(a, b)`: row by row, float[B, D] x 2 -> float[B];
+* `pairwise_distances(q, g)`: every query against every row, small sets;
+* `pair_distances(e, pairs)`: index pairs of one set, a chunk at a time;
+* `nearest(queries, gallery, k)`: exact k nearest, on the device, in
+  blocks sized by a memory budget so the full matrix never exists. Ranked
+  by ||q||^2 + ||g||^2 - 2 q.g (float32, highest precision), ties to the
+  lower id; a few extra candidates are re-ranked by `euclidean_distance`;
+* `nearest_reduced`: the same search, each block reduced before the next.
 
-Every function takes flat `(B,)` / `(B, D)` arrays and checks shapes where
-a `(B, 1)` meeting a `(B,)` could broadcast into a silent `(B, B)`.
+Shapes are checked where a (B, 1) meeting a (B,) could broadcast to (B, B).
 """
 
 import functools
@@ -50,16 +39,7 @@ def from_squared(sq, eps: float = DISTANCE_EPS):
 
 
 def euclidean_distance(a: jax.Array, b: jax.Array, eps: float = DISTANCE_EPS) -> jax.Array:
-  """sqrt(max(||a - b||^2, eps)) per row.
-
-  Args:
-    a: float[B, D] embeddings.
-    b: float[B, D] embeddings.
-    eps: floor on the squared distance.
-
-  Returns:
-    float[B] distances, each >= sqrt(eps).
-  """
+  """float[B] sqrt(max(||a - b||^2, eps)) per row of float[B, D] a and b; each >= sqrt(eps)."""
   if a.shape != b.shape or a.ndim != 2:
     raise ValueError(f"euclidean_distance needs two (B, D) arrays, got {a.shape} and {b.shape}.")
   return from_squared(jnp.sum(jnp.square(a - b), axis=-1), eps)
@@ -71,11 +51,10 @@ def _expand(sq_q: jax.Array, sq_g: jax.Array, dots: jax.Array) -> jax.Array:
 
 
 def pairwise_distances(queries: jax.Array, gallery: jax.Array) -> jax.Array:
-  """float32[Q, N]: the distance of every query float[Q, D] to every gallery row float[N, D].
+  """float32[Q, N]: every query float[Q, D] to every gallery row float[N, D].
 
-  From the differences themselves, exactly as `euclidean_distance`; it
-  holds a [Q, N, D] array, so it is for small sets (Lake's runs are 20 x
-  20). Large sets go through `nearest`.
+  Exactly as `euclidean_distance`, through a [Q, N, D] array: for small sets
+  (Lake's runs are 20 x 20); large ones go through `nearest`.
   """
   q, g = jnp.asarray(queries, jnp.float32), jnp.asarray(gallery, jnp.float32)
   if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
@@ -88,9 +67,8 @@ def block_sizes(
 ) -> tuple[int, int]:
   """(query block, gallery block) whose working set fits the budget.
 
-  The budget covers, per gallery row of a block, the matmul's output and the
-  distances made from it (two float32 per query of the block) and the
-  block's slice of the gallery (float32[dim], with room for one copy).
+  Per gallery row: the matmul's output and its distances (two float32 per
+  query of the block) and the row itself (float32[dim], room for one copy).
   """
   qb = max(1, min(num_queries, 256))
   gb = max(1, min(gallery_size, budget_bytes // (4 * (2 * qb + 2 * dim))))
@@ -107,18 +85,11 @@ def nearest(
   exclude_self: bool = False,
   budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> tuple[jax.Array, jax.Array]:
-  """Exact k nearest gallery rows of each query (see the module docstring).
+  """Exact k nearest gallery rows float32[N, D] of each query float32[Q, D].
 
-  Args:
-    queries: float32[Q, D].
-    gallery: float32[N, D].
-    k: neighbours per query, 1 <= k <= N (N - 1 with `exclude_self`).
-    exclude_self: queries are the gallery itself; query i never finds i.
-    budget_bytes: bounds the distance blocks.
-
-  Returns:
-    (distances float32[Q, k], ids int32[Q, k]), nearest first: each row is
-    sorted by the distances returned with it, ties to the lower id.
+  k is in 1..N (N - 1 with `exclude_self`, where the queries are the gallery
+  and query i never finds i). Returns (distances float32[Q, k], ids
+  int32[Q, k]), nearest first, ties to the lower id.
   """
   # Two more candidates than asked, ranked by the expansion, then re-ranked
   # by the exact distance and cut: near ties, where the two disagree (by
@@ -144,22 +115,13 @@ def nearest_reduced(
   exclude_self: bool = False,
   budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> Any:
-  """The search of `nearest`, each query block reduced as soon as its neighbours are known.
+  """`nearest`'s search, each query block reduced as soon as its neighbours are known.
 
-  Only the reductions leave the device loop, so the [Q, k] neighbour ids
-  never exist at once (the retrieval metrics need k up to a class's size).
-
-  Args:
-    queries, gallery, k, exclude_self, budget_bytes: as for `nearest`.
-    reduce: a module-level function (static: it keys the compilation)
-      called as reduce(start, queries float32[b, D], ids int32[b, k],
-      extra) for each block of b queries starting at row `start`; returns
-      one row of `out_rows` per query.
-    out_rows: a tree of `jax.ShapeDtypeStruct`, one row of each output.
-    extra: a tree of arrays passed to `reduce` as traced arguments.
-
-  Returns:
-    The rows of `reduce`, stacked over the queries.
+  So the [Q, k] ids never exist at once (retrieval needs k up to a class's
+  size). `reduce(start, queries float32[b, D], ids int32[b, k], extra)` is a
+  module-level function (it keys the compilation) returning one row of
+  `out_rows` (a tree of `jax.ShapeDtypeStruct`) per query; `extra` is a tree
+  of traced arrays. Returns the rows stacked over the queries.
   """
   q, g = jnp.asarray(queries, jnp.float32), jnp.asarray(gallery, jnp.float32)
   n = g.shape[0]
@@ -240,7 +202,7 @@ def _search(
 
 
 def found_distances(queries: jax.Array, gallery: jax.Array, ids: jax.Array) -> jax.Array:
-  """float32[Q, k]: `euclidean_distance` from each query float[Q, D] to its found rows ids int[Q, k]."""
+  """float32[Q, k]: `euclidean_distance` from each query float[Q, D] to its rows ids int[Q, k]."""
   q, k = queries.shape[0], ids.shape[1]
   found = gallery[ids.reshape(-1)]
   return euclidean_distance(jnp.repeat(queries, k, axis=0), found).reshape(q, k)
@@ -250,19 +212,12 @@ GROUP = 64  # columns per group in `_smallest`'s first pass
 
 
 def _smallest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """The k smallest of each row, ascending, ties to the lower column.
+  """The k smallest of each row, ascending, ties to the lower column: (values, columns) [R, k].
 
-  `lax.top_k` over a whole long row costs several times the matmul that
-  made it on CPU, so when the row splits into groups of `GROUP` columns the
-  search goes in two passes: the k groups with the smallest minima hold
-  the k smallest values (a group holding one of them has its minimum at or
-  below the k-th smallest, and at most k groups can), so `top_k` runs over
-  the group minima, then over those k groups' values. The k groups are
-  taken in column order, so `top_k`'s preference for the first of equal
-  values still means the lower column.
-
-  Returns:
-    (values float32[R, k], columns int32[R, k]).
+  `lax.top_k` over a long row costs several times its matmul on CPU, so rows
+  that split into groups of `GROUP` go in two passes: the k groups with the
+  smallest minima hold the k smallest values, so `top_k` runs over the group
+  minima, then over those groups (in column order, keeping ties lower).
   """
   rows, width = d2.shape
   groups = width // GROUP
@@ -280,11 +235,7 @@ def _smallest(d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.jit, static_argnames="chunk")
 def pair_distances(embeddings: jax.Array, pairs: jax.Array, *, chunk: int = 8192) -> jax.Array:
-  """float32[N, D] embeddings, int32[P, 2] pairs -> float32[P] distances.
-
-  Gathers `chunk` pairs at a time: gathering all at once would materialize
-  two (P, D) arrays, 110 MB for the 108,400 training pairs.
-  """
+  """float32[P] distances of int32[P, 2] pairs of float32[N, D], `chunk` pairs at a time."""
 
   def dist(start, size):
     p = jax.lax.dynamic_slice_in_dim(pairs, start, size)

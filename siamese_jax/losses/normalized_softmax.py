@@ -17,6 +17,6 @@ def normalized_softmax_loss(
   temperature: float = 0.05,
   proxy_mask: jax.Array | None = None,
 ) -> jax.Array:
-  """float[]: see the module docstring. embeddings float[N, D], labels int[N], proxies float[C, D]."""
+  """float[]: the module's loss; embeddings float[N, D], labels int[N], proxies float[C, D]."""
   check_proxies(embeddings, labels, proxies, "normalized_softmax_loss")
   return class_cross_entropy(cosines(embeddings, proxies) / temperature, labels, proxy_mask)

@@ -1,19 +1,12 @@
 """What the proxy losses share: cosines to the proxies, and a cross-entropy over classes.
 
-A proxy loss learns one vector per training class, its proxy p_c (a [C, D]
-parameter the train state holds beside the network's), and pulls each
-embedding towards its own class's proxy instead of towards other images.
-It needs labels in [0, C), not class-balanced batches.
-
-* `cosines(x, p)`: float[N, C], s_ic = x_i . p_c / (||x_i|| ||p_c||), each
-  norm clamped away from 0 (`batch.normalize`);
-* `class_cross_entropy(logits, labels, proxy_mask)`: the mean over i of
-  -log softmax_c(logits_i)[y_i], over the classes `proxy_mask` keeps.
-
-`proxy_mask` (bool[C], None: every class) drops classes without a proxy:
-validation batches hold classes the run never trained, so a run is validated
-on proxies made from each batch's own class means (`batch_proxies`), padded
-to a static size.
+A proxy loss learns a vector per training class, its proxy p_c (a [C, D]
+parameter beside the network's), and pulls each embedding towards its own
+class's proxy. It needs labels in [0, C), not class-balanced batches.
+`cosines(x, p)` is float[N, C] of unit vectors (norms clamped from 0);
+`class_cross_entropy(logits, labels, proxy_mask)` the mean of -log softmax
+at the label over the classes `proxy_mask` keeps (validation classes were
+never trained, so `batch_proxies` stands in for them, padded to a static size).
 """
 
 import jax
@@ -50,33 +43,29 @@ def class_cross_entropy(
 
 
 def batch_proxies(embeddings: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-  """Proxies made from a batch alone: each class's mean unit embedding.
+  """Each class's mean unit embedding of the batch, as proxies for classes never trained.
 
-  For validating on classes the run never trained (their proxies do not
-  exist). Labels are renumbered by first appearance; the proxies are padded
-  to N rows, the padding masked out.
-
-  Returns:
-    {"labels": int32[N] in [0, N), "proxies": float[N, D], "proxy_mask": bool[N]}.
+  Labels are renumbered by first appearance; the proxies are padded to N rows
+  and masked: {"labels": int32[N], "proxies": float[N, D], "proxy_mask": bool[N]}.
   """
-  n = labels.shape[0]
   same = labels[:, None] == labels[None, :]
   first = jnp.argmax(same, axis=1).astype(jnp.int32)  # the first image of i's class
-  z = normalize(embeddings)
-  sums = jnp.zeros_like(z).at[first].add(z)
-  counts = jnp.zeros((n,), z.dtype).at[first].add(1.0)
-  mask = counts > 0
-  proxies = sums / jnp.maximum(counts, 1.0)[:, None]
-  return {"labels": first, "proxies": proxies, "proxy_mask": mask}
+  proxies, counts = mean_per_class(normalize(embeddings), first, labels.shape[0])
+  return {"labels": first, "proxies": proxies, "proxy_mask": counts > 0}
+
+
+def mean_per_class(z: jax.Array, labels: jax.Array, num_classes: int):
+  """(float[C, D] class means of z float[N, D], float[C] counts); labels int[N] in [0, C)."""
+  sums = jax.ops.segment_sum(z, labels, num_classes)
+  counts = jax.ops.segment_sum(jnp.ones(labels.shape, z.dtype), labels, num_classes)
+  return sums / jnp.maximum(counts, 1.0)[:, None], counts
 
 
 def init_proxies(class_means: jax.Array) -> dict[str, jax.Array]:
   """{"proxies": float32[C, D]}: each class's proxy starts at its images' mean unit embedding.
 
-  Not at random: a fresh encoder's embeddings of similar images are nearly
-  parallel, and random proxies far from them make the loss's gradient one
-  shift of every embedding, which collapses them (docs/losses.md has the
-  measurements). Proxies that start at their class's mean make the
-  gradient the classes' differences.
+  A fresh encoder's embeddings are nearly parallel; random proxies far from
+  them make the gradient one shift of every embedding, which collapses them
+  (docs/losses.md). Proxies at the class means make it the classes' differences.
   """
   return {"proxies": jnp.asarray(class_means, jnp.float32)}

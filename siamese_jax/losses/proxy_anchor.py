@@ -30,7 +30,7 @@ def proxy_anchor_loss(
   delta: float = 0.1,
   proxy_mask: jax.Array | None = None,
 ) -> jax.Array:
-  """float[]: see the module docstring. embeddings float[N, D], labels int[N], proxies float[C, D]."""
+  """float[]: the module's loss; embeddings float[N, D], labels int[N], proxies float[C, D]."""
   check_proxies(embeddings, labels, proxies, "proxy_anchor_loss")
   s = cosines(embeddings, proxies)  # [N, C]
   own = labels[:, None] == jnp.arange(proxies.shape[0])[None, :]

@@ -17,7 +17,7 @@ def proxy_nca_loss(
   temperature: float = 1 / 9,
   proxy_mask: jax.Array | None = None,
 ) -> jax.Array:
-  """float[]: see the module docstring. embeddings float[N, D], labels int[N], proxies float[C, D]."""
+  """float[]: the module's loss; embeddings float[N, D], labels int[N], proxies float[C, D]."""
   check_proxies(embeddings, labels, proxies, "proxy_nca_loss")
   squared = 2.0 - 2.0 * cosines(embeddings, proxies)
   return class_cross_entropy(-squared / temperature, labels, proxy_mask)

@@ -1,14 +1,9 @@
 """`LOSSES`: every loss a run can train with, one `Loss` entry each.
 
-An entry carries everything the training core needs to know about its loss,
-so `siamese_jax.training` calls through it and never compares a loss's
-name: the function, the Config fields that set its parameters (and so its
-flags), the sampler it learns from, whether the model normalizes its
-output, its in-batch accuracy, and any rule it adds between fields.
-
-A new loss is a file holding its function and one entry here
-(docs/losses.md shows one end to end; a test adds a toy loss that way and
-trains it).
+An entry holds all the training core knows of its loss, so
+`siamese_jax.training` never compares a loss's name. A new loss is one
+file and one entry here (docs/losses.md shows how; a test adds a toy loss
+that way and trains it).
 """
 
 import dataclasses
@@ -38,24 +33,20 @@ def batch_accuracy(embeddings: jax.Array, labels: jax.Array, threshold: float) -
   return nearest_neighbour_accuracy(embeddings, labels)
 
 
+# The key of a loss's own parameters in the train state's params.
+LEARNED = "loss"
+
+
 @dataclasses.dataclass(frozen=True)
 class Learned:
-  """Parameters a loss learns beside the network's (the proxy losses' proxies).
+  """Parameters a loss learns beside the network's (the proxies), as `params[LEARNED]`.
 
-  The train state holds them as `params["loss"]`, trained by the same
-  optimizer at `lr_field` times the network's learning rate; the loss gets
-  them as keyword arguments. They are not part of the model a user embeds
-  with (`siamese_jax.recognition.load_trained` leaves them out).
-
-  Attributes:
-    init: `init(class_means) -> {keyword: array}`; class_means float[C, D]
-      is each training class's mean unit embedding under the freshly
-      initialized network, for the classes a step's labels count
-      (rotations each a class).
-    stand_in: `stand_in(embeddings, labels) -> {keyword: array}`: what
-      replaces them on a validation batch, whose classes the run never
-      trained; it may renumber the labels (its "labels").
-    lr_field: the Config field of their learning-rate multiplier.
+  Trained by the same optimizer at `lr_field` times the learning rate, passed
+  to the loss as keywords, and left out of the model `load_trained` gives.
+  `init(class_means float[C, D]) -> {keyword: array}` starts them from each
+  training class's mean unit embedding under the fresh network;
+  `stand_in(embeddings, labels)` replaces them on validation batches, whose
+  classes were never trained, and may renumber the labels ("labels").
   """
 
   init: Callable[[jax.Array], dict]
@@ -72,28 +63,18 @@ class Loss:
   """One loss, as the training core sees it.
 
   Attributes:
-    fn: `fn(outputs, targets, **params) -> float[]`. Its sampler says what
-      outputs and targets are (`siamese_jax.sampling.SAMPLERS`): the pairs'
-      distances float[B] and labels float[B] (1.0 = same class), or
-      embeddings float[N, D] and class labels int[N].
-    sampler: the name of the sampler it learns from ("pairs" or "pk").
-    fields: `fn`'s keyword -> the Config field (and flag) that sets it. A
-      keyword "margin" is held by the train state (`TrainState.margin`), so
-      that `--sweep margin` can vary it per model when its field is
-      `margin`; the others are static.
-    accuracy: `accuracy(outputs, targets, threshold) -> float[]`, the
-      training accuracy the console and metrics.jsonl report.
-    normalize: the model divides each embedding by its norm, so that every
-      distance it is judged by (episodes, retrieval, galleries) is the one
-      the loss trained.
-    pair_metrics: the original's pair figures (the contrastive loss of a
-      split's pairs, their accuracy at the fixed --threshold) describe this
-      loss's training, and results.json and the console lead with them.
-      Otherwise they mean nothing for it, and the run reports its one-shot
-      and retrieval figures instead. Every run is validated each epoch on
-      its own loss and accuracy (`Sampler.validation`).
-    rule: a rule this loss adds between Config fields: `rule(config)` gives
-      (field, what is wrong and how to fix it) when broken, else None.
+    fn: `fn(outputs, targets, **params) -> float[]`: pair distances float[B]
+      and labels float[B] (1.0 = same), or embeddings float[N, D] and int[N]
+      labels, as its sampler says.
+    sampler: "pairs" or "pk".
+    fields: `fn`'s keyword -> the Config field (and flag) setting it.
+      "margin" lives in the state, so `--sweep margin` varies it per model.
+    accuracy: `accuracy(outputs, targets, threshold) -> float[]`, in training.
+    normalize: the model outputs unit embeddings, so every distance it is
+      judged by is the one the loss trained.
+    pair_metrics: the original's pair figures describe this loss, and the
+      results lead with them; else one-shot and retrieval figures do.
+    rule: `rule(config)` -> (field, what is wrong and the fix) or None.
     learned: the parameters it learns beside the network's, if any.
   """
 

@@ -1,10 +1,9 @@
-"""The encoders (one a file: `mlp.py`, `cnn.py`, `conv4.py`), `Siamese`, and the registry.
+"""The encoders (`mlp.py`, `cnn.py`, `conv4.py`), `Siamese`, and the registry.
 
-An encoder is any Flax module called as `encoder(x, train=...)` that maps
-images float[N, H, W] (values in [0, 1]) to embeddings float[N, D]. A new
-built-in encoder is a file with the module and a `from_config(config)`,
-plus one line in `ENCODERS` below (and its name in
-`siamese_jax.core.config.ENCODERS`, which a test checks against this table).
+An encoder maps float[N, H, W] in [0, 1] to float[N, D] as `encoder(x,
+train=...)`. A new built-in one is a file with the module and a
+`from_config(config)`, one line in `ENCODERS`, and its name in
+`siamese_jax.core.config.ENCODERS` (a test checks they agree).
 """
 
 from collections.abc import Callable

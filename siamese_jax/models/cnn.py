@@ -11,18 +11,10 @@ from siamese_jax.models.layers import embedding_head, patches_3x3_stride2
 class CNN(nn.Module):
   """Two 3x3 stride-2 convolutions with ReLU, then a Dense embedding.
 
-  On 28x28 images: 16 and 32 channels (28 -> 14 -> 7), a 7x7x32 map, Dense
-  128: 205,632 parameters and about 0.44 M multiply-adds per image (the
-  MLP: 0.13 M); the convolutions' weight sharing is what the MLP lacks for
-  images. Each convolution is `patches_3x3_stride2` followed by a Dense
-  layer, the same arithmetic as `nn.Conv(width, (3, 3), strides=2)`.
-
-  Attributes:
-    features: channels of each conv stage.
-    embed_dim: width of the final Dense layer (the embedding).
-    dropout: rate of the dropout before the final Dense layer.
-    final_relu: whether the embedding has a ReLU, as for `MLP`.
-    dropout_rng: "hash" or "threefry", as for `MLP`.
+  On 28x28: 16 and 32 channels (28 -> 14 -> 7), Dense 128: 205,632
+  parameters, 0.44 M multiply-adds an image (the MLP: 0.13 M). Each
+  convolution is `patches_3x3_stride2` and a Dense, the arithmetic of
+  `nn.Conv(width, (3, 3), strides=2)`.
   """
 
   features: Sequence[int] = (16, 32)

@@ -9,21 +9,10 @@ from siamese_jax.models.layers import embedding_head, max_pool_2x2, patches_3x3
 class Conv4(nn.Module):
   """Four blocks of 3x3 convolution, LayerNorm, ReLU and 2x2 max-pooling, then Dense.
 
-  The few-shot literature's standard backbone (Vinyals et al. 2016; Snell et
-  al. 2017) for Omniglot's characters: 28x28 -> 14 -> 7 -> 3 -> 1, a
-  1x1x64 map on 28x28 images (larger images keep a larger map). LayerNorm
-  over the channels of each position stands in for the usual BatchNorm: it
-  needs no running statistics, so the step stays a pure function of
-  (params, batch, key) and training and embedding compute the same thing.
-  Each convolution is `patches_3x3` then one Dense layer (im2col), as `CNN`
-  does, for the same reason (see `patches_3x3_stride2`).
-
-  Attributes:
-    channels: width of every block.
-    embed_dim: width of the final Dense layer (the embedding).
-    dropout: rate of the dropout before the final Dense layer.
-    final_relu: whether the embedding has a ReLU, as for `MLP`.
-    dropout_rng: "hash" or "threefry", as for `MLP`.
+  The few-shot backbone (Vinyals et al. 2016; Snell et al. 2017): 28x28 -> 14
+  -> 7 -> 3 -> 1. LayerNorm over channels stands in for BatchNorm: no running
+  statistics, so the step stays a pure function of (params, batch, key).
+  Convolutions are im2col and one Dense, as in `CNN`.
   """
 
   channels: int = 64

@@ -1,32 +1,19 @@
 """Dropout whose mask bits come from a cheap counter-based hash.
 
-Flax's `nn.Dropout` draws its mask with `jax.random.bernoulli`: a full
-threefry2x32 evaluation (20 rounds over two 32-bit words) for every element.
-For this network that is most of a step's non-matmul work; the hash below
-costs a small fraction of it (measured in docs/performance.md).
-
-`Dropout(rate, rng="hash")` (the default here) draws one 32-bit seed per
-layer and step from the step's JAX key (`jax.random.bits` on the module's
-"dropout" rng, so the masks stay a pure function of (key, step), exactly
-like flax's), and derives the bit of element i as
+Flax's `nn.Dropout` runs threefry2x32 (20 rounds over two words) per
+element, most of this network's non-matmul work; the hash costs a small
+fraction of it (docs/performance.md). `Dropout(rate, rng="hash")` draws one
+32-bit seed per layer and step from the "dropout" rng (so masks stay a
+pure function of (key, step)) and sets element i's bits to
 
     h = fmix32(i * 0x9E3779B9 + fmix32(seed))
 
-The construction is SplitMix's (Steele, Lea & Flood 2014, "Fast Splittable
-Pseudorandom Number Generators", OOPSLA): a Weyl sequence (the counter
-times the golden-ratio constant) passed through a bijective avalanche
-finalizer, here MurmurHash3's 32-bit `fmix32` (Appleby), in which every
-input bit flips each output bit with probability close to 1/2. The seed
-goes through `fmix32` first, so neighbouring seeds give unrelated streams.
-Why that is enough for dropout: a mask needs each element kept with
-probability 1 - rate, independently of its neighbours, of the other layer,
-of the other image of the pair and of the next step. The keep rate is
-exact to 2^-32, and the tests check the rate and the absence of those
-correlations. Dropout needs no cryptographic strength, nor the 2^64-long
-streams of a simulation PRNG: a layer's mask has 32,768 elements a step.
-
-`rng="threefry"` keeps flax's own `nn.Dropout` (JAX's standard PRNG), for
-anyone who needs it: `--dropout-rng threefry`.
+SplitMix's construction (Steele, Lea & Flood 2014): a Weyl sequence through
+MurmurHash3's bijective `fmix32` finalizer. Dropout needs each element
+kept with probability 1 - rate independently of its neighbours, the other
+layer, the pair's other image and the next step, not cryptographic
+strength; the keep rate is exact to 2^-32 and the tests check those
+correlations. `rng="threefry"` (`--dropout-rng threefry`) keeps flax's.
 """
 
 import math
@@ -50,12 +37,7 @@ def fmix32(h: jax.Array) -> jax.Array:
 
 
 def hash_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """uint32[shape]: the hash of each element's flat index under `seed`.
-
-  Args:
-    seed: uint32[] per-layer, per-step seed.
-    shape: the mask's shape.
-  """
+  """uint32[shape]: the hash of each element's flat index under the uint32[] `seed`."""
   index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
   return fmix32(index * jnp.uint32(_GOLDEN) + fmix32(seed))
 
@@ -67,11 +49,7 @@ def keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array
 
 
 class HashDropout(nn.Module):
-  """Inverted dropout (kept values scaled by 1 / (1 - rate)) with hashed mask bits.
-
-  The same contract as `nn.Dropout`: `deterministic=True` is the identity,
-  and the mask comes from the module's "dropout" rng.
-  """
+  """Inverted dropout with hashed mask bits, on `nn.Dropout`'s contract."""
 
   rate: float
 
@@ -85,12 +63,7 @@ class HashDropout(nn.Module):
 
 
 def dropout_layer(rate: float, rng: str) -> nn.Module:
-  """`HashDropout(rate)` for rng="hash", flax's own `nn.Dropout(rate)` for "threefry".
-
-  Called inside a compact module, so either is named and keyed as flax
-  names and keys any submodule; "threefry" is exactly what the project used
-  before the hash (same module path, same keys, same masks).
-  """
+  """`HashDropout(rate)` for "hash", flax's `nn.Dropout(rate)` for "threefry"."""
   if rng == "hash":
     return HashDropout(rate)
   if rng == "threefry":

@@ -1,9 +1,8 @@
-"""Building blocks the convolutional encoders share: im2col windows, pooling, the embedding head.
+"""What the convolutional encoders share: im2col windows, pooling, the embedding head.
 
-On XLA's CPU backend a convolution written as its windows (im2col) and one
-matmul runs at matmul speed, while the native convolution and its gradients
-were far slower (docs/performance.md); so are the reshape-and-max pooling
-and its gradient against `nn.max_pool`'s reduce-window.
+On XLA's CPU backend a convolution as im2col and one matmul, and pooling as
+reshape and max, run far faster than the native ops and their gradients
+(docs/performance.md).
 """
 
 import flax.linen as nn
@@ -14,13 +13,7 @@ from siamese_jax.models.dropout import dropout_layer
 
 
 def patches_3x3_stride2(x: jax.Array) -> jax.Array:
-  """float[B, H, W, C] -> float[B, ceil(H/2), ceil(W/2), 9 * C]: 3x3 windows, stride 2.
-
-  The windows of a 'SAME'-padded 3x3 convolution with stride 2, gathered by
-  nine strided slices (im2col). A convolution is then one matmul: on CPU,
-  XLA runs that at matmul speed, while its native convolution and the
-  convolution's gradients were far slower (docs/performance.md).
-  """
+  """float[B, H, W, C] -> float[B, ceil(H/2), ceil(W/2), 9C]: 'SAME' 3x3 stride-2 windows."""
   b, h, w, c = x.shape
   ho, wo = -(-h // 2), -(-w // 2)
   # SAME padding for stride 2, kernel 3: total pad max(3 - 2 + ((H - 1) % 2 ... )),
@@ -43,22 +36,14 @@ def patches_3x3(x: jax.Array) -> jax.Array:
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """float[B, H, W, C] -> float[B, H // 2, W // 2, C]: max over 2x2 blocks (an odd edge is dropped).
-
-  A reshape and a max rather than `nn.max_pool`'s reduce-window, whose
-  gradient XLA's CPU backend runs several times slower.
-  """
+  """float[B, H, W, C] -> float[B, H // 2, W // 2, C]: max over 2x2 blocks (odd edges drop)."""
   b, h, w, c = x.shape
   x = x[:, : h - h % 2, : w - w % 2]
   return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def embedding_head(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
-  """A conv encoder's last part: flatten, dropout, Dense to `embed_dim`, ReLU if `final_relu`.
-
-  Called from inside `module`'s compact `__call__`, so the Dense layer is
-  one of its parameters (`Dense_0`).
-  """
+  """Flatten, dropout, Dense to `embed_dim` (the caller's `Dense_0`), ReLU if `final_relu`."""
   x = x.reshape(x.shape[0], -1)
   x = dropout_layer(module.dropout, module.dropout_rng)(x, deterministic=not train)
   x = nn.Dense(module.embed_dim, kernel_init=nn.initializers.glorot_uniform())(x)

@@ -1,8 +1,8 @@
 """`MLP`: the Keras original's base network (`--encoder mlp`, the default).
 
 flatten -> Dense 128 ReLU -> Dropout 0.1 -> Dense 128 ReLU -> Dropout 0.1 ->
-Dense 128 ReLU: 133,504 parameters on 28x28 images. Kernels start
-Glorot-uniform and biases at zero, as Keras' Dense does.
+Dense 128 ReLU: 133,504 parameters on 28x28 images, Glorot-uniform kernels
+and zero biases as Keras' Dense.
 """
 
 from collections.abc import Sequence
@@ -16,14 +16,9 @@ from siamese_jax.models.dropout import dropout_layer
 class MLP(nn.Module):
   """Dense+ReLU layers with dropout between them.
 
-  Attributes:
-    hidden_sizes: width of each Dense layer.
-    dropout: rate of the dropout after every layer but the last.
-    final_relu: whether the last layer has a ReLU (the original's does; a
-      2-D embedding for plotting is better without one).
-    dropout_rng: where the dropout masks come from: "hash" (the fast
-      counter-based hash of `siamese_jax.models.dropout`) or "threefry" (flax's
-      `nn.Dropout`, JAX's standard PRNG).
+  `final_relu`: the original's last layer has one (a 2-D map is better
+  without). `dropout_rng`: "hash" (`siamese_jax.models.dropout`) or
+  "threefry" (flax's `nn.Dropout`).
   """
 
   hidden_sizes: Sequence[int] = (128, 128, 128)
@@ -33,15 +28,7 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """Embeds a batch of images.
-
-    Args:
-      x: float[B, H, W] or float[B, H * W], values in [0, 1].
-      train: enables dropout (needs a "dropout" rng).
-
-    Returns:
-      float[B, hidden_sizes[-1]] embeddings.
-    """
+    """float[B, H, W] or [B, H * W] in [0, 1] -> float[B, D]; `train` enables dropout."""
     x = x.reshape(x.shape[0], -1)
     last = len(self.hidden_sizes) - 1
     for i, width in enumerate(self.hidden_sizes):

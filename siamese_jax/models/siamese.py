@@ -1,7 +1,6 @@
 """`Siamese`: one encoder applied to both images of a pair, one parameter tree for both.
 
-It embeds the two images of every pair in a single pass over a (2B, ...)
-batch: one matmul per layer instead of two, and the weights read once.
+Both images go through one (2B, ...) pass: one matmul per layer, weights read once.
 """
 
 import flax.linen as nn
@@ -13,15 +12,10 @@ from siamese_jax.losses.distances import euclidean_distance
 
 
 class Siamese(nn.Module):
-  """One encoder applied to both images of a pair; outputs their distance.
+  """One encoder (parameters under "encoder") on both images of a pair; outputs their distance.
 
-  Attributes:
-    encoder: maps float[N, ...] images to float[N, D] embeddings; called as
-      `encoder(x, train=...)`. Its parameters live under "encoder".
-    fuse_branches: embed both images in one (2B, ...) pass (the default and
-      the faster); False applies the encoder twice, for comparison.
-    normalize: divide each embedding by its norm (max(||e||, 1e-12)), for
-      the losses of unit embeddings (`Loss.normalize` in `siamese_jax.losses.LOSSES`).
+  `fuse_branches=False` applies it twice, for comparison. `normalize` divides
+  each embedding by max(||e||, 1e-12), for the losses of unit embeddings.
   """
 
   encoder: nn.Module
@@ -29,16 +23,7 @@ class Siamese(nn.Module):
   normalize: bool = False
 
   def __call__(self, x1: jax.Array, x2: jax.Array, *, train: bool) -> jax.Array:
-    """Distance between the embeddings of each pair.
-
-    Args:
-      x1: float[B, H, W] (or [B, H * W] for the MLP) first images.
-      x2: same shape, second images.
-      train: enables dropout; each image gets its own mask.
-
-    Returns:
-      float[B] Euclidean distances.
-    """
+    """float[B] distances between embeddings of float[B, ...] x1 and x2; a mask per image."""
     if x1.shape != x2.shape:
       raise ValueError(f"x1 and x2 must have the same shape, got {x1.shape} and {x2.shape}.")
     if not self.fuse_branches:

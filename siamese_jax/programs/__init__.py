@@ -1,15 +1,10 @@
-"""The command-line programs, installed with the package.
-
-Each module here is one program with a `main(argv)`; three routes run the
-same code:
+"""The command-line programs, installed with the package: one module each, with `main(argv)`.
 
     siamese-jax mnist-siamese --data-dir DIR        # the console script
     python -m siamese_jax mnist-siamese --data-dir DIR
     python -m experiments.mnist_siamese --data-dir DIR   # from a checkout
 
-A program's name is its module's, with hyphens for underscores.
-`experiments.benchmark` is not here: it times this checkout with the
-`benchmarks/` beside it, which the wheel does not ship.
+`experiments.benchmark` is not here: it times the checkout's `benchmarks/`.
 """
 
 import importlib
@@ -41,11 +36,7 @@ def usage() -> str:
 
 
 def run(name: str, argv: Sequence[str] | None = None, *, launcher: Sequence[str] = ()) -> int:
-  """Runs program `name` on `argv` (sys.argv[1:] if None); returns its exit code.
-
-  `launcher` is how the user started it (["siamese-jax", name]), for the
-  commands a program prints back, such as the one that resumes a run.
-  """
+  """Runs program `name` on `argv`; `launcher` is how the user started it."""
   from siamese_jax import cli, xla_flags
 
   module = importlib.import_module(f"siamese_jax.programs.{name.replace('-', '_')}")

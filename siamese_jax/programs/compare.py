@@ -2,11 +2,8 @@
 
     python -m experiments.compare --workdir W A.png B.png
 
-The images may be any PIL reads (PNG of any mode, JPEG, BMP, ...). They go
-through the run's own input: read as grayscale, then resized and inverted as
-the run's config.json says (an MNIST run resizes other sizes to 28x28).
-Images drawn the other way round from the run's get a warning; a missing or
-unreadable file is refused with the problem and the fix (exit code 1).
+Any image PIL reads goes through the run's own input (grey, then resized
+and inverted as config.json says); a bad file gets the problem and the fix.
 """
 
 import argparse

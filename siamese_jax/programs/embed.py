@@ -1,15 +1,12 @@
-"""Embed every image of a split, or your own images, with a trained run (for TensorBoard's projector).
+"""Embed a split, or your own images, with a trained run (for TensorBoard's projector).
 
     python -m experiments.embed --workdir W --split test --out DIR [--data-dir D]
     python -m experiments.embed --workdir W --images FOLDER --out DIR
 
-Writes `DIR/embeddings.npy` (float32[N, D]) and `DIR/labels.tsv` (one label
-per line, as the projector reads a single metadata column). The data is the
-one the run recorded in its config.json, unless --data-dir or --tfds-name
-names another; data of another image size or class count is refused. With
---images, every image file of FOLDER (any PIL reads; other files are skipped
-with a warning) goes through the run's own input, and labels.tsv holds the
-file names.
+Writes `DIR/embeddings.npy` (float32[N, D]) and `DIR/labels.tsv`. The data
+is the run's own unless --data-dir or --tfds-name names another (of the
+same image size and classes); --images embeds FOLDER's image files through
+the run's input, their names as labels.
 """
 
 import argparse

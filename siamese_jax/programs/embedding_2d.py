@@ -2,12 +2,10 @@
 
     python -m experiments.embedding_2d --data-dir DIR [--epochs 20] [--train-classes 0,1,2,3,4]
 
-The same shared MLP and contrastive loss as mnist_siamese, with a 2-unit
-output layer and no ReLU on it (a ReLU would fold the map into one
-quadrant). After training, every test image is embedded and drawn as a
-point coloured by its class: `<workdir>/embedding_2d.png`. With
---train-classes, the map shows the test images of the *other* classes,
-which the network never saw: `<workdir>/embedding_2d_unseen.png`.
+mnist_siamese's network with a 2-unit output and no final ReLU (it would
+fold the map into a quadrant); the test images go to
+`<workdir>/embedding_2d.png`, and with --train-classes the unseen classes'
+to `embedding_2d_unseen.png`.
 """
 
 import os

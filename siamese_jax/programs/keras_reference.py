@@ -3,19 +3,13 @@
     pip install "keras>=3"
     python -m experiments.keras_reference --data-dir DIR [--epochs 5]
 
-A port written for this comparison from the Keras example's description
-(not part of the library): the same pairs (`siamese_jax.make_pairs`, so the
-same 108,400 train and 17,820 test pairs as a run of seed 0), materialized
-as float32 arrays as the example does; the same shared MLP, Euclidean
-distance, contrastive loss, RMSprop(1e-3, rho 0.9, epsilon 1e-7), batch 128;
-`model.fit` with the test pairs as validation data, so each epoch is
-training plus validation, like a run's `epoch_seconds`. Keras runs on the
-JAX backend (KERAS_BACKEND=jax is set here), on the same devices.
-
-It prints each epoch's wall time and the median of epochs 2 and later (the
-first compiles), and the test pair accuracy at d < 0.5. Compare the median
-with a run's median `epoch_seconds` measured in the same session: machines
-differ too much for absolute times to carry.
+A port written for this comparison (not part of the library): seed 0's
+pairs (`siamese_jax.make_pairs`) as float32 arrays, as the example holds
+them; the same MLP, distance, loss, RMSprop and batch; `model.fit` with the
+test pairs as validation, like a run's `epoch_seconds`; Keras on the JAX
+backend, on the same devices. It prints each epoch's time, the median of
+epochs 2 on (the first compiles) and the test accuracy at d < 0.5. Compare
+with a run's median `epoch_seconds` from the same session.
 """
 
 import argparse

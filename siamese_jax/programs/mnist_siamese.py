@@ -1,11 +1,7 @@
 """The original Keras mnist_siamese example, end to end.
 
-    siamese-jax mnist-siamese [--data-dir DIR] [--epochs 20] ...
-    python -m experiments.mnist_siamese ...   (the same program, from a checkout)
-
-Builds a Config from the flags (defaults are the original's), loads MNIST,
-and trains with `siamese_jax.train_and_evaluate`. Everything else is library
-code.
+siamese-jax mnist-siamese [--data-dir DIR] [--epochs 20] ...
+python -m experiments.mnist_siamese ...   (the same program, from a checkout)
 """
 
 from siamese_jax import cli

@@ -2,13 +2,9 @@
 
     python -m experiments.oneshot --workdir W --runs PATH [--json OUT]
 
-PATH is Lake's all_runs.zip, or the folder it unzips to (run01 .. run20;
-runs built by benchmarks.lake_runs may be fewer, run01 .. runNN).
-Every test item is classified as the training image nearest in embedding
-distance, after the run's own preprocessing of the 105x105 PNGs. Prints each
-run's errors and the mean accuracy; `--json` also writes them, with the key
-`mean_accuracy`. Bad runs (a missing file, a malformed line of
-class_labels.txt, an image of another size) get one paragraph and exit 1.
+PATH is all_runs.zip or its folder (run01 on). Each test item is the
+training image nearest in embedding distance, after the run's own
+preprocessing. Prints each run's errors and `mean_accuracy` (also in --json).
 """
 
 import argparse

@@ -2,12 +2,10 @@
 
     python -m experiments.oneshot_figures --workdir W [--out DIR] [--alphabet NAME]
 
-W is a finished Omniglot run. `episodes.png`: 6 20-way 1-shot episodes of
-the evaluation alphabets, each query beside its 20 candidates, the right
-one framed green and the model's wrong choice red. `alphabet_map.png`:
-every drawing of one evaluation alphabet (default: the first) projected on
-the first two principal components of its embeddings, one colour per
-character. Both go to --out (default: the workdir).
+`episodes.png`: 6 episodes of the evaluation alphabets, the right candidate
+green, a wrong choice red. `alphabet_map.png`: one evaluation alphabet on
+its embeddings' first two principal components. Both go to --out (default
+the workdir).
 """
 
 import argparse

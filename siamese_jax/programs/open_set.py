@@ -3,14 +3,11 @@
     python -m experiments.mnist_siamese --data-dir DIR --train-classes 0,1,2,3,4,5 --workdir W
     python -m experiments.open_set --workdir W [--per-class 20] [--calibrate-n 2000] [--json OUT]
 
-The run's own data (config.json) is read. From its training split, a seeded
-draw enrols `--per-class` images of each training class into an index, and
-`--calibrate-n` other training images of those classes calibrate the
-"unknown" threshold (best F1; no image of an unseen class is used before
-the test). Every test image is then classified: a training class, or
-"unknown". It prints the accuracy on the known classes (refusals count as
-wrong), the share of unseen-class images refused, and the F1 of "known and
-right" (as `siamese_jax.recognition.calibrate.calibrate` counts it), with the threshold.
+A seeded draw of the run's training split enrols `--per-class` images per
+class, and `--calibrate-n` others calibrate "unknown" (best F1; no unseen
+class is used before the test). Every test image is then a training class
+or "unknown": it prints the known classes' accuracy, the share of unseen
+images refused and the F1, with the threshold.
 """
 
 import argparse

@@ -1,9 +1,6 @@
-"""Learning curves of a run: metrics.jsonl -> a PNG.
+"""Learning curves of a run: metrics.jsonl -> `WORKDIR/curves.png` (or --out).
 
-    python -m experiments.plot_curves WORKDIR [--out PATH]
-
-Writes `WORKDIR/curves.png` (or PATH): loss and pair accuracy per epoch,
-training and validation.
+python -m experiments.plot_curves WORKDIR [--out PATH]
 """
 
 import argparse

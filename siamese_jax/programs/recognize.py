@@ -5,15 +5,11 @@
         [--save-index PATH] [--index-backend exact|faiss-flat|faiss-hnsw|faiss-ivf]
     python -m experiments.recognize --workdir W --index PATH QUERY.png ...
 
-DIR holds one subfolder of images per class (`DIR/<class>/<image>`, as
-torchvision's ImageFolder): every image (any PIL reads; other files are
-skipped with a warning) goes through the run's own input and is enrolled
-under its folder's name. Each query prints its label and the
-distance to its nearest enrolled image, or "unknown" when that distance
-exceeds the threshold: --threshold, else one calibrated on --calibrate-on
-(labelled held-out images; classes the gallery lacks count as unknown),
-else the one saved with --index, else the run's own pair threshold (two
-images closer than it are "the same class").
+DIR holds a subfolder per class (`DIR/<class>/<image>`, as ImageFolder);
+each image goes through the run's own input. Each query prints its label
+and nearest distance, or "unknown" past the threshold: --threshold, else
+calibrated on --calibrate-on (labelled held-out images), else --index's,
+else the run's pair threshold.
 """
 
 import argparse

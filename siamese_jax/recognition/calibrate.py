@@ -3,8 +3,8 @@
     cal = calibrate(index, heldout_images, heldout_labels)   # best F1
     cal = calibrate(index, heldout_images, heldout_labels, target=0.99)   # a precision
 
-The held-out queries' classes may or may not be in the gallery; the
-threshold is kept on the index (and saved with it).
+Held-out classes may or may not be in the gallery; the threshold is kept
+on the index and saved with it.
 """
 
 import dataclasses
@@ -16,17 +16,11 @@ from siamese_jax.recognition.index import Index, SearchIndexError, check_labels
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-  """A chosen threshold and the curve it was chosen on.
+  """A chosen threshold, its target ("f1" or a precision), its scores, and its curve.
 
-  Attributes:
-    threshold: nearest distances above it answer "unknown".
-    target: "f1", or the precision asked for.
-    f1, precision, recall: at the threshold; a query counts as a true
-      positive when it is accepted and its label is right, a false positive
-      when accepted and wrong (an unknown class is always wrong), a false
-      negative when refused though its label would have been right.
-    thresholds, precisions, recalls, f1s: the curve, one point per distinct
-      nearest distance.
+  A query is a true positive when accepted with the right label, a false
+  positive when accepted and wrong (an unknown class always is), a false
+  negative when refused though it would have been right.
   """
 
   threshold: float
@@ -41,22 +35,12 @@ class Calibration:
 
 
 def calibrate(index: Index, queries, labels, *, target="f1") -> Calibration:
-  """Picks the distance threshold on labelled held-out data; keeps it on the index.
+  """Picks the threshold on labelled held-out queries and sets `index.threshold`.
 
-  Args:
-    index: the gallery.
-    queries: held-out images (or embeddings); their classes may or may not
-      be in the gallery.
-    labels: their labels, of the gallery's kind.
-    target: "f1" for the best F1 of "known and right" against "unknown",
-      or a precision in (0, 1]: the largest threshold that reaches it (the
-      most recall at that precision), as TensorFlow Similarity's calibrate.
-
-  Returns:
-    The `Calibration`; `index.threshold` is set to its threshold.
-
-  Raises:
-    SearchIndexError: no query, a bad target, or a precision no threshold reaches.
+  `target` is "f1" (best F1 of "known and right" against "unknown") or a
+  precision in (0, 1]: the largest threshold reaching it, as TensorFlow
+  Similarity's. Raises SearchIndexError: no query, a bad target, or a
+  precision no threshold reaches.
   """
   labels = check_labels(labels)
   if len(labels) == 0:

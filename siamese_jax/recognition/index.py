@@ -7,25 +7,13 @@
     sj.calibrate(index, heldout_images, heldout_labels)   # picks and keeps a threshold
     index.save("gallery.index"); sj.load_index("gallery.index", model=model)
 
-`Index.from_embeddings(embeddings, labels)` builds one from embeddings made
-elsewhere. Labels are integers or strings.
-
-The exact search is `siamese_jax.losses.distances.nearest`: on the device,
-a block of queries against a block of the gallery at a time, ties to the
-lower id, the distances returned recomputed as the model's own. The
-retrieval metrics (`siamese_jax.evaluation.retrieval`) rank with the same
-search. `calibrate` (`siamese_jax.recognition.calibrate`) picks the
-"unknown" threshold on held-out data.
-
-With the optional extra `[faiss]` (faiss-cpu), `backend="faiss-flat"`,
-`"faiss-hnsw"` or `"faiss-ivf"` searches with faiss behind the same API
-(flat is exact; HNSW and IVF are approximate). Nothing else imports faiss.
-
-An index file is a numpy `.npz` read with `allow_pickle=False`, since an
-index may come from someone else: the embeddings, the labels, the
-threshold, a format version, and a fingerprint of the model that made the
-embeddings; a model that does not match is refused. It is written to a
-temporary file and renamed.
+`Index.from_embeddings` takes embeddings made elsewhere; labels are ints or
+strings. The exact search is `siamese_jax.losses.distances.nearest`, as for
+the retrieval metrics. With the `[faiss]` extra, `backend="faiss-flat"`
+(exact), `"faiss-hnsw"` or `"faiss-ivf"` (approximate) search behind the
+same API; nothing else imports faiss. An index file is an `.npz` read
+without pickle (it may come from someone else): embeddings, labels,
+threshold, format version and the model's fingerprint, which must match.
 """
 
 import dataclasses
@@ -83,18 +71,11 @@ def _faiss_index(backend: str, embeddings: np.ndarray):
 
 @dataclasses.dataclass
 class Index:
-  """A gallery of embeddings and their labels, searched exactly (or by faiss).
+  """A gallery of embeddings and int or str [N] labels, searched exactly (or by faiss).
 
-  Attributes:
-    labels: the gallery's labels, int or str [N]; `labels[ids]` names what
-      a search found.
-    threshold: nearest distances above it classify as "unknown" (None:
-      never unknown); set by `calibrate`, saved with the index.
-    backend: one of `BACKENDS`.
-    model: the `TrainedModel` that embeds images for `add`,
-      `search_images` and `classify` (None for `from_embeddings`).
-    fingerprint: the model's fingerprint, "" when none is known.
-    budget_bytes: bounds the exact search's distance blocks.
+  `threshold`: nearest distances above it are "unknown" (None: never), set by
+  `calibrate` and saved. `model` embeds images (None for `from_embeddings`);
+  `fingerprint` is its ("" if unknown); `budget_bytes` bounds the search.
   """
 
   embeddings: jax.Array
@@ -187,19 +168,11 @@ class Index:
     return self.search(self.embeddings_of(images, "search_images"), k)
 
   def classify(self, queries, k: int = 1, threshold: float | None = None) -> np.ndarray:
-    """Each query's label, or "unknown" where its nearest distance exceeds the threshold.
+    """object[Q]: each query's label, or "unknown" where its nearest distance exceeds the threshold.
 
-    With k > 1 the k nearest vote: the most frequent label wins, a tie goes
-    to the tied label whose nearest member is closest.
-
-    Args:
-      queries: images (embedded by the model) or embeddings [Q, D].
-      k: neighbours that vote.
-      threshold: overrides `self.threshold` (None: use it; if that is None
-        too, nothing is unknown).
-
-    Returns:
-      object[Q]: labels, or the string "unknown".
+    `queries` are images or embeddings [Q, D]. With k > 1 the k nearest vote;
+    a tie goes to the tied label whose nearest member is closest. `threshold`
+    overrides the index's (if both are None nothing is unknown).
     """
     d, ids = self.search(self.embeddings_of(queries, "classify"), k)
     labels = self.labels[ids]
@@ -233,10 +206,7 @@ class Index:
     atomic_write_bytes(path, buf.getvalue(), fix=fix)
 
   def embeddings_of(self, items, what: str) -> np.ndarray:
-    """float32[N, D]: `items` as they are if embeddings [N, D], else embedded by the model.
-
-    `what` names the caller in the error for images without a model.
-    """
+    """float32[N, D]: embeddings as they are, images embedded by the model."""
     x = np.asarray(items)
     if x.ndim == 2 and x.shape[1] == self.dim and np.issubdtype(x.dtype, np.floating):
       return x.astype(np.float32)
@@ -260,15 +230,9 @@ def check_labels(labels) -> np.ndarray:
 
 
 def load_index(path, *, model=None) -> Index:
-  """Reads an index written by `Index.save`.
+  """Reads an index written by `Index.save`; `model` must be the one that built it.
 
-  Args:
-    path: the file.
-    model: the `TrainedModel` to search images with; refused unless it is
-      the model the index was built with.
-
-  Raises:
-    SearchIndexError: not an index file, another format version, or another model.
+  Raises SearchIndexError: not an index file, another format, or another model.
   """
   try:
     with np.load(path, allow_pickle=False) as z:

@@ -5,16 +5,11 @@
     model.distance(x1, x2)       # float32[N]
     model.same(x1, x2)           # bool[N]: distance < model.threshold
 
-`threshold` is the one the run chose at its end (on held-out validation
-pairs, else on the training pairs; see `siamese_jax.evaluation.final`).
-Images may be uint8 [N, H, W] (0..255, as the datasets store them) or floats
-in [0, 1]; [N, H * W] is accepted too. A run that resizes or inverts its
-input (Omniglot's) takes images as the dataset ships them, bool or uint8 at
-any size (Omniglot's 105x105 black-on-white PNGs as PIL reads them), and
-applies its own preprocessing (`siamese_jax.data.preprocess`), exactly as in
-training. The network runs jitted, without dropout, through the one
-embedder (`siamese_jax.evaluation.embed`), a chunk of images at a time, so
-memory stays bounded.
+`threshold` is the run's own (`siamese_jax.evaluation.final`). Images are
+uint8 [N, H, W] or floats in [0, 1] ([N, H * W] too); a run that resizes or
+inverts (Omniglot's) takes them as the dataset ships them and preprocesses
+them as in training. The network runs jitted, without dropout, a chunk at
+a time (`siamese_jax.evaluation.embed`).
 """
 
 import dataclasses
@@ -33,6 +28,7 @@ from siamese_jax.data.images import read_image, to_uint8
 from siamese_jax.data.load import load_data, load_recorded
 from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images, resize
 from siamese_jax.evaluation.embed import embed
+from siamese_jax.losses import LEARNED
 from siamese_jax.losses.distances import euclidean_distance
 from siamese_jax.recognition.index import Index, fingerprint
 from siamese_jax.rundir import checkpoint
@@ -42,17 +38,7 @@ from siamese_jax.training.state import create_train_state, make_model
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-  """A trained Siamese network and its decision threshold.
-
-  Attributes:
-    config: the run's config.
-    params: the encoder's parameters (the "params" collection).
-    threshold: distances below it mean "same class".
-    image_shape: (H, W) of the images the network was trained on.
-    model: the Flax `Siamese` module.
-    num_classes: the class count of the training data (None for runs
-      written before runs recorded it).
-  """
+  """A trained network and its threshold; `num_classes` is None for runs that did not record it."""
 
   config: Config
   params: Any
@@ -62,26 +48,16 @@ class TrainedModel:
   num_classes: int | None = None
 
   def embed(self, images) -> np.ndarray:
-    """uint8[N, H, W] or float[N, H, W] in [0, 1] -> float32[N, D] embeddings.
-
-    For a run with preprocessing: bool or uint8 [N, H', W'] as shipped.
-    The network runs through the one embedder (`siamese_jax.evaluation.embed`),
-    as many images at a time as fit its memory budget.
-    """
+    """Images as `load_trained` says -> float32[N, D], a memory budget's worth at a time."""
     x = self._images(images, "images")
     return np.asarray(embed(self.model.apply, self.params, x), np.float32)
 
   def embed_files(self, paths) -> np.ndarray:
-    """float32[N, D]: image files (any PIL reads) embedded through the run's own input.
+    """float32[N, D]: image files embedded through the run's own input.
 
-    Each file is read as 8-bit grayscale (`siamese_jax.data.images`); a run
-    that resizes and inverts (Omniglot's) applies its preprocessing, as in
-    training; a run that does not (MNIST's) resizes a file of another size
-    to its images' size with its `resize_filter`. Files drawn in the
-    polarity opposite to the run's get one warning on stderr.
-
-    Raises:
-      DataError: naming a file that is missing or not a readable image.
+    Files are read as 8-bit grayscale and preprocessed as in training (a run
+    without preprocessing resizes with its `resize_filter`); files of the
+    opposite polarity get one warning. Raises DataError naming a bad file.
     """
     pixels = [read_image(p) for p in paths]
     self._warn_polarity(paths, pixels)
@@ -123,22 +99,11 @@ class TrainedModel:
     return fingerprint(self.params)
 
   def index(self, images, labels, **kwargs):
-    """An `Index` of these gallery images (see `siamese_jax.recognition.index`).
-
-    Args:
-      images: uint8[N, H, W] or floats in [0, 1], as `embed` takes them.
-      labels: int or str [N].
-      **kwargs: `backend`, `threshold`, `budget_bytes` of the `Index`.
-    """
+    """An `Index` of gallery images and int or str [N] labels (`backend`, `threshold`)."""
     return Index(self.embed(images), labels, model=self, fingerprint=self.fingerprint, **kwargs)
 
   def load_data(self, data_dir=None, *, tfds_name: str | None = None) -> Dataset:
-    """The run's own data (`config.data`), or the data named here instead.
-
-    Raises:
-      DataError: the run recorded no data and none is named, the data
-        cannot be loaded, or it does not match the run (`check_data`).
-    """
+    """The run's own data, or `data_dir`'s; DataError if none, unreadable, or unlike the run's."""
     if data_dir is not None or tfds_name is not None:
       data = load_data(data_dir, tfds_name=tfds_name or "mnist")
     elif self.config.data is not None:
@@ -152,11 +117,7 @@ class TrainedModel:
     return data
 
   def check_data(self, data: Dataset) -> None:
-    """Refuses data whose image shape or class count differs from the run's.
-
-    Raises:
-      DataError: naming both shapes, or both class counts.
-    """
+    """DataError naming both when the image shape or class count differs from the run's."""
     shape = data.image_shape
     if self.config.image_size is not None:  # the run resizes whatever it is given
       shape = (self.config.image_size,) * 2
@@ -193,17 +154,11 @@ class TrainedModel:
 
 
 def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
-  """Loads the network and threshold of a finished run.
+  """Loads the network and threshold of a finished run in `workdir`.
 
-  Args:
-    workdir: the run's workdir (holds config.json, checkpoint.msgpack and
-      results.json).
-    encoder: the custom Flax encoder the run was trained with, if it was
-      (the built-in ones are rebuilt from config.json).
-
-  Raises:
-    WorkdirError: the workdir is missing files of a finished run, or holds
-      a run of another encoder.
+  `encoder`: the custom Flax encoder it was trained with, if any (built-in
+  ones are rebuilt from config.json). Raises WorkdirError for missing files
+  or a run of another encoder.
   """
   workdir = os.fspath(workdir)
   need = (CONFIG_NAME, checkpoint.CHECKPOINT_NAME, RESULTS_NAME)
@@ -230,7 +185,7 @@ def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
   target = create_train_state(
     jax.random.key(0), config, encoder=encoder, image_shape=image_shape, classes=one
   )
-  params = {k: v for k, v in checkpoint.load(workdir, target).state.params.items() if k != "loss"}
+  params = {k: v for k, v in checkpoint.load(workdir, target).state.params.items() if k != LEARNED}
   return TrainedModel(
     config, params, float(results["threshold"]), image_shape,
     make_model(config, encoder=encoder), results.get("num_classes"),

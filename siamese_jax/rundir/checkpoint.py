@@ -1,32 +1,21 @@
 """Checkpoints: one msgpack file per run, and `Checkpoints`, the one object that manages them.
 
-Why flax.serialization (msgpack) and not orbax: a training state here is
-small (the MLP's 133,504 parameters, or Conv4's 120,256 at Omniglot's
-defaults, plus the optimizer's accumulators: about 1 MB a model; a run of
-K seeds or sweep values stores K). One small file written to a temporary
-name and renamed is atomic, synchronous, and exact for float32 arrays,
-which bitwise-identical resumption needs. Orbax's directory layout, async
-writes and tensorstore buy nothing at this size and make "is this
-checkpoint complete?" a harder question.
+flax.serialization, not orbax: a state is about 1 MB a model (the MLP's
+133,504 parameters, or Conv4's 120,256, and RMSProp's or Adam's
+accumulators). One small file written and renamed is atomic, synchronous
+and exact, which a bitwise resume needs; orbax's async directories buy
+nothing at this size and make "is it complete?" harder.
 
-A checkpoint holds the same fields for one model or K (`Checkpoint`): the
-TrainState's pytree (K models' stacked), the finished epochs and the steps
-taken of the next, those steps' metrics as float[K, n], the data key's raw
-bits (typed PRNG keys do not serialize), each model's metrics.jsonl lines
-of the finished epochs, and the run's config as JSON (read only by
-`stored_config`: what a resumed run must match).
+A `Checkpoint` holds the same fields for one model or K: the state's pytree
+(stacked for K), finished epochs, steps of the next and their metrics
+float[K, n], the data key's raw bits, each model's metrics.jsonl lines, and
+the config (read by `stored_config`, which a resume must match).
 
-**Proof.** The file is a header line, the sha256 of the payload, and the
-payload; reading recomputes the digest, so flipped or missing bytes are
-found, never loaded as other weights. Each save first renames the previous
-checkpoint to `checkpoint.prev.msgpack`, so a checkpoint that fails
-verification leaves the one before it; resuming falls back to it (and,
-since every epoch's randomness is keyed by the epoch, still ends bitwise
-where an uninterrupted run ends).
-
-**Formats.** `FORMAT` 2 is the header above. Format 1, before checksums and
-the metrics lines, is read in one place (`_payload`): unverified, its lines
-taken from metrics.jsonl, where each must then be readable.
+The file is a header, the payload's sha256 and the payload, so damage is
+found, never loaded. Each save first renames the last checkpoint to
+`checkpoint.prev.msgpack`; a resume falls back to it and, every epoch being
+keyed, still ends bitwise. `FORMAT` is 2; format 1 (no digest, no lines) is
+read in one place, `_payload`.
 """
 
 import dataclasses
@@ -77,7 +66,7 @@ class Checkpoint:
 
 
 def save(workdir: str, ckpt: Checkpoint, config: Config) -> str:
-  """Writes `<workdir>/checkpoint.msgpack` atomically, keeping the previous one; returns its path."""
+  """Writes `<workdir>/checkpoint.msgpack` atomically, keeping the previous; returns its path."""
   payload = flax.serialization.msgpack_serialize(
     {
       "state": flax.serialization.to_state_dict(parallel.to_host(ckpt.state)),
@@ -110,15 +99,9 @@ def exists(workdir: str) -> bool:
 def load(workdir: str, target_state, *, fall_back: bool = False, out=None) -> Checkpoint:
   """Reads and verifies the checkpoint into the structure of `target_state`.
 
-  Args:
-    workdir: the run's directory.
-    target_state: a state of the run's structure (as initialized).
-    fall_back: when the newest checkpoint fails verification (or is gone),
-      use the previous one and say so in one line on `out` (stderr). A
-      finished run's model (`load_trained`) never falls back.
-
-  Raises:
-    WorkdirError: no checkpoint verifies, naming each file and what is wrong.
+  With `fall_back`, a newest checkpoint that fails (or is gone) gives way to
+  the previous one, said on `out`; a finished model (`load_trained`) never
+  falls back. Raises WorkdirError naming each file and what is wrong.
   """
   names = (CHECKPOINT_NAME, PREVIOUS_NAME) if fall_back else (CHECKPOINT_NAME,)
   problems = []
@@ -144,11 +127,7 @@ def load(workdir: str, target_state, *, fall_back: bool = False, out=None) -> Ch
 
 
 def stored_config(workdir: str) -> Config | None:
-  """The config the run's newest verifiable checkpoint was trained with, or None.
-
-  What the run really is: config.json can be edited or deleted by hand, the
-  checkpoint's sha256 says whether it changed.
-  """
+  """The config of the newest verifiable checkpoint, or None, whatever config.json says."""
   for name in (CHECKPOINT_NAME, PREVIOUS_NAME):
     try:
       return Config.from_dict(json.loads(_payload(os.path.join(workdir, name))["config"]))
@@ -195,12 +174,7 @@ def _read(path: str, target_state) -> Checkpoint:
 
 
 class Checkpoints:
-  """A run's checkpoint and the files it vouches for: save, restore, the metrics history.
-
-  The run's checkpoint lives in `workdir`; each model writes its
-  config.json and metrics.jsonl in its own directory (`model_dirs`: the
-  workdir itself for a plain run).
-  """
+  """A run's checkpoint (in `workdir`) and the files it vouches for in each of `model_dirs`."""
 
   def __init__(self, workdir: str, config: Config, model_dirs: Sequence[str]):
     self.workdir, self.config, self.dirs = workdir, config, list(model_dirs)
@@ -224,16 +198,11 @@ class Checkpoints:
   ) -> Checkpoint | None:
     """The verified checkpoint to resume from, its files made to agree with it; None if none.
 
-    Nothing in the workdir changes until the checkpoint is read, verified
-    (falling back to the previous one) and accepted by `check`. Then, if
-    `write` (process 0), the config.json of each directory in `rewrite` (a
-    run trained longer, or edited by hand) is written from `configs`, and
-    every model's metrics.jsonl is made to hold exactly the checkpoint's
-    epochs; the checkpoint's `history` is then those files' lines.
-
-    Raises:
-      WorkdirError: no checkpoint verifies, `check` refuses it, or a lost
-        epoch line cannot be restored.
+    Nothing changes until the checkpoint is read, verified (or fallen back
+    from) and accepted by `check`. Then, if `write`, each config.json in
+    `rewrite` is written from `configs` and every metrics.jsonl made to hold
+    exactly the checkpoint's epochs. Raises WorkdirError when no checkpoint
+    verifies, `check` refuses, or a lost epoch line cannot be restored.
     """
     ckpt = load(self.workdir, target_state, fall_back=True) if self.exists() else None
     if ckpt is not None:
@@ -269,19 +238,11 @@ class Checkpoints:
 def reconcile_metrics(
   path: str, keep_epochs: int, history: list[str] | None
 ) -> tuple[int, list[str]]:
-  """Makes metrics.jsonl hold exactly the checkpoint's epochs 1..keep_epochs.
+  """Makes metrics.jsonl hold exactly epochs 1..keep_epochs; returns (lines restored, lines).
 
-  Lines past the checkpoint were written before a kill and will be written
-  again: they go. A line of a kept epoch that is missing, cut short or
-  corrupt is restored from the checkpoint's copy (`history`, the exact
-  lines), never dropped.
-
-  Returns:
-    (how many lines were restored, the file's lines now).
-
-  Raises:
-    WorkdirError: a kept epoch's line is missing or corrupt and the
-      checkpoint (format 1) carries no copy to restore it from.
+  Lines past the checkpoint (written before a kill) go; a kept epoch's line
+  that is missing or corrupt is restored from `history`, never dropped.
+  Raises WorkdirError when there is no copy (format 1).
   """
   found = {}
   if os.path.exists(path):

@@ -1,13 +1,9 @@
 """Where epoch metrics go: one small interface, several sinks (as in clu).
 
-`MetricWriter.write_scalars(step, scalars)` takes plain Python floats; the
-training loop fetches them from the device once per epoch. Sinks:
-
-* `JsonlWriter`: one JSON object per line in `metrics.jsonl`, flushed and
-  fsynced per line so a killed run keeps every finished epoch.
-* `ConsoleWriter`: one readable line per epoch.
-* `TensorBoardWriter`: event files through tensorboardX (no TensorFlow).
-* `MultiWriter`: fans out to several.
+`write_scalars(step, scalars)` takes Python floats. `JsonlWriter` flushes
+and fsyncs each line of metrics.jsonl, so a killed run keeps every
+finished epoch; `ConsoleWriter`, `TensorBoardWriter` (tensorboardX, no TF)
+and `MultiWriter` fan out.
 """
 
 import json

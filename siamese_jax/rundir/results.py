@@ -1,11 +1,4 @@
-"""What a run reports: the console summary of results.json, and summary.json.
-
-* `print_results`: the closing lines of a model's run, from its results;
-* `summarize`: mean, std (ddof=1), min and max over models of every numeric
-  result, as `summary.json` holds them;
-* `headline`: lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`;
-* `console_line`: the per-epoch line of a run of several models.
-"""
+"""What a run reports: its closing lines, and the summary over models (`summarize`, `headline`)."""
 
 import statistics
 from collections.abc import Sequence
@@ -15,11 +8,7 @@ SUMMARY_NAME = "summary.json"
 
 
 def print_results(t: dict[str, Any], out) -> None:
-  """The console's summary of results.json, led by what the run's loss means.
-
-  The pair loss: pair accuracy first, as the original prints it. A loss
-  without pair figures (`Loss.pair_metrics`): one-shot and retrieval first.
-  """
+  """The console's summary of results.json, led by what the run's loss means."""
   pairs = "test_accuracy" in t
   if pairs:
     print(f"* Accuracy on training set: {100 * t['train_accuracy']:0.2f}%", file=out)
@@ -99,10 +88,7 @@ def console_line(epoch: int, total: int, lines: list[dict]) -> str:
 
 
 def summarize(results: Sequence[dict]) -> dict:
-  """{"results": {key: {mean, std, min, max}}} over the numeric keys all results share.
-
-  std is the sample standard deviation (ddof=1); 0 for one seed.
-  """
+  """{"results": {key: {mean, std (ddof=1), min, max}}} over the numeric keys all share."""
   keys = [
     k for k, v in results[0].items()
     if isinstance(v, int | float) and not isinstance(v, bool)
@@ -134,10 +120,7 @@ HEADLINE = (
 
 
 def headline(summary: dict) -> list[str]:
-  """Lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`.
-
-  Without pair figures (a batch loss), the one-shot and retrieval lines lead.
-  """
+  """Lines such as `test accuracy 97.22 ± 0.20 % over 3 seeds`."""
   n, r = summary["num_seeds"], summary["results"]
   lines = []
   order = (

@@ -1,13 +1,9 @@
 """The run's directory: what it holds, who may use it, and when it may be reused.
 
-A new run refuses a workdir that holds another run unless told to overwrite
-it; a resumed run refuses a config that differs from the one it was started
-with, naming the fields. `config.json` is written before training starts.
-
-One process per workdir: a run holds an exclusive `flock` on `<workdir>/.lock`
-for its whole life (`locked`). The OS releases it when the process ends in
-any way, SIGKILL included, so nothing stale is ever left to clean up; the
-file itself only records the holder's PID for the refusal message.
+A new run refuses a workdir holding another run unless told to overwrite;
+a resume refuses another config, naming the fields. One process per
+workdir: the run holds a `flock` on `<workdir>/.lock` for its life, which
+the OS releases however the process ends, so nothing stale is left.
 """
 
 import contextlib
@@ -31,14 +27,10 @@ SWEPT_PREFIXES = tuple(f"{field}_" for field in SWEEPABLE)  # a sweep's model di
 
 @contextlib.contextmanager
 def locked(workdir: str):
-  """Holds the workdir's lock while the block runs (see the module docstring).
+  """Holds the workdir's lock while the block runs; removes a workdir it created if the block fails.
 
-  A workdir this call created is removed again if the block fails before
-  anything but the lock was written in it.
-
-  Raises:
-    WorkdirError: another process holds the lock (naming its PID), or the
-      workdir cannot be created.
+  Raises WorkdirError: another process holds it (naming its PID), or the
+  workdir cannot be created.
   """
   created = not os.path.isdir(workdir)
   path = os.path.join(workdir, LOCK_NAME)
@@ -107,28 +99,14 @@ def check_reuse(*, resume: bool, overwrite: bool) -> None:
 
 
 def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bool) -> bool:
-  """Creates the workdir, or checks that it may be reused; writes config.json for a new run.
+  """Creates the workdir or checks it may be reused; writes config.json for a new run.
 
-  A resumed run may grow its `epochs` (training longer); any other change
-  of the config is refused, and its data is matched by fingerprint (a folder
-  that moved is the same data; other files at the same path are not). A
-  resumed run's config.json is not touched here: the loop rewrites it only
-  once the checkpoint has been read and verified (`write_config`).
-
-  On resume, the run is what its checkpoint says (config.json may have been
-  edited or deleted by hand), else what config.json says; `--resume` on a
-  workdir where nothing was started yet starts the run, so one command
-  serves a SLURM job's first start and every requeue.
-
-  Returns:
-    Whether config.json must be rewritten once the checkpoint is verified
-    (a resumed run that trains longer, or whose config.json was edited or
-    deleted).
-
-  Raises:
-    WorkdirError: unwritable, holds another run (without overwrite), or the
-      run to resume has a different config or other data (the message says
-      which).
+  A resume may grow `epochs`; any other change is refused, and the data is
+  matched by fingerprint. The run is what its checkpoint says, else its
+  config.json; `--resume` where nothing started yet starts the run (one
+  command for a SLURM job's start and requeues). Returns whether config.json
+  must be rewritten once the checkpoint verifies. Raises WorkdirError:
+  unwritable, another run, or a different config or data.
   """
   check_reuse(resume=resume, overwrite=overwrite)
   config_path = os.path.join(workdir, CONFIG_NAME)
@@ -186,12 +164,7 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
 
 
 def read_results(workdir: str) -> dict:
-  """A finished run's results.json, checked: a JSON object with its threshold.
-
-  Raises:
-    WorkdirError: cut short, not JSON, or without a threshold: the fix is to
-      evaluate the finished training again (`--resume`).
-  """
+  """A finished run's results.json with its threshold; else WorkdirError (fix: `--resume`)."""
   path = os.path.join(workdir, RESULTS_NAME)
   fix = (
     "Run the run's own command with --resume: its training is finished, so it evaluates "
@@ -217,12 +190,7 @@ def _differs_from_file(path: str, config: Config) -> bool:
 
 
 def _has_progress(workdir: str) -> bool:
-  """Whether the workdir holds anything a new run would lose.
-
-  A config.json alone is a run that never finished an epoch (it stopped on
-  a non-finite loss, or was killed before its first checkpoint): nothing is
-  lost by starting again, so the same command (or a corrected one) may.
-  """
+  """Whether a new run would lose anything: a config.json alone (no epoch finished) is nothing."""
   names = [f for f in RUN_FILES + OTHER_RUN_FILES if f != CONFIG_NAME]
   return any(os.path.exists(os.path.join(workdir, f)) for f in names)
 
@@ -244,11 +212,7 @@ def _check_same_data(workdir: str, config: Config, old: Config) -> None:
 
 
 def holds_run(directory: str) -> bool:
-  """Whether a run of this project wrote `directory`: its own files prove it.
-
-  Proof is a config.json that reads as a `Config`, or a checkpoint that
-  carries this project's header. A name alone (`seed_photos/`) proves nothing.
-  """
+  """Whether this project wrote `directory`: a config.json read as a `Config`, or our checkpoint."""
   try:
     read_config(os.path.join(directory, CONFIG_NAME))
     return True
@@ -267,12 +231,9 @@ def holds_run(directory: str) -> bool:
 def clear_run(workdir: str) -> None:
   """Removes what runs of this project wrote in `workdir` (--overwrite), and nothing else.
 
-  A folder's run files (config.json, metrics.jsonl, results.json, the
-  checkpoints, summary.json, distances.png) and its `tensorboard/` go only
-  where `holds_run` proves a run wrote them. Model directories of seeds and
-  sweeps (`seed_<S>/`, `<field>_<value>/`) are cleared the same way, one by
-  one, and removed once empty: a folder of the user's own, whatever its
-  name, keeps every file that no run wrote.
+  Run files and `tensorboard/` go only where `holds_run` proves a run wrote
+  them; model directories (`seed_<S>/`, `<field>_<value>/`) are cleared the
+  same way and removed once empty, so a user's own files stay.
   """
   if not os.path.isdir(workdir):
     return
@@ -289,11 +250,7 @@ def clear_run(workdir: str) -> None:
 
 
 def read_config(path: str) -> Config:
-  """The Config of a run's config.json.
-
-  Raises:
-    WorkdirError: unreadable, not JSON, not a JSON object, or not a valid config.
-  """
+  """The Config of a run's config.json; WorkdirError if unreadable or invalid."""
   try:
     with open(path) as f:
       d = json.load(f)

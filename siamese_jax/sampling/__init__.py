@@ -1,11 +1,7 @@
-"""What a step learns from: pairs of images as indices (`pairs.py`) or P x K
-batches of images (`pk.py`), the epoch's shuffle, and a model's keys and
-splits (`check_data`).
+"""What a step learns from: pairs as indices (`pairs.py`) or P x K batches (`pk.py`).
 
-`SAMPLERS` holds one `Sampler` entry per sampler: what its batch holds, what
-the model computes from it, how the batch is gathered on the device, and
-the Config fields only it reads. `check(config)` holds the rules between a
-run's loss (`siamese_jax.losses.LOSSES`), its sampler and their fields.
+`SAMPLERS` holds one `Sampler` entry each; `check(config)` holds the rules
+between a run's loss, its sampler and their fields.
 """
 
 import dataclasses
@@ -36,26 +32,18 @@ class Sampler:
   """One way of drawing batches, as the training core sees it.
 
   Attributes:
-    describe: what its batches are, in words, for messages.
-    rows: what a batch's rows are ("pairs" or "images"), for results.json.
-    images: the batch's keys that hold images (distorted together).
-    target: the batch's key the loss compares the model's outputs with.
-    outputs: `outputs(apply_fn, variables, batch, *, train, rngs)`: what the
-      model computes from a batch for the loss.
-    gather: `gather(images, data, idx) -> batch`, on the device, from the
-      split's images, the epoch's named arrays (`Feed.epoch`'s data) and
-      the step's indices.
-    feed: `feed(config, run) -> Feed`: one model's images, the tables its
-      epochs are drawn from, and the jittable epoch.
-    validation: `validation(config, split, key) -> (data, int32[S, B])`:
-      the batches a run is validated on each epoch, drawn once, by their
-      rows into `data` (the split's pairs, or its images).
-    val_outputs: `val_outputs(embeddings, data, idx) -> (outputs, targets)`:
-      what the loss compares for one validation batch, from the split's
-      embeddings (no dropout: an image's embedding is the same in any batch).
-    fields: the Config fields (and flags) that only this sampler reads.
-    rule: a rule it adds between Config fields: `rule(config)` gives
-      (field, what is wrong and how to fix it) when broken, else None.
+    describe, rows: its batches in words; what their rows are ("pairs" or "images").
+    images: the batch's keys holding images (distorted together).
+    target: the batch's key the loss compares the outputs with.
+    outputs: `outputs(apply_fn, variables, batch, *, train, rngs)` for the loss.
+    gather: `gather(images, data, idx) -> batch`, on the device.
+    feed: `feed(config, run) -> Feed`: images, epoch tables, the jittable epoch.
+    validation: `validation(config, split, key) -> (data, int32[S, B])`,
+      the batches validated on each epoch, drawn once.
+    val_outputs: `val_outputs(embeddings, data, idx) -> (outputs, targets)`
+      of one validation batch, from the split's embeddings.
+    fields: the Config fields only this sampler reads.
+    rule: `rule(config)` -> (field, what is wrong and the fix) or None.
   """
 
   describe: str
@@ -100,13 +88,7 @@ def sampler_name(config: Config) -> str:
 
 
 def check(config: Config) -> None:
-  """The rules between the loss, the sampler and their fields.
-
-  Raises:
-    ConfigError: an unknown loss or sampler, a sampler the loss cannot learn
-      from, another sampler's field set away from its default, or a rule of
-      the loss's own broken.
-  """
+  """ConfigError for an unknown or mismatched loss or sampler, another's field, or a broken rule."""
 
   def need(ok: bool, field: str, rule: str) -> None:
     if not ok:
@@ -146,12 +128,7 @@ OPTIMIZER_FIELDS = {"rmsprop": ("rmsprop_decay", "rmsprop_eps"), "adam": ()}
 
 
 def unused_fields(config: Config) -> dict[str, str]:
-  """The Config fields `config`'s run never reads, each with why, for refusing their flags.
-
-  Other losses' parameters, the other sampler's settings, the other
-  optimizer's settings, and `augment_strength` without augmentation. The
-  CLI refuses those of them the user gave (`siamese_jax.cli`).
-  """
+  """The Config fields this run never reads, each with why (the CLI refuses those the user gave)."""
   loss = LOSSES[config.loss]
   name = sampler_name(config)
   unused = {}

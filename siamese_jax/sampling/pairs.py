@@ -1,13 +1,8 @@
-"""Pairs of example indices, and whether the two share a digit.
+"""Pairs of example indices, and whether the two share a class (y = 1.0: same).
 
-Pairs are data, not copies: both functions return indices into a split plus a
-similarity label, and images are gathered on the device when a batch is
-formed (`siamese_jax.training.step.gather_batch`). Materializing the original's
-108,400 x 2 x 784 float32 pair array would take 680 MB.
-
-Label convention: **y = 1.0 means "same digit"**, y = 0.0 "different
-digits", as in the Keras example. The DrLIM paper (Hadsell, Chopra & LeCun,
-2006) uses the reverse (Y = 0 for similar pairs).
+Pairs are indices gathered on the device (`gather_batch`): the original's
+108,400 x 2 x 784 float32 pairs would take 680 MB. y = 1 means "same", as in
+the Keras example; DrLIM (Hadsell, Chopra & LeCun, 2006) uses the reverse.
 """
 
 import jax
@@ -45,25 +40,16 @@ def make_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
   """The original example's `create_pairs`, with a JAX key for randomness.
 
-  With n = (smallest class count) - 1, for each digit d and each i < n, emits
-  a positive pair (i-th, (i+1)-th example of d) then a negative pair (i-th
-  example of d, i-th example of digit (d + k) % num_classes for k drawn
-  uniformly from 1..num_classes-1). Labels therefore alternate 1, 0.
-
-  On MNIST this gives 10 * 5420 * 2 = 108,400 train and 10 * 891 * 2 = 17,820
-  test pairs.
-
-  Args:
-    key: PRNG key for the negative partners' digits. Same key, same pairs.
-    labels: int[N] class of each example, in [0, num_classes).
-    num_classes: number of classes.
+  With n = (smallest class count) - 1, for each class d and i < n: a positive
+  pair (i-th, (i+1)-th of d), then a negative (i-th of d, i-th of (d + k) % C,
+  k uniform in 1..C-1). MNIST: 108,400 train and 17,820 test pairs.
 
   Returns:
-    pairs: int32[P, 2] indices into `labels`' split, P = 2 * num_classes * n.
-    y: float32[P], 1.0 for same digit, 0.0 for different.
+    pairs: int32[P, 2] indices into `labels`, P = 2 * C * n.
+    y: float32[P], alternating 1.0, 0.0.
 
   Raises:
-    DataError: if labels are malformed or a class has fewer than 2 examples.
+    DataError: malformed labels or a class of fewer than 2 examples.
   """
   labels = _check_labels(labels, num_classes)
   counts = np.bincount(labels, minlength=num_classes)
@@ -92,25 +78,12 @@ def count_pairs(labels: np.ndarray, num_classes: int = 10) -> int:
 
 
 def class_index(labels: np.ndarray, num_classes: int = 10, groups=None) -> dict[str, np.ndarray]:
-  """Host-side tables `sample_pairs` needs, validated once.
+  """Host-side tables for `sample_pairs`, validated once.
 
-  Args:
-    labels: int[N] classes in [0, num_classes).
-    num_classes: C.
-    groups: int[N] the group of each example (Omniglot: its alphabet), or
-      None; every class must lie in one group.
-
-  Returns:
-    order: int32[N] example indices sorted by class (stable).
-    starts: int32[C] position in `order` where each class begins.
-    counts: int32[C] examples per class.
-    With groups, also: group_order int32[C] (classes sorted by group),
-    group_starts and group_counts int32[G] (where each group's classes
-    begin in group_order, and how many), class_group int32[C] and
-    class_rank int32[C] (each class's group, and its position there).
-
-  Raises:
-    DataError: malformed labels, or a class found in two groups.
+  Returns (order int32[N] examples by class, starts int32[C], counts
+  int32[C]); with `groups` (int[N], e.g. alphabets) also group_order int32[C],
+  group_starts, group_counts int32[G], class_group and class_rank int32[C].
+  Raises DataError on malformed labels or a class in two groups.
   """
   labels = _check_labels(labels, num_classes)
   counts = np.bincount(labels, minlength=num_classes)
@@ -155,29 +128,14 @@ def sample_pairs(
   index=None,
   negatives: str = "any",
 ) -> tuple[jax.Array, jax.Array]:
-  """Draws fresh balanced pairs: even positions same digit, odd different.
+  """Fresh balanced pairs, jittable: even rows same class (never the anchor itself), odd different.
 
-  Like `make_pairs` it picks the anchor's class uniformly, so every digit
-  anchors the same share of pairs; unlike it, anchors and partners are drawn
-  anew from the whole split for every key. A positive partner is never the
-  anchor itself. Jittable (pass `index` from `class_index` under jit).
-
-  Args:
-    key: PRNG key; the same key gives the same pairs.
-    labels: int[N] classes in [0, num_classes), each with >= 2 examples.
-    num_pairs: P, the number of pairs (any P >= 1; y alternates 1, 0).
-    num_classes: number of classes.
-    index: precomputed `class_index(labels, num_classes)`; computed (and
-      validated) from `labels` when None. Must hold the group tables for
-      `negatives` other than "any".
-    negatives: "any": a negative's class is uniform over the other classes;
-      "within-group": uniform over the other classes of the anchor's group
-      (any other class where the group has one class); "mixed": every
-      second negative (rows 1, 5, 9, ...) within the group, the others any.
-
-  Returns:
-    pairs: int32[P, 2] indices into the split.
-    y: float32[P], 1.0 for same digit (even rows), 0.0 otherwise (odd rows).
+  The anchor's class is uniform, as in `make_pairs`, but anchors and partners
+  are drawn anew for every key. `index` is `class_index(...)` (computed when
+  None; needs the group tables unless `negatives` is "any"). `negatives`:
+  "any" class; "within-group", the anchor's group's other classes; "mixed",
+  every second negative (rows 1, 5, 9, ...) within the group.
+  Returns (pairs int32[P, 2], y float32[P]).
   """
   if index is None:
     index = class_index(labels, num_classes)
@@ -230,16 +188,10 @@ def dense_labels(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
 def make_pairs_within(
   key: jax.Array, labels: np.ndarray, classes=None
 ) -> tuple[np.ndarray, np.ndarray]:
-  """The original's pairs among the examples of `classes` only.
+  """`make_pairs` over the examples of `classes` (all if None), renumbered 0..k-1.
 
-  The examples of `classes` (every class present if None) keep their split
-  order, their classes are renumbered 0..k-1, and `make_pairs` pairs them:
-  negatives come from another class of the same group. With every class
-  0..C-1 present this is exactly `make_pairs(key, labels, C)`.
-
-  Returns:
-    pairs: int32[P, 2] indices into `labels` (not into the subset).
-    y: float32[P], 1.0 for same class.
+  Returns indices into `labels`, not the subset; with every class present
+  this is exactly `make_pairs(key, labels, C)`.
   """
   labels = np.asarray(labels)
   classes = np.unique(labels) if classes is None else np.asarray(sorted(classes))
@@ -251,18 +203,7 @@ def make_pairs_within(
 def gather_batch(
   images: jax.Array, pairs: jax.Array, y: jax.Array, idx: jax.Array
 ) -> dict[str, jax.Array]:
-  """Forms a batch on the device from indices.
-
-  Args:
-    images: uint8[N, H, W] the split's images, on the device.
-    pairs: int32[P, 2] indices into `images`.
-    y: float32[P] pair labels.
-    idx: int32[B] which pairs form this batch.
-
-  Returns:
-    {"x1": float32[B, H, W], "x2": float32[B, H, W], "y": float32[B]},
-    pixels scaled to [0, 1] as the original does (x / 255).
-  """
+  """A batch on the device: {"x1", "x2": float32[B, H, W] in [0, 1], "y": float32[B]}."""
   p = pairs[idx]
   # One gather for both images of every pair: on CPU, XLA turns two gathers
   # joined by a concatenate (which `Siamese` then undoes) into a slower loop
@@ -275,10 +216,8 @@ def gather_batch(
 def feed(config, run) -> Feed:
   """What the pairs sampler trains one model from (`siamese_jax.sampling.feed.Feed`).
 
-  Fixed pairs: the split's pairs, shuffled into new batches each epoch.
-  Fresh pairs: as many new balanced pairs each epoch (`sample_pairs`), from
-  the class index, which is an argument of the epoch rather than a
-  closed-over constant, so XLA embeds no table of every training image.
+  Fixed pairs are reshuffled each epoch; fresh pairs are drawn anew from the
+  class index, an argument of the epoch so XLA embeds no table of images.
   """
   train, n, b = run.sets.train, run.per_epoch, config.batch_size
   if config.pairs == "fresh":

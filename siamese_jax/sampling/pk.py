@@ -1,38 +1,22 @@
-"""The P x K sampler: batches of P distinct classes x K images each, an epoch at a time, on the device.
+"""The P x K sampler: batches of P distinct classes x K images, an epoch at a time, on the device.
 
-A batch loss (`siamese_jax.losses.BATCH_LOSSES`) learns from every pair of
-its batch, so the batch must hold several images of each of its classes.
-An epoch is drawn from the epoch's key alone (so it is bitwise reproducible
-and a run resumes mid-epoch exactly), in three steps:
+A batch loss learns from every pair of its batch, so a batch needs several
+images of each class. An epoch is a pure function of its key (bitwise
+reproducible, resumable mid-epoch):
 
 1. Each class's images are shuffled and cut into chunks of K.
-2. The chunks are laid out in rounds: round j holds the j-th chunk of every
-   class that has one, in a random order. Every round then holds each class
-   at most once, and consecutive P chunks form a batch. A batch that
-   straddles two rounds could meet a class twice, so the classes at the end
-   of round j that share a batch with round j + 1 are drawn last in round
-   j + 1: no batch ever holds a class twice.
-3. With `group_batches`, each round orders its classes by group (a random
-   order of the groups, then of the classes in each), so a batch takes its
-   classes from as few groups as it can: when a group has fewer classes
-   than P, the batch goes on into the next group instead of failing.
+2. Round j holds the j-th chunk of every class that has one, in a random
+   order; consecutive P chunks form a batch. The classes that end round j
+   and share a batch with round j + 1 are drawn last in round j + 1, so no
+   batch holds a class twice.
+3. With `group_batches`, each round orders its classes by group, so a batch
+   takes its classes from as few groups as it can.
 
-What sits out an epoch (a different draw every epoch):
-
-* a class's last `n mod K` images after its shuffle;
-* when class sizes differ, the rounds with fewer than P classes left (the
-  largest classes' surplus, which no batch of P distinct classes could
-  hold), so each class gives at most as many chunks as rounds with P
-  classes;
-* the last (chunks mod P) chunks of the last round.
-
-So with equal class sizes (Omniglot: 20 drawings of every character) and
-K dividing them, only the last partial batch sits out, and an epoch with
-P dividing the chunk count covers every image exactly once.
-
-With `rotations`, each training image is added rotated by 90, 180 and 270
-degrees, each rotation of a class a class of its own (Omniglot's usual
-practice, x4 classes), and of a group of its own.
+Sitting out an epoch (drawn anew each epoch): a class's last `n mod K`
+images; the rounds with fewer than P classes left; the last partial batch.
+With equal class sizes and K dividing them (Omniglot: 20) only the last
+partial batch sits out. `rotations` adds each image turned by 90, 180 and
+270 degrees, each rotation of a class a class (and group) of its own.
 """
 
 import dataclasses
@@ -50,14 +34,9 @@ from siamese_jax.sampling.feed import Feed
 class PKPlan:
   """What an epoch of P x K batches is made from: static, from the class sizes.
 
-  Attributes:
-    members: int32[C, L] each class's image indices, padded with 0 past its size.
-    sizes: int32[C] each class's image count.
-    class_groups: int32[C] each class's group (all 0 without groups).
-    classes_per_batch, samples_per_class: P and K.
-    rounds: rounds of chunks taken (each holds at least P classes).
-    steps: batches per epoch.
-    group_batches: whether batches keep to few groups.
+  `members` int32[C, L] each class's image indices (0-padded), `sizes`
+  int32[C], `class_groups` int32[C] (0 without groups), `rounds` taken (each
+  of at least P classes), `steps` batches per epoch.
   """
 
   members: np.ndarray
@@ -91,17 +70,10 @@ def plan_pk(
   *,
   group_batches: bool = False,
 ) -> PKPlan:
-  """The epoch's static structure from the training labels, checked.
+  """The epoch's static structure from int[N] dense labels (and groups), checked.
 
-  Args:
-    labels: int[N] dense class labels 0..C-1 of the training images.
-    groups: int[N] each image's group, or None.
-    classes_per_batch: P; samples_per_class: K.
-    group_batches: keep each batch to few groups (needs `groups`).
-
-  Raises:
-    ConfigError: P larger than the classes, K larger than the smallest
-      class, or groups asked of data without them.
+  Raises ConfigError: P above the classes, K above the smallest class, or
+  `group_batches` without groups.
   """
   labels = np.asarray(labels)
   p, k = classes_per_batch, samples_per_class
@@ -168,9 +140,8 @@ def make_pool(
 def pk_batches(key: jax.Array, plan: PKPlan, members=None, sizes=None, class_groups=None):
   """int32[steps, P * K]: an epoch's batches of image indices, a pure function of `key`.
 
-  Each row is P classes x K images, class by class. `members`, `sizes` and
-  `class_groups` default to the plan's; pass them as device arrays inside a
-  jitted function, so that XLA does not embed them as constants.
+  Rows hold P classes x K images. Pass `members`, `sizes` and `class_groups`
+  as device arrays under jit, so XLA does not embed them as constants.
   """
   members = jnp.asarray(plan.members if members is None else members)
   sizes = jnp.asarray(plan.sizes if sizes is None else sizes)
@@ -229,16 +200,10 @@ def pk_batches(key: jax.Array, plan: PKPlan, members=None, sizes=None, class_gro
 def with_rotations(
   images: np.ndarray, labels: np.ndarray, groups: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-  """Adds every image rotated by 90, 180 and 270 degrees, each rotation a class of its own.
+  """Adds every square image turned by 90, 180 and 270 degrees, each rotation a class of its own.
 
-  The originals keep their places (0..N-1); rotation r of image i is at
-  r * N + i, with label r * C + its class and group r * G + its group.
-
-  Args:
-    images: uint8[N, H, H] (square); labels: int[N] in 0..C-1; groups: int[N] or None.
-
-  Raises:
-    ConfigError: images that are not square.
+  Rotation r of image i sits at r * N + i, with label r * C + its class and
+  group r * G + its group. Raises ConfigError for images that are not square.
   """
   if images.shape[1] != images.shape[2]:
     raise ConfigError(
@@ -255,25 +220,12 @@ def with_rotations(
 
 
 def gather_images(images: jax.Array, labels: jax.Array, idx: jax.Array) -> dict[str, jax.Array]:
-  """Forms a P x K batch on the device from image indices.
-
-  Args:
-    images: uint8[N, H, W] the split's images, on the device.
-    labels: int32[N] their class labels.
-    idx: int32[B] which images form this batch (`siamese_jax.sampling.pk`).
-
-  Returns:
-    {"x": float32[B, H, W] scaled to [0, 1], "labels": int32[B]}.
-  """
+  """A P x K batch on the device: {"x": float32[B, H, W] in [0, 1], "labels": int32[B]}."""
   return {"x": images[idx].astype(jnp.float32) / 255.0, "labels": labels[idx]}
 
 
 def feed(config, run) -> Feed:
-  """What the P x K sampler trains one model from (`siamese_jax.sampling.feed.Feed`).
-
-  The pool's images (rotated too, if asked) and labels, and the plan's
-  tables as arguments of the epoch, not constants of the program.
-  """
+  """What the P x K sampler trains one model from, its tables as arguments of the epoch."""
   del config  # the pool was made from it (`siamese_jax.sampling.splits.check_data`)
   pool = run.pool
   plan = pool.plan
@@ -296,10 +248,8 @@ def feed(config, run) -> Feed:
 def validation(config, split, key) -> tuple[dict, np.ndarray]:
   """P x K batches of the validation split, drawn once by `key`: (data, int32[S, P * K]).
 
-  P and K are the run's, cut to what the split holds (MNIST's 10 test
-  classes under P = 32), over its classes of at least 2 images; no
-  rotations, no grouping. The batches index the split's own images. A
-  split without 2 such classes has no batch: int32[0, 0].
+  P and K are cut to what the split holds, over its classes of at least 2
+  images; no rotations or grouping; int32[0, 0] if fewer than 2 such classes.
   """
   counts = np.bincount(split.labels)
   classes = np.flatnonzero(counts >= 2)

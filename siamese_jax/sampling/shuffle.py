@@ -1,23 +1,13 @@
-"""The epoch's shuffle: `epoch_batches` cuts `permutation`, a random permutation that
-XLA computes in a few single-array sorts, into the epoch's batches.
+"""The epoch's shuffle: `permutation`, cut into batches by `epoch_batches`.
 
-`jax.random.permutation` sorts random 32-bit keys carrying the indices as
-values, in two rounds for 108,400 training pairs. XLA's CPU sort of such
-key/value pairs is several times slower than a sort of a single uint32
-array of the same length (docs/performance.md).
-
-So each round here packs both into one uint32: the high 32 - b bits are
-random, the low b bits hold the element's current position (b bits count
-to n). Sorting the packed words orders the elements by their random bits,
-ties kept in their current order, and reading the low bits back gives the
-new order. After k rounds the elements are ordered by the concatenation of
-their k random keys, the last round's first, ties by original index: that
-is a uniformly random permutation unless two elements tie on all k(32 - b)
-bits. Rounds are added until the expected number of tied pairs, about
-n^2 / 2^(k(32 - b) + 1), is below 2^-11 (3 rounds, 45 bits, for 108,400
-elements; `jax.random.permutation`'s rule asks for 3 log2(n) bits).
-Sizes that leave fewer than 8 random bits a round (n > 2^24) use
-`jax.random.permutation`.
+`jax.random.permutation` sorts key/value pairs, several times slower on
+XLA's CPU than sorting one uint32 array (docs/performance.md). So each
+round packs random high bits and the element's position (low b bits) into
+one uint32 and sorts that. After k rounds the order is by the rounds'
+random keys, ties by index: uniform unless two elements tie on all k(32 -
+b) bits. Rounds are added until the expected tied pairs, about n^2 /
+2^(k(32 - b) + 1), fall below 2^-11 (3 rounds for 108,400); past n = 2^24
+it falls back to `jax.random.permutation`.
 """
 
 import math
@@ -38,12 +28,7 @@ def rounds_needed(n: int) -> int:
 
 
 def permutation(key: jax.Array, n: int) -> jax.Array:
-  """int32[n]: a random permutation of 0..n-1, a pure function of `key`.
-
-  Args:
-    key: a JAX PRNG key.
-    n: how many elements (static).
-  """
+  """int32[n]: a random permutation of 0..n-1 (n static), a pure function of `key`."""
   rounds = rounds_needed(n)
   if rounds == 0:
     return jax.random.permutation(key, n).astype(jnp.int32)
@@ -58,11 +43,7 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
 
 
 def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
-  """Whole batches of `batch_size` in `num_pairs` pairs (the rest sit out that epoch).
-
-  Raises:
-    ConfigError: not one whole batch.
-  """
+  """Whole batches in `num_pairs` rows; ConfigError if not one."""
   steps = num_pairs // batch_size
   if steps == 0:
     raise ConfigError(
@@ -73,14 +54,10 @@ def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
 
 
 def epoch_batches(key: jax.Array, num_pairs: int, batch_size: int) -> jax.Array:
-  """A fresh permutation of the pairs, cut into full batches.
+  """int32[num_pairs // batch_size, batch_size]: a fresh permutation cut into full batches.
 
-  The last `num_pairs % batch_size` pairs of each permutation are left out,
-  so every step has the same shape and compiles once; a new permutation every
-  epoch means no pair is left out systematically.
-
-  Returns:
-    int32[num_pairs // batch_size, batch_size].
+  The remainder sits out (every step one shape, one compilation); a new
+  permutation each epoch leaves nothing out systematically.
   """
   steps = steps_per_epoch(num_pairs, batch_size)
   perm = permutation(key, num_pairs)  # cheaper than jax.random.permutation on CPU

@@ -1,12 +1,9 @@
 """A run's keys and splits: which images train, validate and test, and their pairs.
 
-Keys: one root key from the config's seed, split once into named keys (init,
-pairs, data, dropout). The pairs key fixes the holdout and every split's
-pairs; the data key shuffles each epoch (`fold_in(data_key, epoch)`); the
-dropout key is folded with the step inside `train_step`.
-
-`check_data(config, data)` makes all of this for one model and checks the
-config against it, before anything is written.
+One root key from the seed, split once into named keys: the pairs key fixes
+the holdout and every split's pairs, the data key each epoch's shuffle
+(`fold_in(data_key, epoch)`), the dropout key is folded with the step.
+`check_data` makes this for one model and checks the config against it.
 """
 
 import dataclasses
@@ -39,12 +36,7 @@ def run_keys(seed: int) -> RunKeys:
 
 @dataclasses.dataclass(frozen=True)
 class PairSet:
-  """One split's images (host, uint8) and its fixed pairs.
-
-  `labels` are dense class positions 0..k-1 into `classes` (the original
-  class ids), which is what pairing and `class_index` need; for a split of
-  every class they equal the class ids.
-  """
+  """One split's uint8 images and fixed pairs; `labels` are positions 0..k-1 into `classes`."""
 
   images: np.ndarray  # uint8[N, H, W]
   labels: np.ndarray  # int32[N] in 0..k-1
@@ -57,11 +49,7 @@ class PairSet:
 
 @dataclasses.dataclass(frozen=True)
 class PairSets:
-  """The run's splits: train, test, and the optional held-out validation.
-
-  `fresh_pairs` is how many pairs the original makes of the training
-  classes' images before any holdout: a fresh-pairs epoch draws that many.
-  """
+  """The splits (train, test, optional validation); `fresh_pairs`: how many a fresh epoch draws."""
 
   train: PairSet
   test: PairSet
@@ -70,11 +58,7 @@ class PairSets:
 
 
 def training_classes(data: Dataset, train_classes) -> np.ndarray:
-  """The classes to train on, checked against those the training split holds.
-
-  Raises:
-    ConfigError: a requested class has no training images.
-  """
+  """The classes to train on; ConfigError for a class without training images."""
   present = np.unique(data.train_labels)
   if train_classes is None:
     return present
@@ -94,14 +78,9 @@ def _take(values, idx):
 
 
 def heldout_groups(groups: np.ndarray, count: int) -> np.ndarray:
-  """The `count` groups of the training split held out for validation.
+  """The `count` training groups held out for validation, by a fixed key so every seed shares them.
 
-  Chosen by a fixed key, not the run's seed: every seed of a `--seeds` run
-  validates on the same alphabets, so their figures compare, and their
-  splits stack into one program.
-
-  Raises:
-    ConfigError: no groups, or not enough of them to leave two for training.
+  Raises ConfigError: no groups, or too few to leave two for training.
   """
   if groups is None:
     raise ConfigError(
@@ -123,18 +102,11 @@ def make_pair_sets(
 ) -> PairSets:
   """The original's pairs of each split, after holding out validation images.
 
-  With `train_classes`, the training split keeps only those classes' images
-  first. With `holdout` > 0, that many of the training images (chosen by
-  the pairs key) form the validation split; both parts keep the split's
-  order, which the original's pairing (i-th with (i+1)-th image of a class)
-  depends on. With `holdout_groups` > 0, whole groups form it instead
-  (`heldout_groups`), so validation classes are never trained on. The test
-  split keeps every class. Groups and drawers, where the data has them,
-  follow their images into every split.
-
-  Raises:
-    ConfigError: unknown training classes, or a holdout that leaves a split
-      without 2 images of a class.
+  `train_classes` first keeps only those classes. `holdout` images (chosen
+  by the pairs key), or whole `holdout_groups`, form validation; every part
+  keeps its order, which the pairing depends on. The test split keeps every
+  class. Raises ConfigError for unknown classes or a split left without 2
+  images of a class.
   """
   classes = training_classes(data, train_classes)
   images, labels = data.train_images, data.train_labels
@@ -194,17 +166,10 @@ def make_pair_sets(
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
-  """One model's data, checked: its keys, splits and pair counts, on the host.
+  """One model's data, checked, on the host.
 
-  Attributes:
-    keys: the model's named keys.
-    sets: its splits and their fixed pairs.
-    per_epoch: the rows an epoch trains on: pairs, or with the pk sampler
-      images (`Sampler.rows` says which).
-    steps: optimizer steps per epoch.
-    num_classes: the dataset's class count (`Dataset.num_classes`).
-    pool: with the pk sampler, what its batches are drawn from (the
-      training images, with their rotations if asked); None with pairs.
+  `per_epoch` counts the rows an epoch trains on (`Sampler.rows`: pairs or
+  images); `pool` is what P x K batches draw from (None with pairs).
   """
 
   keys: RunKeys
@@ -221,14 +186,7 @@ class RunData:
 
 
 def check_data(config: Config, data: Dataset) -> RunData:
-  """Makes one model's keys and splits and checks the config against them.
-
-  Runs before anything is written, so a bad config leaves no workdir behind.
-
-  Raises:
-    ConfigError: a batch larger than the data; a holdout that leaves too
-      few images; training classes the data lacks.
-  """
+  """One model's keys and splits, the config checked against them before anything is written."""
   keys = run_keys(config.seed)
   sets = make_pair_sets(keys, data, config.holdout, config.train_classes, config.holdout_groups)
   if config.negatives != "any" and sets.train.groups is None:

@@ -1,23 +1,11 @@
 """Random affine distortions of a batch, on the device, inside the jitted step.
 
-Koch, Zemel & Salakhutdinov (2015) trained their Omniglot Siamese network on
-affinely distorted pairs. Their ranges, at `strength` 1:
-
-* rotation theta in [-10, 10] degrees;
-* shear rho_x, rho_y in [-0.3, 0.3];
-* scale s_x, s_y in [0.8, 1.2];
-* translation t_x, t_y in [-2, 2] pixels of their 105x105 images, here
-  [-2/105, 2/105] of the image's side, so a 28x28 run shifts by at most
-  0.53 pixels.
-
-As in their paper each of the four is applied with probability 1/2, drawn
-per image. `strength` scales every range (0: the identity, exactly).
-
-Each output pixel reads the input at its transformed position by bilinear
-interpolation, zero (background, for ink-bright images) outside. The
-randomness is a key the step folds with its step number
-(`siamese_jax.training.step.train_step_body`), so the same (run, epoch, step) gives
-bitwise the same images, and no host pipeline is involved.
+Koch, Zemel & Salakhutdinov (2015)'s ranges at `strength` 1: rotation in
+[-10, 10] degrees, shear in [-0.3, 0.3], scale in [0.8, 1.2], translation in
+[-2, 2] of 105 pixels (here 2/105 of the side), each applied with
+probability 1/2 per image; `strength` scales the ranges (0 is exactly the
+identity). Pixels are read bilinearly, zero outside; the key is the step's,
+so the same (run, step) gives bitwise the same images.
 """
 
 import math
@@ -32,11 +20,7 @@ MAX_SHIFT = 2.0 / 105.0  # of the image's side
 
 
 def affine_matrices(key: jax.Array, n: int, strength: float) -> tuple[jax.Array, jax.Array]:
-  """n random distortions: (float[n, 2, 2] linear parts, float[n, 2] shifts in fractions of a side).
-
-  The linear part is rotation @ shear @ scale, acting on (row, column)
-  coordinates centred on the image.
-  """
+  """n distortions: (float[n, 2, 2] rotation @ shear @ scale, float[n, 2] shifts)."""
   k_on, k_rot, k_shear, k_scale, k_shift = jax.random.split(key, 5)
   on = jax.random.bernoulli(k_on, 0.5, (n, 4)).astype(jnp.float32)
 
@@ -56,12 +40,9 @@ def affine_matrices(key: jax.Array, n: int, strength: float) -> tuple[jax.Array,
 
 
 def warp(images: jax.Array, linear: jax.Array, shift: jax.Array) -> jax.Array:
-  """Samples each image at its transformed grid: float[n, H, W] -> float[n, H, W].
+  """float[n, H, W] -> float[n, H, W]: p read at linear @ (p - c) + c + shift * (H, W).
 
-  Output pixel p (row, column) reads the input at linear @ (p - c) + c +
-  shift * (H, W), c the image centre, by bilinear interpolation with zeros
-  outside. With the identity and zero shift every weight is 0 or 1, so
-  the images come back bitwise.
+  With the identity every weight is 0 or 1, so the images come back bitwise.
   """
   n, h, w = images.shape
   rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),

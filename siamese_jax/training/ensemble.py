@@ -1,16 +1,10 @@
 """Which models a run trains, and how their states stack along a model axis.
 
-A run trains K >= 1 models: every seed of `--seeds`, crossed with every
-value of `--sweep` (learning rate or margin). A plain run is K = 1. Model i
-is exactly the single run of its own config: same keys, pairs, holdout and
-shuffles. Stacking only puts the K states side by side, so one jitted
-program can train them all (`siamese_jax.training.placement`).
-
-Where each model's files go:
-
-* a plain run: the workdir itself;
-* `--seeds`: `<workdir>/seed_<S>/`;
-* `--sweep`: `<workdir>/<field>_<value>/seed_<S>/`.
+K >= 1 models: every seed of `--seeds` crossed with every value of
+`--sweep` (learning rate or margin). Model i is exactly its own single
+run; stacking only lets one program train them all. Files go to the
+workdir (a plain run), `<workdir>/seed_<S>/`, or
+`<workdir>/<field>_<value>/seed_<S>/`.
 """
 
 import dataclasses
@@ -33,15 +27,7 @@ from siamese_jax.training.state import TrainState, make_optimizer
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """The models of a run and where each one writes.
-
-  Attributes:
-    configs: one per model, each its own single run's config.
-    dirs: each model's output directory.
-    sweep: None, or (field, values) crossed with the seeds.
-    stacked: whether the models train stacked (`--seeds`/`--sweep`, even
-      for one model) rather than as a plain run writing the workdir itself.
-  """
+  """The models of a run (one config each), their directories, the sweep, and whether they stack."""
 
   configs: tuple[Config, ...]
   dirs: tuple[str, ...]
@@ -67,12 +53,7 @@ def plan_models(
   seeds: Sequence[int] | None = None,
   sweep: tuple[str, Sequence[float]] | None = None,
 ) -> Plan:
-  """The run's models: the config alone, or every seed crossed with every swept value.
-
-  Raises:
-    ConfigError: repeated seeds or values, an unsweepable field, or a value
-      the config refuses.
-  """
+  """The run's models; ConfigError for repeated seeds or values, or an unsweepable one."""
   check(config)
   if seeds is None and sweep is None:
     return Plan((config,), (workdir,), None, stacked=False)
@@ -102,11 +83,7 @@ def plan_models(
 
 
 def value_name(value: float) -> str:
-  """A swept value as its folder and summary.json name it: short (`:g`) where that is exact.
-
-  `:g` keeps 6 digits, so 1.0000001 and 1.0000002 would share `margin_1/`;
-  a value `:g` does not round-trip is written in full (`repr`).
-  """
+  """A swept value's folder name: `:g` where that round-trips, else `repr`."""
   short = f"{value:g}"
   return short if float(short) == value else repr(float(value))
 
@@ -116,12 +93,7 @@ def seed_dir(workdir: str, seed: int) -> str:
 
 
 class SweepTrainState(TrainState):
-  """A TrainState whose margin is a traced leaf, so each model has its own.
-
-  With a sweep, `tx` is `optax.inject_hyperparams(rmsprop)` with only the
-  learning rate injected: it lives in the optimizer state, a leaf per model,
-  and the update is bitwise that of plain `rmsprop`.
-  """
+  """A TrainState whose margin is a traced leaf per model (the rate: `inject_hyperparams`)."""
 
   margin: jax.Array = flax.struct.field(pytree_node=True, default=1.0)
 
@@ -150,22 +122,13 @@ def to_sweep_state(state: TrainState, config: Config, tx) -> SweepTrainState:
 
 
 def to_single_state(state, template: TrainState) -> TrainState:
-  """One model of a stacked state, as its own single run's TrainState.
-
-  `template` is that run's initial state: its static parts (margin, the
-  plain optimizer, RMSProp or Adam) are the single run's.
-  """
+  """One model of a stacked state as its single run's TrainState (static parts from `template`)."""
   opt_state = state.opt_state.inner_state if isinstance(state, SweepTrainState) else state.opt_state
   return template.replace(step=state.step, params=state.params, opt_state=opt_state)
 
 
 def stack(trees: Sequence[Any]) -> Any:
-  """[tree, tree, ...] -> one tree whose leaves have a leading model axis.
-
-  The first tree's structure is used: TrainStates made one by one carry
-  equal but distinct static parts (apply_fn, tx), which tree.map would
-  refuse to zip.
-  """
+  """[tree, ...] -> one tree with a leading model axis, in the first tree's structure."""
   leaves = [jax.tree.leaves(t) for t in trees]
   stacked = [np.stack([np.asarray(x) for x in xs]) for xs in zip(*leaves, strict=True)]
   return jax.tree.unflatten(jax.tree.structure(trees[0]), stacked)

@@ -1,27 +1,13 @@
 """One run of K >= 1 models: `train_and_evaluate(config, workdir, data, seeds=, sweep=)`.
 
-A plain run trains one model; `seeds` and `sweep` make it K (every seed
-crossed with every swept value, `siamese_jax.training.ensemble`). Whatever K, and
-whatever the devices and processes (`siamese_jax.training.placement`), there is one
-loop: start or resume, the epochs, the checkpoint, Ctrl-C, the non-finite
-stop, progress, the final evaluation and the results.
-
-What a run leaves (a plain run's model directory is the workdir itself;
-with seeds, `<workdir>/seed_<S>/`, see `siamese_jax.training.ensemble`):
-
-* `config.json` per model, written before training starts;
-* `metrics.jsonl` per model, one JSON object per finished epoch;
-  `epoch_seconds` is the epoch's training plus its validation;
-* `checkpoint.msgpack` in the workdir, every model's state, replaced
-  atomically after every epoch (and on Ctrl-C), so `resume=True` continues
-  the run bit for bit; with seeds, each model directory also gets its own
-  final checkpoint, so `load_trained` works on it;
-* `results.json` per model, written last; with seeds, `summary.json` in
-  the workdir: mean, spread, min and max over the models.
-
-Model i of a K-model run is bitwise its own plain run: the same keys,
-pairs and shuffles (`siamese_jax.sampling.splits`), and the same step. Only
-process 0 writes, and it holds the workdir's lock for the run's life.
+Seeds and a sweep make K models (`siamese_jax.training.ensemble`); whatever K,
+devices and processes (`siamese_jax.training.placement`), one loop starts or
+resumes, trains, checkpoints, stops cleanly and evaluates. Per model
+directory (the workdir, or `<workdir>/seed_<S>/`): `config.json` first,
+`metrics.jsonl` per epoch, `results.json` last; in the workdir
+`checkpoint.msgpack` (every model, replaced atomically each epoch and on
+Ctrl-C, so a resume is bitwise) and, with seeds, `summary.json`. Model i of
+K is bitwise its own plain run. Only process 0 writes, holding the lock.
 """
 
 import contextlib
@@ -71,11 +57,7 @@ from siamese_jax.training.step import train_epoch
 
 
 class RunInterrupted(SiameseJaxError):
-  """The run was stopped by Ctrl-C or SIGTERM after saving a checkpoint.
-
-  `exit_code` is the shell's for the signal: 130 for Ctrl-C (SIGINT), 143
-  for SIGTERM (what SLURM and Kubernetes send before they stop a job).
-  """
+  """Stopped by Ctrl-C (exit_code 130) or SIGTERM (143) after saving a checkpoint."""
 
   def __init__(self, message: str, exit_code: int = 130):
     super().__init__(message)
@@ -84,11 +66,7 @@ class RunInterrupted(SiameseJaxError):
 
 @dataclasses.dataclass
 class Position:
-  """Where training stands: the state(s), the next epoch and the step in it.
-
-  `partial` holds the per-step metrics, float[K, n], of the steps of `epoch`
-  already taken (a run resumed mid-epoch reports the whole epoch's mean).
-  """
+  """Where training stands; `partial` is float[K, n], the metrics of `epoch`'s steps taken."""
 
   state: Any
   epoch: int
@@ -115,11 +93,7 @@ class Run:
 
 
 class _StopFlag:
-  """Turns the first Ctrl-C or SIGTERM into a flag the loop checks between chunks.
-
-  The run then saves its checkpoint at that chunk's boundary and stops. A
-  second signal stops at once.
-  """
+  """The first Ctrl-C or SIGTERM sets a flag checked between chunks; a second stops at once."""
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -147,12 +121,7 @@ class _StopFlag:
 
 
 class _Evaluating:
-  """The final evaluation: Ctrl-C or SIGTERM stops it at once, and says how to finish it.
-
-  Training is over and its last checkpoint saved, so `--resume` goes
-  straight to the evaluation; a half-written results.json cannot be left
-  (writes are atomic).
-  """
+  """Ctrl-C or SIGTERM in the final evaluation stops at once, naming the resume that redoes it."""
 
   def __init__(self, workdir: str):
     self.workdir, self.signum, self._old = workdir, None, None
@@ -198,40 +167,34 @@ def train_and_evaluate(
   encoder=None,
   stdout: TextIO | None = None,
 ) -> dict[str, Any]:
-  """Trains the Siamese network (or K of them) on a dataset's pairs and evaluates it.
+  """Trains the Siamese network (or K of them) and evaluates it.
 
   Args:
-    config: the run's hyperparameters (with seeds or a sweep: the shared
-      ones; `seed` and the swept field are replaced for each model).
+    config: the hyperparameters (with seeds or a sweep, the shared ones).
     workdir: where the files go (see the module docstring).
-    data: the dataset as it ships (see `siamese_jax.data.load.load_data`); the
-      run resizes and inverts it as its config says (`siamese_jax.data.preprocess`).
-    seeds: train one model per seed, in one program; files per seed.
-    sweep: None, or (field, values): "learning_rate" or "margin", crossed
-      with the seeds. The values are traced, so one compilation serves all.
-    resume: continue the run in `workdir` from its checkpoint; with more
-      epochs than it was started with, train longer.
+    data: the dataset as it ships; the config says how to resize and invert it.
+    seeds: one model per seed, in one program; files per seed.
+    sweep: None, or ("learning_rate" | "margin", values), crossed with the
+      seeds; the values are traced, so one compilation serves all.
+    resume: continue from the workdir's checkpoint (more epochs: train longer).
     overwrite: replace a run already in `workdir`.
-    chunk_steps: about how many steps run per device dispatch; the progress
-      bar moves once per chunk. Results do not depend on it.
-    progress: draw a progress bar on stderr when it is a terminal.
-    tensorboard: also write TensorBoard event files into each model's dir.
-    plots: write `distances.png` (needs matplotlib; skipped with a note if
-      it is not installed).
-    devices: the devices to train on (all of every process if None): one
-      model is data-parallel over them, K models are spread over them.
-    encoder: a Flax module mapping float[N, H, W] images to float[N, D]
-      embeddings, called as `encoder(x, train=...)`; None for the config's
-      built-in one. A resumed run, and `load_trained`, need the same one.
+    chunk_steps: about how many steps per device dispatch; results do not depend on it.
+    progress, tensorboard, plots: a progress bar on a terminal; TensorBoard
+      events; `distances.png` (skipped with a note without matplotlib).
+    devices: the devices to train on (all if None): one model is data-parallel
+      over them, K models are spread over them.
+    encoder: a Flax module float[N, H, W] -> float[N, D] called as
+      `encoder(x, train=...)`, or None for the config's; resume and
+      `load_trained` need the same one.
     stdout: where the per-epoch lines go (sys.stdout if None).
 
   Returns:
-    The contents of results.json (a plain run) or summary.json (seeds or a
-    sweep); {} in processes other than 0.
+    results.json's contents (summary.json's with seeds or a sweep); {} in
+    processes other than 0.
 
   Raises:
-    SiameseJaxError subclasses for expected failures: bad config, workdir
-    problems, a non-finite loss, or an interruption (after checkpointing).
+    SiameseJaxError subclasses: bad config or workdir, a non-finite loss, or
+    an interruption (after checkpointing).
   """
   t_start = time.perf_counter()
   out = stdout or sys.stdout
@@ -281,12 +244,7 @@ def train_and_evaluate(
 
 
 def _prepare(run: Run, *, resume: bool, overwrite: bool) -> list[str]:
-  """Each model's directory: new, checked for resuming, or cleared (process 0).
-
-  Returns:
-    The model directories whose config.json a resumed run rewrites once its
-    checkpoint is verified.
-  """
+  """Each model's directory new, checked or cleared; returns those a resume rewrites."""
   if overwrite:  # everything any earlier run wrote here, its seed_* dirs too
     clear_run(run.workdir)
   return [
@@ -297,15 +255,7 @@ def _prepare(run: Run, *, resume: bool, overwrite: bool) -> list[str]:
 
 
 def _start_or_resume(run: Run, initial, *, resume: bool, rewrite: list[str]) -> Position:
-  """The starting position: fresh from the init keys, or the workdir's verified checkpoint.
-
-  Only once the checkpoint is read and verified do the files change
-  (`checkpoint.Checkpoints.restore`).
-
-  Raises:
-    WorkdirError: no checkpoint verifies, the checkpoint belongs to another
-      config or other seeds, or a lost epoch line cannot be restored.
-  """
+  """The starting position: fresh, or the verified checkpoint (nothing changes before)."""
   writer = distributed.is_writer()
   position = Position(initial, 1, 0, {}, [[] for _ in run.plan.dirs])
   if resume:
@@ -349,10 +299,7 @@ def _check_keys(run: Run, saved: np.ndarray) -> None:
 
 
 def _make_writers(run: Run, *, tensorboard: bool) -> list[MetricWriter]:
-  """Each model's metrics.jsonl (and TensorBoard); a plain run's console line too.
-
-  Processes other than 0 get writers that write nothing.
-  """
+  """Each model's metrics.jsonl (and TensorBoard), a plain run's console; nothing off process 0."""
   if not distributed.is_writer():
     return [MultiWriter([]) for _ in run.plan.dirs]
   writers = []
@@ -429,15 +376,10 @@ def _say_if_collapsed(run: Run, epoch: int, radii: list[float]) -> None:
 
 
 def _train_one_epoch(run: Run, position: Position, stop, chunk_steps: int, progress: bool):
-  """Trains the rest of `position.epoch`.
+  """Trains the rest of `position.epoch`; returns (state, float[K, steps] metrics).
 
-  Returns:
-    (state, the whole epoch's per-step metrics, float[K, steps]).
-
-  Raises:
-    NonFiniteLossError: naming the step (and the models), the last good
-      checkpoint kept.
-    RunInterrupted: after Ctrl-C, once the mid-epoch checkpoint is saved.
+  Raises NonFiniteLossError (naming the step and models) or, after Ctrl-C and
+  the mid-epoch checkpoint, RunInterrupted.
   """
   placement, epoch, steps = run.placement, position.epoch, run.steps
   data, batches = placement.epoch_inputs(epoch)

@@ -1,27 +1,17 @@
 """Where a run's models sit on the devices, and how their steps run there.
 
-The epoch loop (`siamese_jax.training.loop`) trains K >= 1 models the same way
-whatever the placement; a placement supplies what differs:
+The loop trains K >= 1 models alike; a placement supplies what differs:
 
-* `DataParallel`: one model (a plain run). Each batch's rows (pairs, or
-  images) are split over a 1-D "data" mesh of every device of every process; parameters
-  and data are replicated, and XLA's SPMD partitioner inserts the gradient
-  all-reduce (`siamese_jax.core.parallel`). One device is exactly the
-  single-device program.
-* `Stacked`: K models (`--seeds`, `--sweep`). Their states, epoch tables,
-  batches and dropout keys are stacked along a leading model axis, split over a 1-D
-  "models" mesh of every device of every process. `shard_map` hands each
-  device its K / d models: a device with one model runs exactly the
-  single-run scan, a device with several runs its `jax.vmap`. No step
-  communicates. Between steps, the loop gathers only what it reports and
-  saves: each chunk's per-step metrics (a few hundred floats), each
-  epoch's validation scalars, and the states when it writes a checkpoint.
+* `DataParallel`: one model. Each batch's rows are split over a 1-D "data"
+  mesh of every device of every process, parameters replicated; XLA
+  inserts the gradient all-reduce. One device is the single-device program.
+* `Stacked`: K models (`--seeds`, `--sweep`), stacked on a leading axis
+  over a 1-D "models" mesh. `shard_map` gives each device K / d models: one
+  runs the single-run scan, several its `jax.vmap`. No step communicates;
+  the loop gathers only metrics, validation scalars and checkpoints.
 
-Both take what they train from the run's sampler (`Sampler.feed`:
-images, the tables an epoch is drawn from, the jittable epoch) without
-asking which sampler it is, hold it on the devices and form every batch
-there.
-Metrics come back as host arrays of shape [K, n], whatever the placement.
+Both hold on the devices what the sampler's `feed` gives, without asking
+which sampler it is. Metrics come back as host arrays [K, n].
 """
 
 import functools
@@ -51,12 +41,7 @@ VAL_EPISODES = 300
 
 
 class Placement(Protocol):
-  """What the loop (`siamese_jax.training.loop`) needs from a placement.
-
-  Metrics and validations are per model, K of them (K = 1 for
-  `DataParallel`); states are whatever the placement trains (one state, or
-  K stacked).
-  """
+  """What the loop needs from a placement: per-model metrics (K = 1 for `DataParallel`)."""
 
   num_models: int  # K
   devices: int  # devices the models train on
@@ -90,11 +75,7 @@ class EpochInputs(NamedTuple):
 
 
 def model_mesh(num_models: int, devices=None) -> Mesh:
-  """A 1-D mesh over the most devices (at most all) that divide the model count.
-
-  Every device then holds the same number of models, and the program stays
-  one SPMD program: 3 models on 2 devices use 1, 4 models on 3 use 2.
-  """
+  """A 1-D mesh over the most devices dividing the model count (3 models on 2 devices use 1)."""
   devices = list(jax.devices() if devices is None else devices)
   d = max(k for k in range(1, len(devices) + 1) if num_models % k == 0)
   return Mesh(np.asarray(devices[:d]), (MODELS,))
@@ -111,14 +92,10 @@ def _local_device():
 
 
 class _Monitor:
-  """One model's per-epoch validation: its own loss on its split, and one-shot episodes.
+  """One model's per-epoch validation: its own loss on its validation batches, and episodes.
 
-  The batches are the ones its sampler draws from the validation split
-  (`Sampler.validation`), once per run: the pair loss's every validation
-  pair, a batch loss's P x K batches. With groups (Omniglot's held-out
-  background alphabets), the validation also scores `VAL_EPISODES` 20-way
-  1-shot episodes, drawn once per run: the figure to select models by, on
-  classes never trained on.
+  With groups (Omniglot's held-out alphabets) it also scores `VAL_EPISODES`
+  20-way 1-shot episodes, drawn once per run: the figure to select by.
   """
 
   def __init__(self, config: Config, run: RunData):
@@ -328,24 +305,11 @@ def _agree(flag: bool) -> bool:
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=("length", "shared_images", "mesh"))
 def train_chunk_stacked(states, images, data, batches, start, keys, *, length, shared_images, mesh):
-  """`train_chunk` for K models at once, split over the models mesh.
+  """`train_chunk` for K stacked models over the models mesh; nothing crosses devices.
 
-  A device with one model runs exactly the single-run scan (the same body,
-  unbatched); a device with several vmaps that body over them. Nothing
-  crosses devices.
-
-  Args:
-    states: stacked TrainState, leading axis K (donated).
-    images: uint8[N, H, W] shared by all models, or uint8[K, N, H, W]
-      (with a holdout every seed trains on other images).
-    data: each model's epoch data, as for `train_chunk`, stacked: [K, ...].
-    batches: int32[K, S, B]; start: int32[]; keys: K dropout keys.
-    length: steps in this chunk (static).
-    shared_images: whether `images` has no model axis (static).
-    mesh: the models mesh (static).
-
-  Returns:
-    (states, {"loss": float32[K, length], "accuracy": float32[K, length]}).
+  `images` is uint8[N, H, W] shared (`shared_images`), or [K, N, H, W] when
+  each seed holds out other images; `data`, `batches` int32[K, S, B] and
+  `keys` are stacked. Returns (states, {"loss", "accuracy": float32[K, length]}).
   """
 
   def one(state, images, data, batches, key):

@@ -1,12 +1,8 @@
 """`build_run`: everything a run needs before its first step, in one place.
 
-The loop (`siamese_jax.training.loop.train_and_evaluate`), the speed
-benchmark and the step benchmarks all start here, so what they time is what
-a run trains: the models (`ensemble.plan_models`), the run's input
-(`siamese_jax.data.preprocess`), each model's checked keys and splits
-(`siamese_jax.sampling.splits.check_data`), its initial state, and the
-placement that puts them on the devices. Nothing is written: every check of
-the config against the data happens here, before a workdir is touched.
+The loop and the benchmarks all start here, so what they time is what a
+run trains: the models, the preprocessed input, each model's checked keys
+and splits, its initial state and the placement. Nothing is written.
 """
 
 import dataclasses
@@ -24,17 +20,7 @@ from siamese_jax.training.state import TrainState, create_train_state
 
 @dataclasses.dataclass(frozen=True)
 class RunSetup:
-  """A run ready to train.
-
-  Attributes:
-    plan: the models and where each writes.
-    data: the dataset as the network sees it (preprocessed).
-    runs: each model's keys, splits and pair counts.
-    templates: each model's initial single-run state.
-    placement: where the models sit and how their steps run.
-    initial: the state the loop starts from: `templates[0]` for one model,
-      the stacked templates (as sweep states with a sweep) for several.
-  """
+  """A run ready to train: plan, data, each model's data and first state, the placement."""
 
   plan: Plan
   data: Dataset
@@ -54,19 +40,7 @@ def build_run(
   devices=None,
   encoder=None,
 ) -> RunSetup:
-  """Plans, checks and places a run of one model or many (see the module docstring).
-
-  Args:
-    config: the run's config (with seeds or a sweep, the shared one).
-    data: the dataset as it ships.
-    workdir: where the models' directories go (only their paths are made).
-    seeds, sweep: as for `train_and_evaluate`.
-    devices: the devices to train on (all of every process if None).
-    encoder: a custom Flax encoder, or None for the config's built-in one.
-
-  Raises:
-    ConfigError: a config that does not fit the data or the devices.
-  """
+  """Plans, checks and places a run of one model or many; ConfigError if it does not fit."""
   plan = plan_models(config, workdir, seeds, sweep)
   data = preprocess_dataset(data, config)  # the run's input size and polarity
   runs = tuple(check_data(c, data) for c in plan.configs)

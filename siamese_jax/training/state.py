@@ -21,18 +21,14 @@ from flax.training import train_state
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError
 from siamese_jax.evaluation.embed import embed
-from siamese_jax.losses import LOSSES
+from siamese_jax.losses import LEARNED, LOSSES
 from siamese_jax.losses.batch import normalize
+from siamese_jax.losses.proxies import mean_per_class
 from siamese_jax.models import Siamese, builtin_encoder
 
 
 class TrainState(train_state.TrainState):
-  """flax's TrainState plus the loss's and the augmentation's static settings.
-
-  `margin`, `threshold`, `augment_strength`, `loss` and `loss_params` are
-  static (not traced): they are fixed for a run, and holding them here lets
-  `train_step` keep the three-argument contract.
-  """
+  """flax's TrainState plus the run's static settings, so `train_step` keeps three arguments."""
 
   # The loss's "margin" keyword, if its entry (`siamese_jax.losses.LOSSES`)
   # has one: `margin` or `triplet_margin`; a sweep makes it a traced leaf.
@@ -64,12 +60,7 @@ def loss_settings(config: Config) -> tuple[float, tuple]:
 
 
 def make_optimizer(config: Config, learning_rate=None) -> optax.GradientTransformation:
-  """The run's optimizer at `learning_rate` (the config's if None; a sweep injects its own).
-
-  A loss with parameters of its own (`Loss.learned`) has their updates
-  scaled by its learning-rate multiplier: for RMSProp and Adam that is the
-  same optimizer at the multiplied rate, with one optimizer state.
-  """
+  """The run's optimizer at `learning_rate` (else the config's); a loss's own at its multiple."""
   lr = config.learning_rate if learning_rate is None else learning_rate
   adam = config.optimizer == "adam"
   learned = LOSSES[config.loss].learned
@@ -97,15 +88,12 @@ class _Multiplier(NamedTuple):
 
 
 def _scale_loss_updates(multiplier: float) -> optax.GradientTransformation:
-  """Multiplies the updates of `params["loss"]` (a loss's own parameters) by `multiplier`.
-
-  The multiplier is a leaf of the optimizer state, as a sweep's rate is.
-  """
+  """Multiplies the updates of `params[LEARNED]` by `multiplier`, a leaf of the optimizer state."""
 
   def update(updates, state, params=None):
     del params
-    scaled = jax.tree.map(lambda u: u * state.value, updates["loss"])
-    return {**updates, "loss": scaled}, state
+    scaled = jax.tree.map(lambda u: u * state.value, updates[LEARNED])
+    return {**updates, LEARNED: scaled}, state
 
   return optax.GradientTransformation(
     lambda params: _Multiplier(jnp.asarray(multiplier, jnp.float32)), update
@@ -118,15 +106,7 @@ _PARAMETER_COPIES = {"rmsprop": 3, "adam": 4}
 
 
 def check_fits(model: nn.Module, config: Config, image_shape: Sequence[int]) -> None:
-  """Refuses, before anything is allocated, a model that cannot take these images or this machine.
-
-  The model is traced abstractly (`jax.eval_shape`): nothing is allocated.
-
-  Raises:
-    ConfigError: the encoder cannot take the image size (conv4 halves it
-      four times), or the parameters with their gradients and optimizer
-      state would not fit in this machine's memory.
-  """
+  """ConfigError, allocating nothing, for images the encoder cannot take or a model too big."""
   dummy = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
   try:
     shapes = jax.eval_shape(
@@ -158,23 +138,12 @@ def create_train_state(
   fuse_branches: bool = True,
   classes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainState:
-  """Initializes the shared encoder's parameters and the optimizer's state.
+  """A TrainState at step 0: the shared encoder's parameters and the optimizer's state.
 
-  Args:
-    key: PRNG key for the parameter initialization.
-    config: the run's configuration.
-    encoder: any Flax module mapping float[N, *image_shape] images to
-      float[N, D] embeddings, called as `encoder(x, train=...)`; the
-      config's built-in encoder (`config.encoder`) if None.
-    image_shape: (H, W) of the images.
-    fuse_branches: see `Siamese`.
-    classes: (images uint8[N, *image_shape], labels int[N] in [0, C)): the
-      training images a step's labels count, for a loss that learns
-      parameters per class (`Loss.learned`: the proxies), which start from
-      each class's mean unit embedding under the initialized network.
-
-  Returns:
-    A TrainState at step 0.
+  `encoder` maps float[N, *image_shape] to float[N, D] as `encoder(x,
+  train=...)` (the config's if None). `classes` (uint8 images, int labels in
+  [0, C)) start a loss's per-class parameters (`Loss.learned`) at each
+  class's mean unit embedding under the initialized network.
   """
   model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
@@ -186,7 +155,7 @@ def create_train_state(
       raise ValueError(
         f"--loss {config.loss} learns a proxy per class: give classes=(images, labels)."
       )
-    params = {**params, "loss": learned.init(class_means(model, params, *classes))}
+    params = {**params, LEARNED: learned.init(class_means(model, params, *classes))}
   margin, loss_params = loss_settings(config)
   state = TrainState.create(
     apply_fn=model.apply,
@@ -205,10 +174,6 @@ def create_train_state(
 
 
 def class_means(model: nn.Module, params, images, labels) -> jax.Array:
-  """float32[C, D]: each class's mean unit embedding; images uint8[N, H, W], labels int[N] in [0, C)."""
+  """float32[C, D]: each class's mean unit embedding of uint8[N, H, W] images, int[N] labels."""
   z = normalize(embed(model.apply, params, images))
-  labels = jnp.asarray(labels)
-  num = int(labels.max()) + 1
-  sums = jax.ops.segment_sum(z, labels, num)
-  counts = jax.ops.segment_sum(jnp.ones_like(labels, jnp.float32), labels, num)
-  return sums / jnp.maximum(counts, 1.0)[:, None]
+  return mean_per_class(z, jnp.asarray(labels), int(np.max(labels)) + 1)[0]

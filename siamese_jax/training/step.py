@@ -1,19 +1,12 @@
 """Training steps: the step, the scanned chunk of steps, the epoch.
 
-The step contract (as in flax's examples and big_vision):
-
-    train_step(state, batch, key) -> (state, metrics)
-
-is one jitted region holding the forward pass, the gradient, the optimizer
-update and the metrics; the state is donated, and dropout's randomness is
-`fold_in(key, state.step)`, so the caller passes the same key every step and
-no key lives in the state.
-
-For speed the run does not call `train_step` once per batch. The data sit on
-the device (uint8 images, int32 pair indices), and `train_chunk` runs many
-steps in one `lax.scan`, gathering each batch on the device. It calls the
-same `train_step_body` function, and a test checks that it gives bitwise the same
-parameters and metrics as looping the public `train_step`.
+`train_step(state, batch, key) -> (state, metrics)` (as in flax's examples
+and big_vision) is one jitted region: forward, gradient, update, metrics.
+The state is donated; dropout uses `fold_in(key, state.step)`, so the same
+key is passed every step and none lives in the state. The run itself scans
+`train_step_body` over many steps per dispatch (`train_chunk`), gathering
+each batch from device-resident data; a test checks it is bitwise the same
+as looping `train_step`.
 """
 
 import functools
@@ -26,7 +19,7 @@ import numpy as np
 
 from siamese_jax.core import parallel
 from siamese_jax.core.streams import StepKey
-from siamese_jax.losses import LOSSES
+from siamese_jax.losses import LEARNED, LOSSES
 from siamese_jax.sampling import SAMPLERS
 from siamese_jax.training.augment import augment
 from siamese_jax.training.state import TrainState
@@ -54,7 +47,7 @@ def train_step_body(state: TrainState, batch: Batch, key: jax.Array) -> tuple[Tr
     out = sampler.outputs(
       state.apply_fn, {"params": params}, batch, train=True, rngs={"dropout": dropout_key}
     )
-    own = params.get("loss", {})  # a loss's own parameters (`Loss.learned`), if any
+    own = params.get(LEARNED, {})  # a loss's own parameters (`Loss.learned`), if any
     return loss.fn(out, batch[sampler.target], **own, **loss_params(state)), out
 
   (value, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -76,39 +69,28 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainSt
   """One training step: gradient, optimizer update and metrics in one jit.
 
   Args:
-    state: the TrainState; donated, so do not reuse the one passed in.
-    batch: what the loss's sampler gathers (`siamese_jax.sampling.SAMPLERS`):
-      pairs, {"x1": float32[B, H, W] (or [B, H * W] for the MLP), "x2":
-      same, "y": float32[B] with 1.0 = same digit}; a P x K batch, {"x":
+    state: donated; do not reuse the one passed in.
+    batch: what the loss's sampler gathers: pairs {"x1", "x2": float32[B, H, W]
+      (or [B, H * W]), "y": float32[B], 1.0 = same}; P x K {"x":
       float32[N, H, W], "labels": int32[N]}.
-    key: dropout key; folded with `state.step` inside, so pass the same key
-      every step.
+    key: dropout key, folded with `state.step` inside: pass the same every step.
 
   Returns:
-    (new state, {"loss": float32[], "accuracy": float32[]}), under this
-    step's dropout. Accuracy is the loss entry's: mean((d < threshold) == y)
-    for the pair loss, and for a batch loss the share of images whose
-    nearest other image in the batch has their label.
+    (state, {"loss", "accuracy": float32[]}); accuracy is the loss entry's
+    (pairs: mean((d < threshold) == y); a batch loss: the share of images
+    whose nearest other image in the batch shares their label).
   """
   return train_step_body(state, batch, key)
 
 
 @jax.jit
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
-  """Loss and accuracy of a batch without dropout.
-
-  Args:
-    state: the TrainState.
-    batch: as for `train_step`.
-
-  Returns:
-    {"loss": float32[], "accuracy": float32[]}.
-  """
+  """{"loss", "accuracy": float32[]} of a batch (as for `train_step`) without dropout."""
   loss = LOSSES[state.loss]
   sampler = SAMPLERS[loss.sampler]
   out = sampler.outputs(state.apply_fn, {"params": state.params}, batch, train=False)
   target = batch[sampler.target]
-  own = state.params.get("loss", {})
+  own = state.params.get(LEARNED, {})
   return {
     "loss": loss.fn(out, target, **own, **loss_params(state)),
     "accuracy": loss.accuracy(out, target, state.threshold),
@@ -119,17 +101,10 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 def evaluate_batches(
   state: TrainState, embeddings: jax.Array, data: dict[str, jax.Array], batches: jax.Array
 ) -> Metrics:
-  """The run's own loss and accuracy over validation batches, from the split's embeddings.
+  """The run's own loss and accuracy: the mean over validation batches.
 
-  Args:
-    state: the TrainState (its loss, and that loss's parameters).
-    embeddings: float[N, D] every image of the split, without dropout.
-    data, batches: the split's batches as its sampler draws them
-      (`Sampler.validation`): int32[S, B] rows into `data`.
-
-  Returns:
-    {"loss": float32[], "accuracy": float32[]}: the mean over the S batches
-    (one batch: its own values, as the pair loss's one batch of every pair).
+  `embeddings` float[N, D] is the split's without dropout; `data` and
+  `batches` int32[S, B] are its batches as `Sampler.validation` draws them.
   """
   loss = LOSSES[state.loss]
   sampler = SAMPLERS[loss.sampler]
@@ -167,18 +142,14 @@ def train_chunk(
   Args:
     state: donated TrainState.
     images: uint8[N, H, W] the split's images, on the device.
-    data: the epoch's named arrays, as the loss's sampler gathers a batch
-      from them (`siamese_jax.sampling.SAMPLERS`): the pairs sampler's
-      {"pairs": int32[P, 2], "y": float32[P]}, the P x K sampler's
-      {"labels": int32[N]}.
-    batches: int32[S, B] the epoch's batches: rows of `data["pairs"]`, or of
-      `images`.
-    start: int32[] first step of this chunk within `batches`.
-    key: dropout key, as for `train_step`.
-    length: number of steps (static: each distinct length compiles once).
+    data: the epoch's arrays the sampler gathers from (pairs: {"pairs":
+      int32[P, 2], "y": float32[P]}; P x K: {"labels": int32[N]}).
+    batches: int32[S, B] the epoch's batches (rows of `data["pairs"]` or `images`).
+    start: int32[] the chunk's first step; key: as for `train_step`.
+    length: steps (static: each distinct length compiles once).
 
   Returns:
-    (state, {"loss": float32[length], "accuracy": float32[length]}).
+    (state, {"loss", "accuracy": float32[length]}).
   """
   return chunk_body(state, images, data, batches, start, key, length=length)
 
@@ -195,12 +166,10 @@ def chunk_body(state, images, data, batches, start, key, *, length: int):
 
 
 def chunk_lengths(steps: int, target: int) -> list[int]:
-  """Splits `steps` into chunks of about `target` steps, preferring one length.
+  """Splits `steps` into chunks of about `target`, preferring one length (each compiles once).
 
-  Each distinct length compiles `train_chunk` once, so
-  equal chunks are used when a divisor of `steps` lies within a factor of 2
-  of `target` (846 steps -> 6 x 141). Otherwise the split is near-equal,
-  with two lengths (k and k + 1).
+  A divisor of `steps` within a factor 2 of `target` gives equal chunks
+  (846 -> 6 x 141); otherwise two lengths, k and k + 1.
   """
   if steps <= 0:
     return []
@@ -237,29 +206,22 @@ def train_epoch(
 ) -> EpochResult:
   """Trains over `batches[start:]`, a chunk of steps per dispatch.
 
-  Metrics stay on the device until their chunk has run; the next chunk is
-  dispatched before the host waits for the previous one, so the device does
-  not idle while the host reports progress.
+  The next chunk is dispatched before the host waits for the last one's
+  metrics, so the device does not idle while the host reports.
 
   Args:
-    state: donated TrainState.
-    images, data: the training split on the device, as for `train_chunk`.
-    batches: int32[S, B] the epoch's batches (int32[K, S, B] with a
-      `chunk_fn` that runs K models at once, as `siamese_jax.training.placement`).
-    key: dropout key.
+    state, images, data, key: as for `train_chunk`.
+    batches: int32[S, B] (int32[K, S, B] for a `chunk_fn` running K models).
     start: first step to take (a resumed epoch starts part-way).
-    chunk_steps: about how many steps to run per dispatch.
-    on_chunk: called as on_chunk(steps_done, steps_total, chunk_metrics)
-      after each chunk, with that chunk's per-step metrics on the host. If it
-      returns True the epoch stops early (after the chunk already in flight).
-    chunk_fn: the jitted chunk runner, `train_chunk` if None (the benchmark
-      passes an undonated copy to measure what donation buys).
-    fetch: device metrics -> host arrays (models spread over several
-      processes gather theirs).
+    chunk_steps: about how many steps per dispatch.
+    on_chunk: on_chunk(steps_done, steps_total, host_metrics) after each
+      chunk; True stops the epoch after the chunk in flight.
+    chunk_fn: the jitted chunk, `train_chunk` if None.
+    fetch: device metrics -> host arrays (several processes gather theirs).
 
   Returns:
-    (state, per-step metrics {"loss": float32[n], "accuracy": float32[n]} of
-    the n steps taken, steps_done counted from the epoch's first step).
+    (state, per-step {"loss", "accuracy"} float32[n] of the n steps taken,
+    steps done counted from the epoch's first).
   """
   total = batches.shape[-2]  # steps; a leading axis, if any, is the models'
   done, offset = start, start
