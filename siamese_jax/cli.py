@@ -308,10 +308,13 @@ def train_from_args(
   workdir = args.workdir or default_workdir(module.rsplit(".", 1)[-1], config, args.seeds)
   if args.sweep is not None and args.workdir is None:
     workdir += f"-{args.sweep[0]}-sweep"
-  data = load_data(args.data_dir, tfds_name=args.tfds_name, progress=not args.no_progress)
+  split = getattr(args, "split", "lake")  # the Omniglot program's
+  data = load_data(
+    args.data_dir, tfds_name=args.tfds_name, progress=not args.no_progress, split=split
+  )
   # config.json records where the data came from, for the programs that
   # read the finished run.
-  config = dataclasses.replace(config, data=data_source(args.data_dir, args.tfds_name))
+  config = dataclasses.replace(config, data=data_source(args.data_dir, args.tfds_name, split))
   if distributed.is_writer():
     print(f"workdir: {workdir}", flush=True)
   seeds = args.seeds

@@ -364,3 +364,20 @@ def test_a_batch_loss_run_validates_and_reports_in_its_own_terms(tmp_path):
   closing = out.getvalue().split("* ", 1)[1]
   assert "Accuracy on" not in out.getvalue() and closing.startswith("Test ROC AUC")
   assert "P@1" in out.getvalue()
+
+
+def test_p_is_the_losses_own_unless_given():
+  from siamese_jax.sampling.pk import classes_per_batch
+  from siamese_jax.sampling.splits import check_data
+
+  # Batch-hard triplets collapse on Omniglot at 16 or 32 classes a batch and
+  # learn at 8 (docs/losses.md): their P is 8, the others' 32.
+  assert classes_per_batch(Config(loss="triplet-hard")) == 8
+  assert classes_per_batch(Config(loss="supcon")) == 32
+  assert classes_per_batch(Config(loss="triplet-hard", classes_per_batch=5)) == 5
+  data = synthetic_mnist(n_train=400, n_test=40)  # 40 images of each of 10 classes
+  for loss, p in (("triplet-hard", 8), ("supcon", 10)):
+    run = check_data(Config(loss=loss, classes_per_batch=None if loss != "supcon" else 10), data)
+    assert run.pool.plan.classes_per_batch == p and run.steps == 400 // (4 * p)
+  with pytest.raises(ConfigError, match="integer >= 2 or None"):
+    Config(classes_per_batch=1)

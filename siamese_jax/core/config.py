@@ -186,7 +186,12 @@ class Config:
     "--loss contrastive and pk for the batch losses",
     OPTIONAL_NAME,
   )
-  classes_per_batch: int = _field(32, "P, the classes of a pk batch", INT_GE2)
+  classes_per_batch: int | None = _field(
+    None,
+    "P, the classes of a pk batch; by default the loss's own: 8 for triplet-hard (at 16 or "
+    "32 its embeddings collapse on Omniglot), 32 for the others",
+    (lambda v: v is None or INT_GE2[0](v), "it must be an integer >= 2 or None"),
+  )
   samples_per_class: int = _field(4, "K, the images of each class in a pk batch", INT_GE2)
   group_batches: bool = _field(
     False, "draw each pk batch's classes from as few groups (Omniglot alphabets) as it can", BOOL

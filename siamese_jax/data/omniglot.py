@@ -74,7 +74,11 @@ class Split(NamedTuple):
   groups: np.ndarray  # int32[N] alphabets, numbered from the split's first group
   drawers: np.ndarray  # int32[N] drawers 0..19
   alphabets: list[str]  # the names of the split's alphabets, in group order
-  num_classes: int  # characters in the split
+  characters: list[tuple[str, str]]  # (alphabet, characterNN) of each of its labels, in order
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.characters)
 
 
 def _read_split(tree: Archive, first_class: int, first_group: int, progress: bool) -> Split:
@@ -112,7 +116,7 @@ def _read_split(tree: Archive, first_class: int, first_group: int, progress: boo
   labels = np.array([first_class + char_id[(e[0], e[1])] for e in entries], np.int32)
   groups = np.array([first_group + alpha_id[e[0]] for e in entries], np.int32)
   drawers = np.array([e[2] for e in entries], np.int32)
-  return Split(images, labels, groups, drawers, alphabets, len(characters))
+  return Split(images, labels, groups, drawers, alphabets, characters)
 
 
 def _decode(data: bytes, name: str) -> np.ndarray:

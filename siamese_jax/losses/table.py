@@ -76,6 +76,7 @@ class Loss:
       results lead with them; else one-shot and retrieval figures do.
     rule: `rule(config)` -> (field, what is wrong and the fix) or None.
     learned: the parameters it learns beside the network's, if any.
+    classes_per_batch: P of its P x K batches where the config leaves it None.
   """
 
   fn: Callable[..., jax.Array]
@@ -86,6 +87,7 @@ class Loss:
   pair_metrics: bool = False
   rule: Callable[[Config], tuple[str, str] | None] | None = None
   learned: Learned | None = None
+  classes_per_batch: int = 32
 
   @property
   def config_fields(self) -> tuple[str, ...]:
@@ -114,7 +116,13 @@ LOSSES: dict[str, Loss] = {
     contrastive_loss, "pairs", {"margin": "margin"}, accuracy=pair_accuracy, pair_metrics=True
   ),
   "batch-contrastive": Loss(batch_contrastive_loss, "pk", {"margin": "margin"}),
-  "triplet-hard": Loss(triplet_batch_hard_loss, "pk", {"margin": "triplet_margin"}, normalize=True),
+  # On unit embeddings, more classes a batch make its hardest negatives so hard
+  # that shrinking every distance lowers the loss: at 16 or 32 the embeddings
+  # collapse on Omniglot, at 8 they learn (docs/losses.md).
+  "triplet-hard": Loss(
+    triplet_batch_hard_loss, "pk", {"margin": "triplet_margin"}, normalize=True,
+    classes_per_batch=8,
+  ),  # fmt: skip
   "triplet-semihard": Loss(triplet_semi_hard_loss, "pk", {"margin": "triplet_margin"}),
   "multi-similarity": Loss(
     multi_similarity_loss, "pk",

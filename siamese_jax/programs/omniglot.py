@@ -13,10 +13,19 @@ Lake's official runs.
 
 from siamese_jax import cli
 from siamese_jax.configs import OMNIGLOT
+from siamese_jax.data.load import SPLITS
 
 
 def main(argv):
   parser = cli.make_parser(cli.prog("omniglot"), __doc__.splitlines()[0], OMNIGLOT)
+  parser.add_argument(
+    "--split",
+    choices=SPLITS,
+    default="lake",
+    help="lake: background alphabets train, evaluation alphabets test (episodes within an "
+    "alphabet); vinyals: the pooled split of Vinyals et al. 2016, 1,200 characters train, 423 "
+    "in four rotations test (episodes across alphabets) (default lake)",
+  )
   args = parser.parse_args(argv)
   config = cli.config_from_args(parser, args)
   cli.train_from_args("experiments.omniglot", config, args, argv)

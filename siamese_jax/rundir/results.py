@@ -1,5 +1,6 @@
 """What a run reports: its closing lines, and the summary over models (`summarize`, `headline`)."""
 
+import re
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -52,10 +53,10 @@ def _print_oneshot(t: dict[str, Any], out) -> None:
 def _oneshot_line(t: dict[str, Any], p: str) -> str:
   """`20-way 1-shot 91.20 ± 0.84%, ...` over the episodes, or "" without them."""
   parts = []
-  for ways, shots in ((20, 1), (5, 1), (20, 5)):
-    key = f"{p}oneshot_{ways}way_{shots}shot"
-    if t.get(key) is not None:
-      parts.append(f"{ways}-way {shots}-shot {100 * t[key]:0.2f} ± {100 * t[key + '_ci95']:0.2f}%")
+  for key in t:  # in the order the evaluation wrote them
+    m = re.fullmatch(re.escape(p) + r"oneshot_(\d+)way_(\d+)shot", key)
+    if m and t[key] is not None:
+      parts.append(f"{m[1]}-way {m[2]}-shot {100 * t[key]:0.2f} ± {100 * t[key + '_ci95']:0.2f}%")
   if not parts:
     return ""
   return ", ".join(parts) + f" (95% intervals, {t[p + 'oneshot_episodes']} episodes each)"
@@ -116,6 +117,7 @@ HEADLINE = (
   ("test_oneshot_20way_1shot", "test 20-way 1-shot accuracy", 100, "%"),
   ("test_oneshot_5way_1shot", "test 5-way 1-shot accuracy", 100, "%"),
   ("test_oneshot_20way_5shot", "test 20-way 5-shot accuracy", 100, "%"),
+  ("test_oneshot_5way_5shot", "test 5-way 5-shot accuracy", 100, "%"),
 )
 
 

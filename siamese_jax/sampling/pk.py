@@ -27,6 +27,7 @@ import numpy as np
 
 from siamese_jax.core.errors import ConfigError
 from siamese_jax.core.streams import PKKey
+from siamese_jax.losses import LOSSES
 from siamese_jax.sampling.feed import Feed
 
 
@@ -60,6 +61,12 @@ class PKPlan:
     """What fixes the program's shapes: models stack only if theirs agree."""
     return (self.members.shape, self.classes_per_batch, self.samples_per_class, self.rounds,
             self.steps, self.group_batches)  # fmt: skip
+
+
+def classes_per_batch(config) -> int:
+  """P of the run's P x K batches: `config.classes_per_batch`, or its loss's own."""
+  p = config.classes_per_batch
+  return p if p is not None else LOSSES[config.loss].classes_per_batch
 
 
 def plan_pk(
@@ -258,7 +265,7 @@ def validation(config, split, key) -> tuple[dict, np.ndarray]:
   if len(classes) < 2:
     return data, none
   k = min(config.samples_per_class, int(counts[classes].min()))
-  p = min(config.classes_per_batch, len(classes))
+  p = min(classes_per_batch(config), len(classes))
   kept = np.flatnonzero(np.isin(split.labels, classes))  # the split's images, by position
   dense = np.unique(split.labels[kept], return_inverse=True)[1].astype(np.int32)
   plan = plan_pk(dense, None, p, k)

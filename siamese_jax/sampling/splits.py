@@ -17,7 +17,7 @@ from siamese_jax.core.streams import HELDOUT_GROUPS_SEED, PairsKey
 from siamese_jax.data.dataset import Dataset
 from siamese_jax.sampling import sampler_name
 from siamese_jax.sampling.pairs import count_pairs, dense_labels, make_pairs, make_pairs_within
-from siamese_jax.sampling.pk import PKPool, make_pool
+from siamese_jax.sampling.pk import PKPool, classes_per_batch, make_pool
 from siamese_jax.sampling.shuffle import steps_per_epoch
 
 
@@ -197,7 +197,7 @@ def check_data(config: Config, data: Dataset) -> RunData:
   if sampler_name(config) == "pk":
     train = sets.train
     pool = make_pool(
-      train.images, train.labels, train.groups, config.classes_per_batch,
+      train.images, train.labels, train.groups, classes_per_batch(config),
       config.samples_per_class, group_batches=config.group_batches, rotations=config.rotations,
     )  # fmt: skip
     return RunData(keys, sets, pool.plan.images_per_epoch, pool.plan.steps, data.num_classes, pool)
