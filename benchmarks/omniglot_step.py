@@ -28,10 +28,10 @@ import numpy as np
 
 from siamese_jax import cli, xla_flags
 from siamese_jax.configs import OMNIGLOT_CONTRASTIVE
+from siamese_jax.data.augment import augment
 from siamese_jax.data.load import load_data
 from siamese_jax.sampling.pairs import class_index, sample_pairs
 from siamese_jax.training import build_run, epoch_batches, train_chunk
-from siamese_jax.training.augment import augment
 
 
 def main(argv):

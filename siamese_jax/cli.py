@@ -166,6 +166,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     "--no-progress", action="store_true", help="no progress bar, no reading progress"
   )
   run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
+  run.add_argument(
+    "--no-plots",
+    action="store_true",
+    help="write no distances.png (matplotlib's import and drawing take about 2 s)",
+  )
 
 
 def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
@@ -324,7 +329,7 @@ def train_from_args(
     results = train_and_evaluate(
       config, workdir, data, seeds=seeds, sweep=args.sweep, resume=args.resume,
       overwrite=args.overwrite, chunk_steps=args.chunk_steps, progress=not args.no_progress,
-      tensorboard=args.tensorboard,
+      tensorboard=args.tensorboard, plots=not args.no_plots,
     )  # fmt: skip
   except RunInterrupted as e:
     resume = resume_command(module, argv, workdir)

@@ -136,10 +136,24 @@ def _env(extra=None):
   return env
 
 
-def start_module(module: str, *args: str, env=None) -> subprocess.Popen:
+# The programs that train, and so draw distances.png unless told not to:
+# matplotlib's import and the drawing take about 2 s a run, and only
+# test_evaluation and test_run look at the figure. Tests that want it pass
+# plots=True.
+TRAINING_PROGRAMS = ("experiments.mnist_siamese", "experiments.omniglot",
+                     "experiments.embedding_2d")  # fmt: skip
+
+
+def _command(module: str, args, plots: bool) -> list[str]:
+  if module in TRAINING_PROGRAMS and not plots:
+    args = [*args, "--no-plots"]
+  return [sys.executable, "-m", module, *args]
+
+
+def start_module(module: str, *args: str, env=None, plots: bool = False) -> subprocess.Popen:
   """`python -m module args` from the repo root, without the data-dir variable."""
   return subprocess.Popen(
-    [sys.executable, "-m", module, *args],
+    _command(module, args, plots),
     cwd=REPO,
     env=_env(env),
     stdout=subprocess.PIPE,
@@ -149,11 +163,11 @@ def start_module(module: str, *args: str, env=None) -> subprocess.Popen:
 
 
 def run_module(
-  module: str, *args: str, env=None, timeout: float = 300
+  module: str, *args: str, env=None, timeout: float = 300, plots: bool = False
 ) -> subprocess.CompletedProcess:
   """Runs `python -m module args` to the end; returns returncode, stdout, stderr."""
   return subprocess.run(
-    [sys.executable, "-m", module, *args],
+    _command(module, args, plots),
     cwd=REPO,
     env=_env(env),
     capture_output=True,

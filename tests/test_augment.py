@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from siamese_jax.core.config import Config
+from siamese_jax.data.augment import affine_matrices, augment, warp
 from siamese_jax.training import create_train_state, train_step
-from siamese_jax.training.augment import affine_matrices, augment, warp
 
 
 def _images(n=8, size=28, seed=0):

@@ -5,9 +5,17 @@ import signal
 import time
 
 import jax
+import numpy as np
 import pytest
 
-from siamese_jax import Config, ConfigError, WorkdirError, train_and_evaluate
+from siamese_jax import (
+  Config,
+  ConfigError,
+  WorkdirError,
+  load_trained,
+  retrieval_metrics,
+  train_and_evaluate,
+)
 from siamese_jax.rundir.results import summarize
 from siamese_jax.training.placement import model_mesh
 
@@ -54,6 +62,34 @@ def test_summary_holds_mean_std_min_max_over_seeds(two_seeds, capsys):
   assert summarize([{"a": 1.0, "s": "x"}])["results"] == {
     "a": {"mean": 1.0, "std": 0.0, "min": 1.0, "max": 1.0}
   }
+
+
+def test_the_seeds_folder_is_one_model_whose_squared_distances_average_its_members(two_seeds):
+  data, root, summary = two_seeds
+  ensemble = load_trained(root / "multi")
+  members = [load_trained(root / f"multi/seed_{s}") for s in (0, 3)]
+  assert ensemble.members == 2 and [m.members for m in members] == [1, 1]
+  x1, x2 = data.test_images[:50], data.test_images[50:100]
+  d, (d0, d3) = ensemble.distance(x1, x2), [m.distance(x1, x2) for m in members]
+  np.testing.assert_allclose(d**2, (d0**2 + d3**2) / 2, rtol=1e-5, atol=1e-6)
+  assert ensemble.embed(x1).shape == (50, 256)
+  # The run scored this same model: its summary's ensemble figures are load_trained's.
+  scored = summary["ensemble"]
+  assert scored["members"] == 2 and ensemble.threshold == scored["threshold"]
+  assert (
+    json.loads((root / "multi/summary.json").read_text())["ensemble"]["threshold"]
+    == (scored["threshold"])
+  )
+  r = retrieval_metrics(ensemble.embed(data.test_images), data.test_labels)
+  assert r["precision_at_1"] == scored["test_precision_at_1"]
+  assert r["map_at_r"] == pytest.approx(scored["test_map_at_r"], abs=1e-7)
+  assert scored["test_map_at_r"] != summary["results"]["test_map_at_r"]["mean"]
+
+
+def test_a_damaged_summary_is_named(tmp_path):
+  (tmp_path / "summary.json").write_text('{"seeds": [0')
+  with pytest.raises(WorkdirError, match="summary.json cannot be read.*--resume"):
+    load_trained(tmp_path)
 
 
 @pytest.mark.slow
@@ -166,6 +202,8 @@ def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, 
   )
   assert summary["sweep"] == {"field": field, "values": list(values)}
   assert set(summary["by_value"]) == {f"{v:g}" for v in values}
+  with pytest.raises(WorkdirError, match=f"holds a sweep of {field}"):
+    load_trained(tmp_path / "sweep")
   for v in values:
     group = summary["by_value"][f"{v:g}"]
     assert group["num_seeds"] == 2

@@ -106,7 +106,7 @@ def test_official_runs_cli(omniglot_run, tmp_path):
   assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-def test_omniglot_seeds_through_the_one_loop(omniglot_dir, tmp_path):
+def test_omniglot_seeds_through_the_one_loop(omniglot_dir, tmp_path, capsys):
   from siamese_jax import Config, train_and_evaluate
   from siamese_jax.data.omniglot import load_omniglot
 
@@ -129,6 +129,18 @@ def test_omniglot_seeds_through_the_one_loop(omniglot_dir, tmp_path):
   for k in ("num_val_pairs", "num_test_pairs", "num_pairs_per_epoch", "test_oneshot_episodes"):
     assert seed0[k] == single[k]
   assert 0 < seed0["test_oneshot_20way_1shot"] < 1
+  # benchmarks.tta scores the folder's ensemble on the held-out alphabet: at
+  # shift 0 the figures the run recorded for it (no episodes: too few characters).
+  from benchmarks import tta
+
+  assert tta.main(["--workdir", str(tmp_path / "s"), "--shifts", "0,1", "--data-dir",
+                   omniglot_dir]) == 0  # fmt: skip
+  out = capsys.readouterr().out.splitlines()
+  rows = [line.split(" | ") for line in out if line[:2] == "| " and line[2].isdigit()]
+  ensemble = summary["ensemble"]
+  assert ensemble["members"] == 2 and ensemble["val_oneshot_5way_1shot"] is None  # 4 a class
+  assert [r[0] for r in rows] == ["| 0", "| 1"] and rows[0][1:3] == ["n/a", "n/a"]
+  assert float(rows[0][3]) == round(100 * ensemble["val_precision_at_1"], 2)
 
 
 def test_the_figures(omniglot_run, tmp_path):

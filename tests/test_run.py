@@ -10,7 +10,7 @@ import pytest
 from siamese_jax import Config, train_and_evaluate
 from siamese_jax import cli as sj_cli
 
-from conftest import run_module, write_mnist_dir
+from conftest import is_png, results, run_module, write_mnist_dir
 
 EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"}
 TIMING = {"epoch_seconds", "total_seconds"}
@@ -77,22 +77,19 @@ def cli(*args):
 @pytest.mark.slow
 def test_cli_runs_end_to_end(tmp_path, small_mnist):
   data_dir = write_mnist_dir(tmp_path / "data", small_mnist)
-  r = cli(
-    "--data-dir",
-    data_dir,
-    "--workdir",
-    str(tmp_path / "w"),
-    "--epochs",
-    "2",
-    "--batch-size",
-    "16",
-    "--margin",
-    "1.5",
-  )
+  args = ("--data-dir", data_dir, "--epochs", "2", "--batch-size", "16", "--margin", "1.5")
+  r = run_module("experiments.mnist_siamese", *args, "--workdir", str(tmp_path / "w"), plots=True)
   assert r.returncode == 0, r.stderr
   assert "* Accuracy on test set:" in r.stdout
   assert json.loads((tmp_path / "w/config.json").read_text())["margin"] == 1.5
   assert len(read_jsonl(tmp_path / "w/metrics.jsonl")) == 2
+  assert is_png(tmp_path / "w/distances.png")
+  # --no-plots: the same run, without the figure.
+  r = run_module("experiments.mnist_siamese", *args, "--workdir", str(tmp_path / "n"),
+                 "--no-plots", plots=True)  # fmt: skip
+  assert r.returncode == 0, r.stderr
+  assert not (tmp_path / "n/distances.png").exists()
+  assert results(tmp_path / "n/results.json") == results(tmp_path / "w/results.json")
 
 
 @pytest.mark.slow

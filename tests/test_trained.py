@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import siamese_jax as sj
+from siamese_jax.evaluation.embed import embed
 
 from conftest import run_module, write_mnist_dir
 
@@ -170,3 +171,46 @@ def test_the_cnn_is_a_config_choice_that_load_trained_rebuilds(tmp_path, small_m
   model = sj.load_trained(tmp_path / "cnn")
   assert "conv_16" in model.params["encoder"]
   assert results["test_accuracy"] > 0.8
+
+
+def test_test_time_shifts_average_the_image_and_its_four_moves(finished):
+  workdir, data, _ = finished
+  model = sj.load_trained(workdir)
+  apply, params = model.model.apply, model.params
+  x = data.test_images[:6].astype(np.float32) / 255.0
+  plain = embed(apply, params, x)
+  np.testing.assert_array_equal(embed(apply, params, x, shift=0.0), plain)
+
+  def moved(dr, dc):  # out[r, c] = x[r + dr, c + dc], zero outside
+    out = np.zeros_like(x)
+    h, w = x.shape[1:]
+    out[:, max(-dr, 0) : h - max(dr, 0), max(-dc, 0) : w - max(dc, 0)] = x[
+      :, max(dr, 0) : h + min(dr, 0), max(dc, 0) : w + min(dc, 0)
+    ]
+    return np.asarray(embed(apply, params, out))
+
+  views = [moved(0, 0), moved(-1, 0), moved(1, 0), moved(0, -1), moved(0, 1)]
+  got = np.asarray(embed(apply, params, x, shift=1.0))
+  np.testing.assert_allclose(got, np.mean(views, 0), rtol=1e-4, atol=1e-5)
+  unit = np.asarray(embed(apply, params, x, shift=1.0, normalize=True))
+  np.testing.assert_allclose(unit, got / np.linalg.norm(got, axis=1, keepdims=True), atol=1e-6)
+  # load_trained applies a shift it is given, and the fingerprint tells the two apart.
+  shifted = sj.load_trained(workdir, tta_shift=1.0)
+  np.testing.assert_allclose(shifted.embed(data.test_images[:6]), got, atol=1e-6)
+  assert shifted.fingerprint != model.fingerprint
+  with pytest.raises(sj.ConfigError, match="tta_shift"):
+    sj.load_trained(workdir, tta_shift=-1.0)
+
+
+@pytest.mark.slow
+def test_a_run_with_test_time_shifts_reports_what_load_trained_embeds(tmp_path, small_mnist):
+  config = sj.Config(epochs=1, batch_size=32, tta_shift=1.0)
+  results = sj.train_and_evaluate(config, tmp_path / "w", small_mnist, plots=False)
+  model = sj.load_trained(tmp_path / "w")
+  assert model.config.tta_shift == 1.0
+  r = sj.retrieval_metrics(model.embed(small_mnist.test_images), small_mnist.test_labels)
+  assert r["precision_at_1"] == results["test_precision_at_1"]
+  assert r["map_at_r"] == pytest.approx(results["test_map_at_r"], abs=1e-7)
+  plain = sj.load_trained(tmp_path / "w", tta_shift=0.0)
+  r0 = sj.retrieval_metrics(plain.embed(small_mnist.test_images), small_mnist.test_labels)
+  assert r0["map_at_r"] != r["map_at_r"]  # the shifts changed what the run reported

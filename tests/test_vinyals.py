@@ -127,11 +127,11 @@ def test_the_program_refuses_the_split_on_data_it_does_not_fit(omniglot_dir, tmp
 
 
 def test_the_lists_name_every_character_of_the_real_omniglot_once(real_omniglot_dir):
-  from siamese_jax.data.omniglot import SPLITS, _open_split
+  from siamese_jax.data.omniglot import SPLITS, open_split
 
   drawings = {}  # (alphabet, character) -> drawings, from the zips' names alone
   for split in SPLITS:
-    for name in _open_split(real_omniglot_dir, split).names():
+    for name in open_split(real_omniglot_dir, split).names():
       alphabet, character, _ = name.split("/")
       drawings[(alphabet, character)] = drawings.get((alphabet, character), 0) + 1
   listed = [{(a, c) for a, c, _ in vinyals.read_class_list(os.path.join(vinyals.LISTS, f))}

@@ -20,7 +20,7 @@ PAIR_MODES = ("fixed", "fresh")
 ENCODERS = ("mlp", "cnn", "conv4")  # the keys of siamese_jax.models.ENCODERS
 DROPOUT_RNGS = ("hash", "threefry")  # see siamese_jax.models.dropout
 NEGATIVES = ("any", "within-group", "mixed")  # see siamese_jax.sampling.pairs.sample_pairs
-AUGMENTS = ("none", "affine")  # see siamese_jax.training.augment
+AUGMENTS = ("none", "affine")  # see siamese_jax.data.augment
 RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
 OPTIMIZERS = ("rmsprop", "adam")
 SWEEPABLE = ("learning_rate", "margin")  # fields --sweep can vary (traced, one program)
@@ -167,6 +167,13 @@ class Config:
   )
   augment_strength: float = _field(
     1.0, "scales the affine distortion's ranges (1: Koch et al.'s)", NON_NEGATIVE
+  )
+  tta_shift: float = _field(
+    0.0,
+    "test-time shifts: each image's embedding is averaged over itself and 4 copies moved this "
+    "many pixels (of the run's input) up, down, left and right, in the run's final evaluation "
+    "and in load_trained; 0: none",
+    NON_NEGATIVE,
   )
   optimizer: str = _field(
     "rmsprop",

@@ -1,5 +1,6 @@
 """Datasets from files (`Dataset`, `load_data`): MNIST's IDX files, Keras .npz, tfds,
-Omniglot; the one image decoder and archive reader; a run's preprocessing.
+Omniglot; the one image decoder and archive reader; a run's preprocessing; affine
+warps on the device.
 """
 
 from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset

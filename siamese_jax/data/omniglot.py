@@ -39,7 +39,7 @@ def is_omniglot_dir(path: str) -> bool:
   )
 
 
-def _open_split(root: str, split: str) -> Archive:
+def open_split(root: str, split: str) -> Archive:
   """One split's files, from its folder or its official zip (which holds the folder)."""
   folder, archive = os.path.join(root, split), os.path.join(root, split + ".zip")
   if os.path.isdir(folder):
@@ -130,16 +130,20 @@ def _decode(data: bytes, name: str) -> np.ndarray:
   return pixels
 
 
+def read_splits(path: str, progress: bool) -> tuple[Split, Split]:
+  """The background and evaluation sets, both opened (and so checked) before either is read."""
+  trees = [open_split(path, s) for s in SPLITS]
+  train = _read_split(trees[0], 0, 0, progress)
+  return train, _read_split(trees[1], train.num_classes, len(train.alphabets), progress)
+
+
 def load_omniglot(path: str | os.PathLike, *, progress: bool = True) -> Dataset:
   """Omniglot's background (train) and evaluation (test) alphabets as a `Dataset`.
 
   `path` holds images_background and images_evaluation (folders or zips).
   Raises DataError for a missing split or a file that breaks the layout.
   """
-  path = os.fspath(path)
-  trees = [_open_split(path, s) for s in SPLITS]  # both checked before reading either
-  train = _read_split(trees[0], 0, 0, progress)
-  test = _read_split(trees[1], train.num_classes, len(train.alphabets), progress)
+  train, test = read_splits(os.fspath(path), progress)
   return Dataset(
     train.images, train.labels, test.images, test.labels, source=path,
     train_groups=train.groups, test_groups=test.groups, train_drawers=train.drawers,

@@ -15,7 +15,7 @@ import numpy as np
 
 from siamese_jax.core.errors import DataError
 from siamese_jax.data.dataset import Dataset
-from siamese_jax.data.omniglot import SPLITS, _open_split, _read_split
+from siamese_jax.data.omniglot import read_splits
 
 LISTS = os.path.join(os.path.dirname(__file__), "splits", "vinyals")
 ROTATIONS = (0, 90, 180, 270)
@@ -48,9 +48,7 @@ def load_vinyals(
   data, or trainval lacks one of a character's rotations.
   """
   path, lists = os.fspath(path), lists or LISTS
-  trees = [_open_split(path, s) for s in SPLITS]
-  sets = [_read_split(trees[0], 0, 0, progress)]
-  sets.append(_read_split(trees[1], sets[0].num_classes, len(sets[0].alphabets), progress))
+  sets = read_splits(path, progress)
   images = np.concatenate([s.images for s in sets])
   labels = np.concatenate([s.labels for s in sets])
   groups = np.concatenate([s.groups for s in sets])

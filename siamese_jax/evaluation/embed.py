@@ -4,14 +4,28 @@ Validation, the final evaluation and `TrainedModel.embed` all use it.
 uint8 images are scaled to [0, 1] on the device as in training; floats are
 taken as they are. The chunk fits a working-memory budget: 2,048 images for
 the MLP, far fewer for a convolutional encoder.
+
+Two settings of a finished model build on it (`embed_models`):
+* test-time shifts (`Config.tta_shift`): an image's embedding is the mean
+  over itself and 4 copies moved that many pixels up, down, left and right
+  (bilinear, zero outside), renormalized when the loss measures unit vectors;
+* an ensemble: K models' embeddings side by side, divided by sqrt(K), so a
+  squared distance is the mean of the members' squared distances.
 """
 
 import functools
+import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from siamese_jax.core.parallel import chunked_rows
+from siamese_jax.data.augment import warp
+from siamese_jax.losses.batch import normalize as unit
+
+# The test-time views, (rows, columns) in units of the shift: the image and 4 moves.
+VIEWS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 EMBED_BUDGET_BYTES = 256 * 2**20
 
@@ -32,14 +46,35 @@ def embed_chunk_size(apply_fn, params, image_shape, budget_bytes: int = EMBED_BU
   return chunk
 
 
-def embed(apply_fn, params, images, *, chunk: int | None = None) -> jax.Array:
-  """float32[N, D]: uint8[N, H, W] (or floats in [0, 1]) embedded once, `chunk` at a time."""
+def embed(
+  apply_fn, params, images, *, chunk: int | None = None, shift: float = 0.0, normalize=False
+) -> jax.Array:
+  """float32[N, D]: uint8[N, H, W] (or floats in [0, 1]) embedded once, `chunk` at a time.
+
+  With `shift` > 0, each embedding is the mean over the test-time views
+  (module doc), made unit length again if `normalize`.
+  """
   if chunk is None:
     chunk = _chunk_for(apply_fn, params, tuple(images.shape[1:]))
+    if shift:  # the views' working set is the chunk's, once per view
+      chunk = max(1, chunk // len(VIEWS))
   if images.shape[0] == 0:
     dim = _dim(apply_fn, params, tuple(images.shape[1:]))
     return jnp.zeros((0, dim), jnp.float32)
-  return _embed(apply_fn, params, images, chunk=chunk)
+  return _embed(apply_fn, params, images, chunk=chunk, shift=float(shift), normalize=normalize)
+
+
+def embed_models(
+  apply_fn, members: Sequence, images, *, shift: float = 0.0, normalize: bool = False
+) -> jax.Array:
+  """float32[N, K * D]: K models' `embed`s (parameters `members`) joined (module doc).
+
+  One member is its own `embed`, bitwise.
+  """
+  parts = [embed(apply_fn, p, images, shift=shift, normalize=normalize) for p in members]
+  if len(parts) == 1:
+    return parts[0]
+  return jnp.concatenate(parts, axis=1) / math.sqrt(len(parts))
 
 
 def embed_images(state, images: jax.Array, *, chunk: int | None = None) -> jax.Array:
@@ -66,8 +101,10 @@ def _dim(apply_fn, params, image_shape) -> int:
   ]
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk"))
-def _embed(apply_fn, params, images: jax.Array, *, chunk: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "shift", "normalize"))
+def _embed(
+  apply_fn, params, images: jax.Array, *, chunk: int, shift: float = 0.0, normalize: bool = False
+) -> jax.Array:
   n = images.shape[0]
   dim = _dim(apply_fn, params, images.shape[1:])
 
@@ -75,6 +112,16 @@ def _embed(apply_fn, params, images: jax.Array, *, chunk: int) -> jax.Array:
     x = jax.lax.dynamic_slice_in_dim(images, start, size).astype(jnp.float32)
     if images.dtype == jnp.uint8:
       x = x / 255.0
-    return apply_fn({"params": params}, x, method="embed")
+    if not shift:
+      return apply_fn({"params": params}, x, method="embed")
+    identity = jnp.broadcast_to(jnp.eye(2, dtype=jnp.float32), (size, 2, 2))
+    side = jnp.array(x.shape[1:], jnp.float32)
+    views = [
+      apply_fn({"params": params}, warp(x, identity, jnp.broadcast_to(
+        jnp.array(v, jnp.float32) * shift / side, (size, 2))), method="embed")
+      for v in VIEWS
+    ]  # fmt: skip
+    mean = sum(views) / len(views)
+    return unit(mean) if normalize else mean
 
   return chunked_rows(embed_rows, n, chunk, (dim,), jnp.float32)

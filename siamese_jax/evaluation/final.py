@@ -9,10 +9,15 @@
 * with groups (Omniglot's alphabets), one-shot episodes:
   `test_oneshot_20way_1shot`, `_5way_1shot`, `_20way_5shot` with `_ci95`,
   and `val_oneshot_*` for held-out groups.
+
+Images are embedded as `load_trained` embeds them: with the run's test-time
+shifts, and for a `--seeds` run's ensemble, by every member (`embedder`).
 """
 
+import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -23,7 +28,8 @@ from siamese_jax.core.streams import PairsKey
 from siamese_jax.evaluation import oneshot
 from siamese_jax.evaluation import pairs as evaluation
 from siamese_jax.evaluation import plots as plot_lib
-from siamese_jax.evaluation.pairs import embed_images, evaluate, pair_distances, to_host_scalars
+from siamese_jax.evaluation.embed import embed_models
+from siamese_jax.evaluation.pairs import evaluate_embedded, pair_distances, to_host_scalars
 from siamese_jax.evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from siamese_jax.evaluation.retrieval import retrieval_metrics
 from siamese_jax.losses import LOSSES
@@ -36,21 +42,55 @@ PAIR_ONLY = ("train_accuracy", "train_loss", "test_accuracy", "test_loss", "val_
              "fixed_threshold", "pairs", "num_train_pairs")  # fmt: skip
 
 
-def final_evaluation(state, config: Config, run, workdir: str, *, plots: bool = True) -> dict:
-  """The results dict of a trained state, for JSON (`distances.png` in `workdir` if `plots`)."""
+Embedder = Callable[[jax.Array], jax.Array]  # uint8[N, H, W] -> float32[N, D]
+
+
+def embedder_of(states, config: Config) -> Embedder:
+  """Trained models' images -> embeddings as `load_trained` gives them (`embed_models`)."""
+  members = [s.params for s in states]
+  normalize = LOSSES[config.loss].normalize
+  return lambda x: embed_models(
+    states[0].apply_fn, members, x, shift=config.tta_shift, normalize=normalize
+  )
+
+
+def ensemble_evaluation(states, config: Config, run: RunData) -> dict:
+  """`final_evaluation` of a --seeds run's models as one, on the first seed's pairs and episodes.
+
+  With --holdout each seed held out its own images, which the others trained
+  on: the ensemble then has no validation figures, and its threshold is
+  chosen on training pairs.
+  """
+  if config.holdout:
+    run = dataclasses.replace(run, sets=dataclasses.replace(run.sets, val=None))
+  embedder = embedder_of(states, config)
+  results = final_evaluation(states[0], config, run, "", plots=False, embedder=embedder)
+  return {**results, "members": len(states)}
+
+
+def final_evaluation(
+  state, config: Config, run, workdir: str, *, plots: bool = True, embedder: Embedder | None = None
+) -> dict:
+  """The results dict of a trained state, for JSON (`distances.png` in `workdir` if `plots`).
+
+  `embedder` (default: the state's model, `embedder_of`) embeds every image;
+  `state` gives the pair loss's margin and fixed threshold.
+  """
+  if embedder is None:
+    embedder = embedder_of([state], config)
   splits = _on_device(run)
-  results, test_d, threshold = pair_results(state, config, run, splits)
+  results, test_d, threshold = pair_results(state, config, run, splits, embedder)
   if not LOSSES[config.loss].pair_metrics:
     # The contrastive loss of the pairs and their accuracy at the fixed
     # threshold mean nothing for this loss: the one-shot and retrieval
     # figures say what it learnt. ROC AUC and the chosen threshold stay.
     for key in PAIR_ONLY:
       results.pop(key, None)
-  test_emb = embed_images(state, splits["test"][0])
+  test_emb = embedder(splits["test"][0])
   results.update(_prefixed("test_", retrieval_metrics(test_emb, run.sets.test.labels)))
   val_emb = None
   if "val" in splits:
-    val_emb = embed_images(state, splits["val"][0])
+    val_emb = embedder(splits["val"][0])
     results.update(_prefixed("val_", retrieval_metrics(val_emb, run.sets.val.labels)))
   if config.train_classes is not None:
     results.update(group_results(config, run, test_emb, threshold))
@@ -102,11 +142,15 @@ class PairResults(NamedTuple):
   threshold: float  # chosen on validation pairs (else training pairs), never test
 
 
-def pair_results(state, config: Config, run: RunData, splits) -> PairResults:
+def pair_results(state, config: Config, run: RunData, splits, embedder: Embedder) -> PairResults:
   """The original's pair metrics and an honestly chosen threshold (`splits` from `_on_device`)."""
   sets = run.sets
-  train_m, train_d = evaluate(state, *splits["train"])
-  test_m, test_d = evaluate(state, *splits["test"])
+
+  def evaluate(images, pairs, y):
+    return evaluate_embedded(state, embedder(images), pairs, y)
+
+  train_m, train_d = evaluate(*splits["train"])
+  test_m, test_d = evaluate(*splits["test"])
   train_m, test_m = to_host_scalars(train_m), to_host_scalars(test_m)
   test_d = np.asarray(test_d)
   results = {
@@ -117,7 +161,7 @@ def pair_results(state, config: Config, run: RunData, splits) -> PairResults:
     "test_roc_auc": evaluation.roc_auc(test_d, sets.test.y),
   }
   if "val" in splits:
-    val_m, val_d = evaluate(state, *splits["val"])
+    val_m, val_d = evaluate(*splits["val"])
     choose_d, choose_y, source = np.asarray(val_d), sets.val.y, "held-out validation pairs"
     results["val_accuracy"] = to_host_scalars(val_m)["accuracy"]
     results["val_roc_auc"] = evaluation.roc_auc(choose_d, choose_y)

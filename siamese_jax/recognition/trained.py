@@ -5,6 +5,11 @@
     model.distance(x1, x2)       # float32[N]
     model.same(x1, x2)           # bool[N]: distance < model.threshold
 
+A `--seeds` run's folder is one model: its members' embeddings joined, so
+a squared distance is the mean of theirs (`siamese_jax.evaluation.embed`);
+each member's folder is still a single model. A run's test-time shifts
+(`Config.tta_shift`) apply to every embedding.
+
 `threshold` is the run's own (`siamese_jax.evaluation.final`). Images are
 uint8 [N, H, W] or floats in [0, 1] ([N, H * W] too); a run that resizes or
 inverts (Omniglot's) takes them as the dataset ships them and preprocesses
@@ -14,6 +19,7 @@ a time (`siamese_jax.evaluation.embed`).
 
 import dataclasses
 import functools
+import json
 import os
 import sys
 from typing import Any
@@ -27,18 +33,23 @@ from siamese_jax.data.dataset import Dataset
 from siamese_jax.data.images import read_image, to_uint8
 from siamese_jax.data.load import load_data, load_recorded
 from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images, resize
-from siamese_jax.evaluation.embed import embed
-from siamese_jax.losses import LEARNED
+from siamese_jax.evaluation.embed import embed_models
+from siamese_jax.losses import LEARNED, LOSSES
 from siamese_jax.losses.distances import euclidean_distance
 from siamese_jax.recognition.index import Index, fingerprint
 from siamese_jax.rundir import checkpoint
+from siamese_jax.rundir.results import SUMMARY_NAME
 from siamese_jax.rundir.workdir import CONFIG_NAME, RESULTS_NAME, read_config, read_results
+from siamese_jax.training.ensemble import seed_dir
 from siamese_jax.training.state import create_train_state, make_model
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-  """A trained network and its threshold; `num_classes` is None for runs that did not record it."""
+  """A trained network and its threshold; `num_classes` is None for runs that did not record it.
+
+  An ensemble of `members` > 1 networks holds a tuple of their parameters.
+  """
 
   config: Config
   params: Any
@@ -46,11 +57,18 @@ class TrainedModel:
   image_shape: tuple[int, int]
   model: Any
   num_classes: int | None = None
+  members: int = 1
 
   def embed(self, images) -> np.ndarray:
     """Images as `load_trained` says -> float32[N, D], a memory budget's worth at a time."""
-    x = self._images(images, "images")
-    return np.asarray(embed(self.model.apply, self.params, x), np.float32)
+    return self._embed(self._images(images, "images"))
+
+  def _embed(self, x) -> np.ndarray:
+    members = self.params if self.members > 1 else (self.params,)
+    normalize = LOSSES[self.config.loss].normalize
+    shift = self.config.tta_shift
+    e = embed_models(self.model.apply, members, x, shift=shift, normalize=normalize)
+    return np.asarray(e, np.float32)
 
   def embed_files(self, paths) -> np.ndarray:
     """float32[N, D]: image files embedded through the run's own input.
@@ -67,7 +85,7 @@ class TrainedModel:
       x = [resize(p[None], self.image_shape, self.config.resize_filter)[0] for p in pixels]
     if not x:
       return self.embed(np.zeros((0, *self.image_shape), np.uint8))
-    return np.asarray(embed(self.model.apply, self.params, np.stack(x)), np.float32)
+    return self._embed(np.stack(x))
 
   def _warn_polarity(self, paths, pixels) -> None:
     """One warning for files whose background is the opposite of the run's input's."""
@@ -96,7 +114,9 @@ class TrainedModel:
   @functools.cached_property
   def fingerprint(self) -> str:
     """Which model this is, for the indexes built with it (`siamese_jax.recognition.index`)."""
-    return fingerprint(self.params)
+    if self.members == 1 and not self.config.tta_shift:
+      return fingerprint(self.params)
+    return fingerprint((self.params, self.config.tta_shift))
 
   def index(self, images, labels, **kwargs):
     """An `Index` of gallery images and int or str [N] labels (`backend`, `threshold`)."""
@@ -153,14 +173,21 @@ class TrainedModel:
       raise InputError(str(e)) from None
 
 
-def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
-  """Loads the network and threshold of a finished run in `workdir`.
+def load_trained(
+  workdir: str | os.PathLike, *, encoder=None, tta_shift: float | None = None
+) -> TrainedModel:
+  """Loads the network and threshold of a finished run in `workdir`, or a --seeds run's ensemble.
 
   `encoder`: the custom Flax encoder it was trained with, if any (built-in
-  ones are rebuilt from config.json). Raises WorkdirError for missing files
-  or a run of another encoder.
+  ones are rebuilt from config.json). `tta_shift`: test-time shifts other
+  than the run's own (0: none). Raises WorkdirError for missing files, a
+  sweep's folder, or a run of another encoder.
   """
   workdir = os.fspath(workdir)
+  if not os.path.isfile(os.path.join(workdir, CONFIG_NAME)) and os.path.isfile(
+    os.path.join(workdir, SUMMARY_NAME)
+  ):
+    return _load_ensemble(workdir, encoder, tta_shift)
   need = (CONFIG_NAME, checkpoint.CHECKPOINT_NAME, RESULTS_NAME)
   missing = [f for f in need if not os.path.isfile(os.path.join(workdir, f))]
   if missing:
@@ -171,6 +198,8 @@ def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
     )
     raise WorkdirError(f"{workdir!r} holds no finished run: {', '.join(missing)} missing. {hint}")
   config = read_config(os.path.join(workdir, CONFIG_NAME))
+  if tta_shift is not None:
+    config = dataclasses.replace(config, tta_shift=tta_shift)  # checked by Config
   results = read_results(workdir)
   used = results.get("encoder", config.encoder)
   if used.startswith("custom") and encoder is None:
@@ -190,3 +219,40 @@ def load_trained(workdir: str | os.PathLike, *, encoder=None) -> TrainedModel:
     config, params, float(results["threshold"]), image_shape,
     make_model(config, encoder=encoder), results.get("num_classes"),
   )  # fmt: skip
+
+
+def _load_ensemble(workdir: str, encoder, tta_shift: float | None) -> TrainedModel:
+  """A finished --seeds run's models as one (module doc)."""
+  path = os.path.join(workdir, SUMMARY_NAME)
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+    seeds = [int(s) for s in summary["seeds"]]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise WorkdirError(
+      f"{path} cannot be read ({e!r}): it was cut short or damaged. Run the run's own command "
+      "with --resume: its training is finished, so it evaluates again and writes it whole."
+    ) from None
+  if "sweep" in summary:
+    sweep = summary["sweep"]
+    raise WorkdirError(
+      f"{workdir!r} holds a sweep of {sweep['field']}: its models differ in more than the "
+      f"seed. Load one of them, e.g. {os.path.join(workdir, '<value folder>', 'seed_<S>')}."
+    )
+  members = [
+    load_trained(seed_dir(workdir, s), encoder=encoder, tta_shift=tta_shift) for s in seeds
+  ]
+  first = members[0]
+  if len(members) == 1:
+    return first
+  ensemble = summary.get("ensemble")
+  if ensemble is not None:
+    threshold = float(ensemble["threshold"])
+  else:  # runs from before ensembles were scored: the members' distances' scale
+    threshold = float(np.sqrt(np.mean([m.threshold**2 for m in members])))
+  return dataclasses.replace(
+    first,
+    params=tuple(m.params for m in members),
+    threshold=threshold,
+    members=len(members),
+  )

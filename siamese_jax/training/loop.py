@@ -29,7 +29,7 @@ from siamese_jax.core.errors import NonFiniteLossError, SiameseJaxError, Workdir
 from siamese_jax.core.files import RUN_FIX, atomic_write_json
 from siamese_jax.core.progress import ProgressBar
 from siamese_jax.data.dataset import Dataset
-from siamese_jax.evaluation.final import final_evaluation
+from siamese_jax.evaluation.final import ensemble_evaluation, final_evaluation
 from siamese_jax.losses import LOSSES
 from siamese_jax.rundir import checkpoint
 from siamese_jax.rundir.metric_writers import (
@@ -468,6 +468,12 @@ def _finish(run: Run, states, *, encoder, plots: bool, t_start: float) -> dict[s
   if plan.sweep is None:
     summary = summarize(all_results)
     lines = headline(summary)
+    if plan.size > 1:  # the seeds as one model: what load_trained makes of this workdir
+      t = time.perf_counter()
+      summary["ensemble"] = ensemble_evaluation(states, plan.configs[0], run.runs[0])
+      summary["ensemble"]["seconds"] = time.perf_counter() - t
+      print(f"The {plan.size} seeds as one model (load_trained of {run.workdir}):", file=out)
+      print_results(summary["ensemble"], out)
   else:
     field, values = plan.sweep
     summary = {"sweep": {"field": field, "values": list(values)}, "by_value": {}}

@@ -35,7 +35,7 @@ class TrainState(train_state.TrainState):
   margin: float = flax.struct.field(pytree_node=False, default=1.0)
   threshold: float = flax.struct.field(pytree_node=False, default=0.5)
   # Strength of the random affine distortion of every training image
-  # (`siamese_jax.training.augment`); 0: none.
+  # (`siamese_jax.data.augment`); 0: none.
   augment_strength: float = flax.struct.field(pytree_node=False, default=0.0)
   # The loss's name in `siamese_jax.losses.LOSSES`, and its other
   # parameters as ((name, value), ...).

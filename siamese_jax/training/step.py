@@ -19,9 +19,9 @@ import numpy as np
 
 from siamese_jax.core import parallel
 from siamese_jax.core.streams import StepKey
+from siamese_jax.data.augment import augment
 from siamese_jax.losses import LEARNED, LOSSES
 from siamese_jax.sampling import SAMPLERS
-from siamese_jax.training.augment import augment
 from siamese_jax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
