@@ -210,9 +210,8 @@ def load_trained(
   image_shape = tuple(results.get("image_shape", (28, 28)))  # older runs: MNIST
   # A loss's own parameters (the proxies) restore in whatever shape they were
   # stored, and are left out: they are not part of the model one embeds with.
-  one = (np.zeros((1, *image_shape), np.uint8), np.zeros(1, np.int32))  # proxies of any shape
   target = create_train_state(
-    jax.random.key(0), config, encoder=encoder, image_shape=image_shape, classes=one
+    jax.random.key(0), config, encoder=encoder, image_shape=image_shape, classes=1
   )
   params = {k: v for k, v in checkpoint.load(workdir, target).state.params.items() if k != LEARNED}
   return TrainedModel(

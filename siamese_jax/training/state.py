@@ -136,14 +136,15 @@ def create_train_state(
   encoder: nn.Module | None = None,
   image_shape: Sequence[int] = (28, 28),
   fuse_branches: bool = True,
-  classes: tuple[np.ndarray, np.ndarray] | None = None,
+  classes: tuple[np.ndarray, np.ndarray] | int | None = None,
 ) -> TrainState:
   """A TrainState at step 0: the shared encoder's parameters and the optimizer's state.
 
   `encoder` maps float[N, *image_shape] to float[N, D] as `encoder(x,
   train=...)` (the config's if None). `classes` (uint8 images, int labels in
   [0, C)) start a loss's per-class parameters (`Loss.learned`) at each
-  class's mean unit embedding under the initialized network.
+  class's mean unit embedding under the initialized network; a count C
+  starts them at zeros, a target to restore a checkpoint into.
   """
   model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
@@ -155,7 +156,12 @@ def create_train_state(
       raise ValueError(
         f"--loss {config.loss} learns a proxy per class: give classes=(images, labels)."
       )
-    params = {**params, LEARNED: learned.init(class_means(model, params, *classes))}
+    if isinstance(classes, int):  # shapes only: nothing is embedded, nothing compiled
+      out = jax.eval_shape(lambda p: model.apply({"params": p}, dummy, method="embed"), params)
+      means = jnp.zeros((classes, out.shape[-1]), jnp.float32)
+    else:
+      means = class_means(model, params, *classes)
+    params = {**params, LEARNED: learned.init(means)}
   margin, loss_params = loss_settings(config)
   state = TrainState.create(
     apply_fn=model.apply,
