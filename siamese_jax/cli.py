@@ -169,7 +169,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
   run.add_argument(
     "--no-plots",
     action="store_true",
-    help="write no distances.png (matplotlib's import and drawing take about 2 s)",
+    help="write no distances.png (its drawing and matplotlib's import take seconds)",
   )
 
 

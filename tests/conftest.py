@@ -137,7 +137,7 @@ def _env(extra=None):
 
 
 # The programs that train, and so draw distances.png unless told not to:
-# matplotlib's import and the drawing take about 2 s a run, and only
+# matplotlib's import and the drawing take seconds a run (docs/performance.md); only
 # test_evaluation and test_run look at the figure. Tests that want it pass
 # plots=True.
 TRAINING_PROGRAMS = ("experiments.mnist_siamese", "experiments.omniglot",

@@ -15,13 +15,14 @@ Two settings of a finished model build on it (`embed_models`):
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from siamese_jax.core.parallel import chunked_rows
 from siamese_jax.data.augment import warp
+from siamese_jax.losses import LOSSES
 from siamese_jax.losses.batch import normalize as unit
 
 # The test-time views, (rows, columns) in units of the shift: the image and 4 moves.
@@ -75,6 +76,12 @@ def embed_models(
   if len(parts) == 1:
     return parts[0]
   return jnp.concatenate(parts, axis=1) / math.sqrt(len(parts))
+
+
+def embedder(apply_fn, members: Sequence, config) -> Callable[[jax.Array], jax.Array]:
+  """Images -> embeddings as a trained run gives them: its members, its loss's norm, its shifts."""
+  normalize = LOSSES[config.loss].normalize
+  return lambda x: embed_models(apply_fn, members, x, shift=config.tta_shift, normalize=normalize)
 
 
 def embed_images(state, images: jax.Array, *, chunk: int | None = None) -> jax.Array:

@@ -33,8 +33,8 @@ from siamese_jax.data.dataset import Dataset
 from siamese_jax.data.images import read_image, to_uint8
 from siamese_jax.data.load import load_data, load_recorded
 from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images, resize
-from siamese_jax.evaluation.embed import embed_models
-from siamese_jax.losses import LEARNED, LOSSES
+from siamese_jax.evaluation.embed import embedder
+from siamese_jax.losses import LEARNED
 from siamese_jax.losses.distances import euclidean_distance
 from siamese_jax.recognition.index import Index, fingerprint
 from siamese_jax.rundir import checkpoint
@@ -65,10 +65,7 @@ class TrainedModel:
 
   def _embed(self, x) -> np.ndarray:
     members = self.params if self.members > 1 else (self.params,)
-    normalize = LOSSES[self.config.loss].normalize
-    shift = self.config.tta_shift
-    e = embed_models(self.model.apply, members, x, shift=shift, normalize=normalize)
-    return np.asarray(e, np.float32)
+    return np.asarray(embedder(self.model.apply, members, self.config)(x), np.float32)
 
   def embed_files(self, paths) -> np.ndarray:
     """float32[N, D]: image files embedded through the run's own input.
