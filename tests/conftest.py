@@ -21,6 +21,11 @@ for _name, _value in (
   ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1"),
 ):
   os.environ.setdefault(_name, _value)
+# The programs' XLA flag, so that a program run in a worker (`run_module`)
+# computes as its process would.
+from siamese_jax import xla_flags  # noqa: E402
+
+xla_flags.use_project_defaults()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -162,10 +167,67 @@ def start_module(module: str, *args: str, env=None, plots: bool = False) -> subp
   )
 
 
+def _program(module: str) -> str | None:
+  """The `siamese_jax.programs` name of `experiments.NAME`, else None."""
+  from siamese_jax.programs import PROGRAMS
+
+  prefix, _, name = module.partition(".")
+  name = name.replace("_", "-")
+  return name if prefix == "experiments" and name in PROGRAMS else None
+
+
+def _in_process(name: str, args, env) -> subprocess.CompletedProcess:
+  """What `python -m experiments.NAME args` does, run in this worker.
+
+  The same `siamese_jax.programs.run` the entry point calls, with this
+  worker's XLA flags (the programs', set above) and compiled functions:
+  a process would spend seconds importing and compiling. Output, exit code
+  and an uncaught exception's traceback come back as a process's would.
+  """
+  import contextlib
+  import io
+  import traceback
+
+  from siamese_jax.programs import run
+
+  out, err = io.StringIO(), io.StringIO()
+  saved = dict(os.environ)
+  os.environ.clear()
+  os.environ.update(env)
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        code = run(name, list(args))
+      except SystemExit as e:  # argparse's usage errors and --help
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+          print(e.code, file=sys.stderr)
+      except Exception:
+        traceback.print_exc()
+        code = 1
+  finally:
+    os.environ.clear()
+    os.environ.update(saved)
+  return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
+
+
+# Variables a running process cannot take up: a test that sets one runs a process.
+_PROCESS_ENV = ("XLA_FLAGS", "JAX_", "CUDA_", "TF_")
+
+
 def run_module(
   module: str, *args: str, env=None, timeout: float = 300, plots: bool = False
 ) -> subprocess.CompletedProcess:
-  """Runs `python -m module args` to the end; returns returncode, stdout, stderr."""
+  """Runs `python -m module args` to the end; returns returncode, stdout, stderr.
+
+  A program of `siamese_jax.programs` runs in this worker (`_in_process`)
+  unless `env` sets a variable only a new process reads. `start_module`
+  always starts a process: the tests that signal, kill or group processes,
+  and so the `python -m experiments.NAME` entry points, use it.
+  """
+  name = _program(module)
+  if name and not any(k.startswith(_PROCESS_ENV) for k in env or {}):
+    return _in_process(name, _command(module, args, plots)[3:], _env(env))
   return subprocess.run(
     _command(module, args, plots),
     cwd=REPO,
