@@ -1,6 +1,7 @@
 """--seeds and --sweep: several models in one program, each equal to its plain run."""
 
 import json
+import shutil
 import signal
 import time
 
@@ -86,6 +87,15 @@ def test_the_seeds_folder_is_one_model_whose_squared_distances_average_its_membe
   # Its own figures, not the members' mean (a continuous one: the synthetic
   # digits can make every retrieval figure 1.0 for members and ensemble alike).
   assert scored["threshold"] != pytest.approx(summary["results"]["threshold"]["mean"])
+
+
+def test_members_that_differ_in_more_than_the_seed_are_not_one_model(two_seeds, tmp_path):
+  _, root, _ = two_seeds
+  shutil.copytree(root / "multi", tmp_path / "m")
+  config = tmp_path / "m/seed_3/config.json"
+  config.write_text(config.read_text().replace('"margin": 1.0', '"margin": 2.0'))
+  with pytest.raises(WorkdirError, match="seed_3's config differs from seed_0's"):
+    load_trained(tmp_path / "m")
 
 
 def test_a_damaged_summary_is_named(tmp_path):

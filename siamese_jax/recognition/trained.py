@@ -239,6 +239,12 @@ def _load_ensemble(workdir: str, encoder, tta_shift: float | None) -> TrainedMod
     load_trained(seed_dir(workdir, s), encoder=encoder, tta_shift=tta_shift) for s in seeds
   ]
   first = members[0]
+  for s, m in zip(seeds, members, strict=True):
+    if dataclasses.replace(m.config, seed=0) != dataclasses.replace(first.config, seed=0):
+      raise WorkdirError(
+        f"{workdir!r}: seed_{s}'s config differs from seed_{seeds[0]}'s in more than the "
+        "seed, so they are not one run's models. Load each seed's folder on its own."
+      )
   if len(members) == 1:
     return first
   ensemble = summary.get("ensemble")
