@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,13 +10,15 @@ import pytest
 from siamese_jax.core.errors import DataError
 from siamese_jax.data import vinyals
 from siamese_jax.data.load import data_source, load_data
+from siamese_jax.sampling.splits import make_pair_sets, run_keys
 
 from conftest import run_module, write_omniglot
 
 
-def write_lists(directory, trainval, test) -> str:
+def write_lists(directory, trainval, test, val=None) -> str:
   os.makedirs(directory, exist_ok=True)
-  for name, lines in (("trainval", trainval), ("test", test)):
+  val = VAL if val is None else val
+  for name, lines in (("trainval", trainval), ("test", test), ("val", val)):
     with open(os.path.join(directory, f"{name}.txt"), "w") as f:
       f.write("".join(line + "\n" for line in lines))
   return str(directory)
@@ -31,6 +34,7 @@ TRAIN = [f"Alpha{a}_bac/character{c:02d}" for a in range(3) for c in range(1, 5)
   f"Alpha0_eva/character{c:02d}" for c in range(1, 6)
 ]
 TEST = rotated([f"Alpha0_eva/character{c:02d}" for c in range(6, 21)], (0, 180))
+VAL = rotated([f"Alpha2_bac/character{c:02d}" for c in range(1, 5)])  # one whole alphabet
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +51,11 @@ def test_the_shipped_lists_are_the_published_split():
   chars = [{(a, c) for a, c, _ in lines} for lines in (trainval, test)]
   assert (len(chars[0]), len(chars[1])) == (1200, 423) and not chars[0] & chars[1]
   assert {d for _, _, d in trainval + test} == set(vinyals.ROTATIONS)
+  # val.txt: 172 of trainval's characters, 5 whole alphabets (its validation classes).
+  val = vinyals.read_class_list(os.path.join(vinyals.LISTS, "val.txt"))
+  val_chars, val_alphabets = {(a, c) for a, c, _ in val}, {a for a, _, _ in val}
+  assert len(val) == 688 and len(val_chars) == 172 and len(val_alphabets) == 5
+  assert val_chars == {(a, c) for a, c in chars[0] if a in val_alphabets}
   assert os.path.isfile(os.path.join(vinyals.LISTS, "LICENSE"))
 
 
@@ -61,6 +70,14 @@ def test_the_split_pools_alphabets_and_turns_the_test_classes(pooled):
   assert sorted(set(data.test_labels.tolist())) == list(range(17, 47))
   assert set(data.test_groups.tolist()) == {5}  # one group: every episode pools them all
   assert data.group_names[5] == "pooled test classes"
+  assert data.val_groups == (2,) and data.group_names[2] == "Alpha2_bac"  # val.txt's alphabet
+  # --holdout-groups holds out the published groups, whichever they are.
+  for published in ((2,), (0, 3)):
+    sets = make_pair_sets(
+      run_keys(0), replace(data, val_groups=published), holdout_groups=len(published)
+    )
+    assert set(sets.val.groups.tolist()) == set(published)
+    assert not set(sets.train.groups.tolist()) & set(published)
   # Class 17 is character06 as drawn, class 18 the same turned by 180 degrees.
   upright = data.test_images[data.test_labels == 17]
   np.testing.assert_array_equal(data.test_images[data.test_labels == 18], upright[:, ::-1, ::-1])
@@ -73,12 +90,14 @@ def test_the_split_pools_alphabets_and_turns_the_test_classes(pooled):
     (rotated(TRAIN), ["Alpha9_eva/character01/rot000"], "names Alpha9_eva/character01"),
     (rotated(TRAIN)[:-1], TEST, "only some rotations of 1 character"),
     (rotated(TRAIN), ["Alpha0_eva/character06/rot045"], "line 1: 'Alpha0_eva/character06/rot045'"),
+    (rotated(TRAIN), TEST, "should list whole alphabets of trainval.txt"),
   ],
-  ids=["unknown-character", "missing-rotation", "bad-rotation"],
+  ids=["unknown-character", "missing-rotation", "bad-rotation", "val-part-of-an-alphabet"],
 )
 def test_a_list_that_does_not_fit_the_data_is_one_paragraph(pooled, tmp_path, trainval, test,
                                                             message):  # fmt: skip
-  lists = write_lists(tmp_path, trainval, test)
+  val = VAL[4:] if "whole alphabets" in message else VAL
+  lists = write_lists(tmp_path, trainval, test, val)
   with pytest.raises(DataError, match=message):
     vinyals.load_vinyals(pooled[0], lists=lists, progress=False)
 
@@ -104,8 +123,10 @@ def test_the_program_trains_on_the_pooled_split_and_reports_its_four_settings(
   monkeypatch.setattr(vinyals, "LISTS", lists)
   argv = ["--data-dir", root, "--split", "vinyals", "--workdir", str(tmp_path / "w"),
           "--epochs", "1", "--classes-per-batch", "4", "--encoder", "mlp", "--hidden-sizes", "16",
-          "--holdout-groups", "0", "--no-progress"]  # fmt: skip
+          "--no-progress"]  # fmt: skip
   assert cli.run_main(omniglot.main, argv) == 0
+  # The preset holds 5 alphabets out; the pooled split trains on trainval whole.
+  assert json.loads((tmp_path / "w/config.json").read_text())["holdout_groups"] == 0
   results = json.loads((tmp_path / "w/results.json").read_text())
   for setting in ("20way_1shot", "5way_1shot", "20way_5shot", "5way_5shot"):
     assert 0 < results[f"test_oneshot_{setting}"] <= 1, setting
@@ -114,6 +135,14 @@ def test_the_program_trains_on_the_pooled_split_and_reports_its_four_settings(
   assert config["data"] == f"vinyals:{os.path.abspath(root)}"
   model = load_trained(tmp_path / "w")
   assert model.load_data().test_images.shape == (180, 105, 105)  # the split, as recorded
+  # Asked to validate, it holds out val.txt's alphabet: its 4 characters, 16 drawings.
+  capsys.readouterr()
+  argv = [*argv[:5], str(tmp_path / "v"), *argv[6:]]
+  assert cli.run_main(omniglot.main, [*argv, "--holdout-groups", "1"]) == 0
+  results = json.loads((tmp_path / "v/results.json").read_text())
+  assert results["val_retrieval_queries"] == 16 and "val_precision_at_1" in results
+  assert cli.run_main(omniglot.main, [*argv, "--holdout-groups", "2", "--overwrite"]) == 2
+  assert "publishes its validation classes, 1 groups" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -23,7 +23,9 @@ class Dataset:
 
   `*_groups` (Omniglot's alphabets) serve within-group negatives and
   episodes; `*_drawers` (its 20 drawers) keep an episode's support and
-  queries apart; `group_names` names the groups; `source` is for messages.
+  queries apart; `group_names` names the groups; `val_groups`, the training
+  groups a published split names for validation (`--holdout-groups` then
+  holds out those); `source` is for messages.
   """
 
   train_images: np.ndarray
@@ -36,6 +38,7 @@ class Dataset:
   train_drawers: np.ndarray | None = None
   test_drawers: np.ndarray | None = None
   group_names: tuple[str, ...] | None = None
+  val_groups: tuple[int, ...] | None = None
 
   def __post_init__(self):
     for split in ("train", "test"):
@@ -54,6 +57,12 @@ class Dataset:
             f"({len(labels)}), got {values.dtype}{values.shape}."
           )
         object.__setattr__(self, name, values.astype(np.int32))
+    if self.val_groups is not None and (
+      self.train_groups is None or not np.isin(self.val_groups, self.train_groups).all()
+    ):
+      raise DataError(
+        f"{self.source}: val_groups {self.val_groups} must be groups of the training split."
+      )
     if self.train_images.shape[1:] != self.test_images.shape[1:]:
       raise DataError(
         f"{self.source}: train images are {self.train_images.shape[1:]} but test images "

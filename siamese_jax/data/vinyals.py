@@ -7,6 +7,8 @@ own. `load_vinyals` pools the two sets' alphabets: its training split is
 trainval's 1,200 characters as drawn (a run's `--rotations` makes their
 4,800 classes), its test split test.txt's 1,692 classes, 423 characters in
 four rotations, in one group, so that every episode draws from all of them.
+val.txt's 172 characters are 5 whole alphabets of trainval: the data's
+`val_groups`, which `--holdout-groups 5` holds out to validate on.
 """
 
 import os
@@ -56,7 +58,8 @@ def load_vinyals(
   label_of = {c: i for i, c in enumerate(sets[0].characters + sets[1].characters)}
   trainval = read_class_list(os.path.join(lists, "trainval.txt"))
   test = read_class_list(os.path.join(lists, "test.txt"))
-  for name, entries in (("trainval", trainval), ("test", test)):
+  val = read_class_list(os.path.join(lists, "val.txt"))
+  for name, entries in (("trainval", trainval), ("test", test), ("val", val)):
     missing = [f"{a}/{c}" for a, c, _ in entries if (a, c) not in label_of]
     if missing:
       raise DataError(
@@ -72,6 +75,12 @@ def load_vinyals(
     raise DataError(
       f"{lists}/trainval.txt lists only some rotations of {len(partial)} character(s); a run "
       "adds all four (--rotations). Use the split's published lists."
+    )
+  val_alphabets = sorted({a for a, _, _ in val})
+  if {(a, c) for a, c, _ in trainval if a in val_alphabets} != {(a, c) for a, c, _ in val}:
+    raise DataError(
+      f"{lists}/val.txt should list whole alphabets of trainval.txt (the published val list "
+      f"does: {len(val_alphabets)} alphabets). Use the split's published lists."
     )
   train_classes = np.array(sorted(rotations), np.int64)
   keep = np.isin(labels, train_classes)
@@ -89,4 +98,5 @@ def load_vinyals(
     train_groups=groups[keep], test_groups=np.full(len(test_labels), len(alphabets), np.int32),
     train_drawers=drawers[keep], test_drawers=np.concatenate(test_drawers),
     group_names=(*alphabets, "pooled test classes"),
+    val_groups=tuple(alphabets.index(a) for a in val_alphabets),
   )  # fmt: skip

@@ -11,6 +11,8 @@ evaluation alphabets over 1,000 episodes; experiments.oneshot scores it on
 Lake's official runs.
 """
 
+import dataclasses
+
 from siamese_jax import cli
 from siamese_jax.configs import OMNIGLOT
 from siamese_jax.data.load import SPLITS
@@ -24,8 +26,12 @@ def main(argv):
     default="lake",
     help="lake: background alphabets train, evaluation alphabets test (episodes within an "
     "alphabet); vinyals: the pooled split of Vinyals et al. 2016, 1,200 characters train, 423 "
-    "in four rotations test (episodes across alphabets) (default lake)",
+    "in four rotations test (episodes across alphabets); it holds nothing out unless given "
+    "--holdout-groups 5, which validates on its val list's 5 alphabets (default lake)",
   )
   args = parser.parse_args(argv)
   config = cli.config_from_args(parser, args)
+  if args.split == "vinyals" and "holdout_groups" not in getattr(args, "given_fields", ()):
+    # The pooled split trains on trainval whole; --holdout-groups 5 validates on its val list.
+    config = dataclasses.replace(config, holdout_groups=0)
   cli.train_from_args("experiments.omniglot", config, args, argv)

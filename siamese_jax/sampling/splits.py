@@ -77,16 +77,26 @@ def _take(values, idx):
   return None if values is None else values[idx]
 
 
-def heldout_groups(groups: np.ndarray, count: int) -> np.ndarray:
+def heldout_groups(groups: np.ndarray, count: int, published=None) -> np.ndarray:
   """The `count` training groups held out for validation, by a fixed key so every seed shares them.
 
-  Raises ConfigError: no groups, or too few to leave two for training.
+  `published`: the groups the data's own split validates on (`Dataset.val_groups`), held
+  out instead. Raises ConfigError: no groups, too few to leave two for training, or a
+  count other than the published groups'.
   """
   if groups is None:
     raise ConfigError(
       f"holdout_groups={count} needs each training image's group (Omniglot's alphabets); "
       "this data has none. Use --holdout to hold out images instead."
     )
+  if published is not None:
+    if count != len(published):
+      raise ConfigError(
+        f"holdout_groups={count}: this split publishes its validation classes, "
+        f"{len(published)} groups. Use --holdout-groups {len(published)} to validate on "
+        "them, or 0 to train on every training class."
+      )
+    return np.sort(np.asarray(published, np.int32))
   present = np.unique(groups)
   if count > len(present) - 2:
     raise ConfigError(
@@ -121,7 +131,7 @@ def make_pair_sets(
     )
   val = None
   if holdout_groups:
-    out = np.isin(groups, heldout_groups(groups, holdout_groups))
+    out = np.isin(groups, heldout_groups(groups, holdout_groups, data.val_groups))
     vclasses = np.unique(labels[out])
     vlabels = dense_labels(labels[out], vclasses)
     vp, vy = make_pairs(jax.random.fold_in(keys.pairs, PairsKey.VAL_PAIRS), vlabels, len(vclasses))
