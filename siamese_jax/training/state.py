@@ -150,8 +150,8 @@ def create_train_state(
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   check_fits(model, config, image_shape)
   # One compiled program: run eagerly, init compiles each initializer's ops
-  # one by one (7 s for conv4 in a new process against 1 s, docs/performance.md),
-  # for the same values bitwise.
+  # one by one, seconds in a new process (docs/performance.md), for the same
+  # values bitwise.
   params = jax.jit(lambda k: model.init(k, dummy, dummy, train=False)["params"])(key)
   learned = LOSSES[config.loss].learned
   if learned is not None:
