@@ -206,9 +206,18 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_files(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("field, values", [("margin", (0.5, 2.0)), ("learning_rate", (3e-4, 3e-3))])
-def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, values):
-  config = Config(epochs=1, batch_size=32)
+@pytest.mark.parametrize(
+  "field, values, extra",
+  [
+    ("margin", (0.5, 2.0), {}),
+    ("learning_rate", (3e-4, 3e-3), {}),
+    # The schedule's factor sits before the rate, a leaf here (make_optimizer).
+    ("learning_rate", (3e-4, 3e-3), dict(lr_schedule="cosine")),
+  ],
+  ids=["margin", "learning_rate", "learning_rate-cosine"],
+)
+def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, values, extra):
+  config = Config(epochs=1, batch_size=32, **extra)
   summary = train_and_evaluate(
     config, tmp_path / "sweep", small_mnist, seeds=[0, 1], sweep=(field, values), plots=False
   )
@@ -221,7 +230,10 @@ def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, 
     assert group["num_seeds"] == 2
     single = tmp_path / f"single{v}"
     train_and_evaluate(
-      Config(epochs=1, batch_size=32, seed=1, **{field: v}), single, small_mnist, plots=False
+      Config(epochs=1, batch_size=32, seed=1, **extra, **{field: v}),
+      single,
+      small_mnist,
+      plots=False,
     )
     same_files(single, tmp_path / "sweep" / f"{field}_{v:g}" / "seed_1")
 

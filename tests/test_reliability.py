@@ -1,5 +1,6 @@
 """Checkpoints and resume, Ctrl-C, workdir collisions, bad input, non-finite loss."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from siamese_jax import (
   checkpoint,
   cli,
   create_train_state,
+  load_trained,
   train_and_evaluate,
 )
 from siamese_jax.sampling.splits import check_data
@@ -95,9 +97,24 @@ def test_ctrl_c_checkpoints_and_says_how_to_resume(big_data_dir, reference_run, 
 
 
 @pytest.mark.slow
-def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, monkeypatch):
+@pytest.mark.parametrize(
+  "config",
+  [
+    Config(epochs=2, batch_size=16),
+    # The schedule's count is optimizer state: it checkpoints and resumes with it.
+    Config(
+      epochs=2,
+      batch_size=16,
+      optimizer="adam",
+      lr_schedule="cosine",
+      warmup_epochs=1,
+      weight_decay=1e-4,
+    ),  # fmt: skip
+  ],
+  ids=["default", "adamw-warmup-cosine"],
+)
+def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, monkeypatch, config):
   """Stop after a chunk (as Ctrl-C does), resume, and match an uninterrupted run."""
-  config = Config(epochs=2, batch_size=16)
   train_and_evaluate(config, tmp_path / "ref", small_mnist, chunk_steps=8)
 
   class StopNow:
@@ -129,6 +146,20 @@ def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, small_mnist, mo
   assert len(jsonl(tmp_path / "run/metrics.jsonl")) == 1
   train_and_evaluate(config, tmp_path / "run", small_mnist, chunk_steps=5, resume=True)
   assert_same_run(str(tmp_path / "ref"), str(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_a_scheduled_run_cannot_grow_its_epochs(tmp_path, small_mnist):
+  config = Config(epochs=2, batch_size=64, lr_schedule="cosine")
+  train_and_evaluate(config, tmp_path / "w", small_mnist)
+  before = (tmp_path / "w/metrics.jsonl").read_text()
+  with pytest.raises(WorkdirError, match="--lr-schedule cosine was planned over its 2 epochs"):
+    train_and_evaluate(
+      dataclasses.replace(config, epochs=3), tmp_path / "w", small_mnist, resume=True
+    )
+  assert (tmp_path / "w/metrics.jsonl").read_text() == before
+  # The schedule's count is optimizer state, which load_trained restores past.
+  assert load_trained(str(tmp_path / "w")).embed(small_mnist.test_images[:2]).shape == (2, 128)
 
 
 @pytest.mark.slow

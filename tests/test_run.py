@@ -163,6 +163,10 @@ def test_the_refusal_names_every_flag_in_one_paragraph(capsys):
   err = capsys.readouterr().err.strip().splitlines()[-1]
   assert "--rmsprop-decay does not apply" in err and "--rmsprop-eps does not apply" in err
   assert err.endswith("Leave them out.")
+  # AdamW's decay is Adam's: with RMSProp it would do nothing.
+  with pytest.raises(SystemExit):
+    sj_cli.config_from_args(parser, parser.parse_args(["--weight-decay", "1e-4"]))
+  assert "--weight-decay does not apply" in capsys.readouterr().err
 
 
 class FakeTty:

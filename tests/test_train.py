@@ -215,3 +215,33 @@ def test_rmsprop_puts_eps_inside_the_square_root_as_keras_3_does():
     nu = 0.9 * nu + 0.1 * np.asarray(g, np.float64) ** 2
     w = w - 1e-3 * np.asarray(g, np.float64) / np.sqrt(nu + 1e-7)
   np.testing.assert_allclose(np.asarray(params), w, rtol=1e-5, atol=1e-12)
+
+
+def test_warmup_then_cosine_scale_the_rate_update_by_update():
+  # Adam's update of a constant gradient is -rate * g / (|g| + eps): -rate to
+  # float32 rounding of its bias corrections, so each update is the factor.
+  config = Config(
+    epochs=4, optimizer="adam", learning_rate=1.0, lr_schedule="cosine", warmup_epochs=1
+  )
+  tx = make_optimizer(config, steps_per_epoch=3)
+  params = jnp.zeros(())
+  state, got = tx.init(params), []
+  for _ in range(12):
+    updates, state = tx.update(jnp.ones(()), state, params)
+    got.append(-float(updates))
+  warmup = [1 / 3, 2 / 3, 1.0]  # the first update already moves
+  cosine = [0.5 * (1 + np.cos(np.pi * k / 9)) for k in range(9)]  # the last update moves too
+  np.testing.assert_allclose(got, warmup + cosine, rtol=1e-4)
+  assert got[-1] > 0
+  with pytest.raises(ValueError, match="steps_per_epoch"):
+    make_optimizer(config)  # a schedule is planned over the run's steps
+
+
+def test_adamw_moves_each_weight_by_rate_times_decay_times_itself():
+  params = jnp.array([2.0, -4.0, 0.0])
+  zero = jnp.zeros(3)  # Adam's own update of a zero gradient is 0: the decay is all there is
+  tx = make_optimizer(Config(optimizer="adam", learning_rate=0.1, weight_decay=0.5))
+  updates, _ = tx.update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates, -0.1 * 0.5 * params, rtol=1e-6)
+  plain = make_optimizer(Config(optimizer="adam", learning_rate=0.1))
+  np.testing.assert_array_equal(plain.update(zero, plain.init(params), params)[0], zero)

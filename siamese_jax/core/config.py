@@ -23,6 +23,7 @@ NEGATIVES = ("any", "within-group", "mixed")  # see siamese_jax.sampling.pairs.s
 AUGMENTS = ("none", "affine")  # see siamese_jax.data.augment
 RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
 OPTIMIZERS = ("rmsprop", "adam")
+LR_SCHEDULES = ("constant", "cosine")  # see siamese_jax.training.state.make_optimizer
 SWEEPABLE = ("learning_rate", "margin")  # fields --sweep can vary (traced, one program)
 
 
@@ -180,6 +181,21 @@ class Config:
     "rmsprop (the original's) or adam (optax's b1 0.9, b2 0.999, eps 1e-8), at --learning-rate",
     choices=OPTIMIZERS,
   )
+  lr_schedule: str = _field(
+    "constant",
+    "constant: --learning-rate throughout; cosine: it decays to 0 over the run's steps (after "
+    "any warm-up) along half a cosine",
+    choices=LR_SCHEDULES,
+  )
+  warmup_epochs: int = _field(
+    0, "epochs over which the learning rate rises linearly from 0 to --learning-rate", INT_GE0
+  )
+  weight_decay: float = _field(
+    0.0,
+    "decoupled weight decay (AdamW, --optimizer adam): each step also moves every weight by "
+    "-learning rate x this x the weight; 0: none",
+    NON_NEGATIVE,
+  )
 
   loss: str = _field(
     "contrastive",
@@ -238,6 +254,12 @@ class Config:
     if self.train_classes is not None:  # 0,1 and 1,0 are the same run
       object.__setattr__(self, "train_classes", tuple(sorted(set(self.train_classes))))
     # The rules between fields (those of a loss or a sampler: `siamese_jax.sampling.check`).
+    self._need(
+      self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
+      "warmup_epochs",
+      f"it must be fewer than the run's {self.epochs} epochs, so that the rate reaches "
+      "--learning-rate",
+    )
     self._need(
       not (self.holdout and self.holdout_groups),
       "holdout_groups",

@@ -207,9 +207,11 @@ def load_trained(
   image_shape = tuple(results.get("image_shape", (28, 28)))  # older runs: MNIST
   # A loss's own parameters (the proxies) restore in whatever shape they were
   # stored, and are left out: they are not part of the model one embeds with.
+  # A schedule's steps only shape its factor, not the state restored into.
   target = create_train_state(
-    jax.random.key(0), config, encoder=encoder, image_shape=image_shape, classes=1
-  )
+    jax.random.key(0), config, encoder=encoder, image_shape=image_shape, classes=1,
+    steps_per_epoch=1,
+  )  # fmt: skip
   params = {k: v for k, v in checkpoint.load(workdir, target).state.params.items() if k != LEARNED}
   return TrainedModel(
     config, params, float(results["threshold"]), image_shape,

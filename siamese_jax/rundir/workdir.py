@@ -121,6 +121,12 @@ def prepare_workdir(workdir: str, config: Config, *, resume: bool, overwrite: bo
         f"{old.epochs}. --resume may extend a run to more epochs, never fewer; start "
         "a new run in another --workdir for fewer."
       )
+    if config.epochs != old.epochs and old.lr_schedule != "constant":
+      raise WorkdirError(
+        f"Cannot resume {workdir!r} with --epochs {config.epochs}: its --lr-schedule "
+        f"{old.lr_schedule} was planned over its {old.epochs} epochs, and more would change "
+        "the rate of the steps it already took. Start a new run in another --workdir."
+      )
     _check_same_data(workdir, config, old)
     # Training longer is allowed: every epoch's randomness is keyed by the
     # epoch number, so a run resumed with more epochs is the run started with them.

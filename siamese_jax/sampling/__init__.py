@@ -124,7 +124,7 @@ def check(config: Config) -> None:
 
 
 # The optimizers' own fields (`Config.optimizer`).
-OPTIMIZER_FIELDS = {"rmsprop": ("rmsprop_decay", "rmsprop_eps"), "adam": ()}
+OPTIMIZER_FIELDS = {"rmsprop": ("rmsprop_decay", "rmsprop_eps"), "adam": ("weight_decay",)}
 
 
 def unused_fields(config: Config) -> dict[str, str]:

@@ -98,13 +98,13 @@ class SweepTrainState(TrainState):
   margin: jax.Array = flax.struct.field(pytree_node=True, default=1.0)
 
 
-def sweep_optimizer(config: Config) -> optax.GradientTransformation:
+def sweep_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
   # Only the learning rate is injected: injecting the others as well (RMSProp's
   # decay and eps, Adam's betas) changes the rounding, and a model would no
   # longer equal its run.
-  return optax.inject_hyperparams(lambda learning_rate: make_optimizer(config, learning_rate))(
-    learning_rate=config.learning_rate
-  )
+  return optax.inject_hyperparams(
+    lambda learning_rate: make_optimizer(config, learning_rate, steps_per_epoch)
+  )(learning_rate=config.learning_rate)
 
 
 def to_sweep_state(state: TrainState, config: Config, tx) -> SweepTrainState:

@@ -51,6 +51,7 @@ def build_run(
       encoder=encoder,
       image_shape=data.image_shape,
       classes=None if r.pool is None else (r.pool.images, r.pool.labels),
+      steps_per_epoch=r.steps,
     )
     for c, r in zip(plan.configs, runs, strict=True)
   )
@@ -58,7 +59,7 @@ def build_run(
     placement = Stacked(plan.configs, runs, templates, devices)
     initial = list(templates)
     if plan.sweep is not None:  # one optimizer; each model's lr is a leaf of its state
-      tx = sweep_optimizer(plan.configs[0])
+      tx = sweep_optimizer(plan.configs[0], runs[0].steps)
       initial = [to_sweep_state(s, c, tx) for s, c in zip(templates, plan.configs, strict=True)]
     initial = stack(initial)
   else:

@@ -59,28 +59,68 @@ def loss_settings(config: Config) -> tuple[float, tuple]:
   return margin, tuple(sorted(params.items()))
 
 
-def make_optimizer(config: Config, learning_rate=None) -> optax.GradientTransformation:
-  """The run's optimizer at `learning_rate` (else the config's); a loss's own at its multiple."""
+def make_optimizer(
+  config: Config, learning_rate=None, steps_per_epoch: int | None = None
+) -> optax.GradientTransformation:
+  """The run's optimizer at `learning_rate` (else the config's); a loss's own at its multiple.
+
+  A warm-up or cosine schedule (`Config.lr_schedule`) is planned over the
+  run's `epochs * steps_per_epoch` steps, so it needs `steps_per_epoch`.
+  """
   lr = config.learning_rate if learning_rate is None else learning_rate
   adam = config.optimizer == "adam"
   learned = LOSSES[config.loss].learned
-  if learned is None:
+  decay = adam and config.weight_decay > 0
+  schedule = _schedule(config, steps_per_epoch)
+  if learned is None and not decay and schedule is None:
     # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
     # at zero, and eps is added to nu inside the square root (optax's default,
     # eps_in_sqrt=True); a test pins this.
     rmsprop = functools.partial(optax.rmsprop, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
     return optax.adam(lr) if adam else rmsprop(lr)
-  # optax.adam and optax.rmsprop are a scaling then the rate; the multiplier
-  # goes between them. Not after: XLA moves a constant rate to the end of a
-  # product, and a sweep's model (whose rate is a leaf) would no longer equal
-  # its run.
-  scaling = (
+  # optax.adam and optax.rmsprop are a scaling then the rate; AdamW's decay
+  # (where optax.adamw puts it), the proxies' multiplier and the schedule's
+  # factor go between them. Not after: XLA moves a constant rate to the end
+  # of a product, and a sweep's model (whose rate is a leaf) would no longer
+  # equal its run.
+  parts = [
     optax.scale_by_adam()
     if adam
     else optax.scale_by_rms(decay=config.rmsprop_decay, eps=config.rmsprop_eps)
-  )
-  multiplier = _scale_loss_updates(getattr(config, learned.lr_field))
-  return optax.chain(scaling, multiplier, optax.scale_by_learning_rate(lr))
+  ]
+  if decay:
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  if learned is not None:
+    parts.append(_scale_loss_updates(getattr(config, learned.lr_field)))
+  if schedule is not None:
+    parts.append(optax.scale_by_schedule(schedule))
+  return optax.chain(*parts, optax.scale_by_learning_rate(lr))
+
+
+def _schedule(config: Config, steps_per_epoch: int | None):
+  """The factor in [0, 1] of the rate at each update (a function of its count), or None: constant."""
+  if config.lr_schedule == "constant" and config.warmup_epochs == 0:
+    return None
+  if steps_per_epoch is None:
+    raise ValueError(
+      f"--lr-schedule {config.lr_schedule} --warmup-epochs {config.warmup_epochs} is planned "
+      "over the run's steps: give steps_per_epoch"
+    )
+  total = config.epochs * steps_per_epoch
+  warmup = config.warmup_epochs * steps_per_epoch
+  cosine = config.lr_schedule == "cosine"
+
+  def factor(count: jax.Array) -> jax.Array:  # count: int32[], the updates made before this one
+    done = count.astype(jnp.float32)
+    # The first update moves (1/warmup of the rate), and so does the last (the
+    # cosine would reach 0 one update after the run ends).
+    rise = jnp.minimum((done + 1) / warmup, 1.0) if warmup else 1.0
+    if not cosine:
+      return rise
+    progress = jnp.clip((done - warmup) / max(total - warmup, 1), 0.0, 1.0)
+    return rise * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+  return factor
 
 
 class _Multiplier(NamedTuple):
@@ -137,6 +177,7 @@ def create_train_state(
   image_shape: Sequence[int] = (28, 28),
   fuse_branches: bool = True,
   classes: tuple[np.ndarray, np.ndarray] | int | None = None,
+  steps_per_epoch: int | None = None,
 ) -> TrainState:
   """A TrainState at step 0: the shared encoder's parameters and the optimizer's state.
 
@@ -145,6 +186,7 @@ def create_train_state(
   [0, C)) start a loss's per-class parameters (`Loss.learned`) at each
   class's mean unit embedding under the initialized network; a count C
   starts them at zeros, a target to restore a checkpoint into.
+  `steps_per_epoch` plans a learning-rate schedule (`make_optimizer`).
   """
   model = make_model(config, encoder=encoder, fuse_branches=fuse_branches)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
@@ -169,7 +211,7 @@ def create_train_state(
   state = TrainState.create(
     apply_fn=model.apply,
     params=params,
-    tx=make_optimizer(config),
+    tx=make_optimizer(config, steps_per_epoch=steps_per_epoch),
     margin=margin,
     threshold=config.threshold,
     augment_strength=config.augment_strength if config.augment == "affine" else 0.0,
