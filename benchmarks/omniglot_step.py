@@ -1,6 +1,7 @@
 """What an Omniglot training step costs: the convolutions, the augmentation, or the pairs.
 
     python -m benchmarks.omniglot_step --data-dir DIR [--rounds 3] [--steps 40]
+        [--hidden-sizes 32,64,64,64,128]
 
 Builds the pair-loss Omniglot run (`siamese_jax.configs.OMNIGLOT_CONTRASTIVE`, through `build_run`) on the
 real data and times, in alternating rounds so that a slow spell of a shared
@@ -11,13 +12,17 @@ machine falls on every part alike:
 * `step_no_augment`: the same chunk without it;
 * `augment`: the augmentation of one batch's 256 images alone, jitted;
 * `pairs`: drawing one epoch's fresh pairs (half within alphabets) and its
-  batch order, as each epoch does.
+  batch order, as each epoch does;
+* `step_widths`: the first chunk again with conv4's widths set to
+  `--hidden-sizes` (by default a first block of 32 channels instead of 64),
+  on the same pairs, for the ratio of the two steps.
 
 It prints the median of each per step (pairs: per epoch, and spread over the
 epoch's steps) and the shares of a step.
 """
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -41,10 +46,22 @@ def main(argv):
   parser.add_argument("--data-dir", default=None, help="the Omniglot folder")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=40)
+  parser.add_argument(
+    "--hidden-sizes",
+    type=cli.int_list,
+    default=(32, 64, 64, 64, 128),
+    help="conv4's widths for step_widths: 4 blocks' channels and the embedding "
+    "(default: %(default)s)",
+  )
   args = parser.parse_args(argv)
   config = OMNIGLOT_CONTRASTIVE
   # What a run builds: the preprocessed data, the checked splits, the states.
-  setup = build_run(config, load_data(args.data_dir), devices=jax.devices()[:1])
+  data = load_data(args.data_dir)
+  setup = build_run(config, data, devices=jax.devices()[:1])
+  other = build_run(
+    dataclasses.replace(config, hidden_sizes=tuple(args.hidden_sizes)), data,
+    devices=jax.devices()[:1],
+  )  # fmt: skip
   run = setup.runs[0]
   train = run.sets.train
   images = setup.placement.images
@@ -65,6 +82,7 @@ def main(argv):
   states = {
     "step": setup.placement.place(host),
     "step_no_augment": setup.placement.place(host).replace(augment_strength=0.0),
+    "step_widths": other.placement.place(jax.device_get(other.initial)),
   }
   key = run.keys.dropout
   x = jnp.asarray(images[: 2 * config.batch_size], jnp.float32) / 255.0
@@ -93,7 +111,8 @@ def main(argv):
 
   parts = {"step": lambda: time_chunk("step"),
            "step_no_augment": lambda: time_chunk("step_no_augment"),
-           "augment": time_augment, "pairs": time_pairs}  # fmt: skip
+           "augment": time_augment, "pairs": time_pairs,
+           "step_widths": lambda: time_chunk("step_widths")}  # fmt: skip
   for f in parts.values():  # compile and warm up
     f()
   times = {name: [] for name in parts}
@@ -108,6 +127,8 @@ def main(argv):
   for name, t in med.items():
     print(f"  {name:16s} {1000 * t:8.1f} ms per step  ({100 * t / step:5.1f}% of a step)")
   print(f"  epoch of steps   {run.steps * step:8.1f} s  ({config.batch_size / step:.0f} pairs/s)")
+  widths = ",".join(map(str, args.hidden_sizes))
+  print(f"  step_widths is the step with --hidden-sizes {widths}: {med['step_widths'] / step:.2f}x")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from siamese_jax.sampling import SAMPLERS, check, unused_fields
 from siamese_jax.training.ensemble import plan_models
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
   try:
     return tuple(int(x) for x in text.split(","))
   except ValueError:
@@ -90,7 +90,7 @@ def _flag_kwargs(field: dataclasses.Field, default) -> dict:
   base = next(a for a in typing.get_args(field.type) if a is not type(None)) if optional else None
   kind = base if optional else field.type
   if typing.get_origin(kind) is tuple:
-    typ = _int_list
+    typ = int_list
   elif kind is int:
     typ = _optional_int if optional else int
   else:
@@ -130,7 +130,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
   run = parser.add_argument_group("run")
   run.add_argument(
     "--seeds",
-    type=_int_list,
+    type=int_list,
     default=None,
     help="train one model per seed, e.g. 0,1,2, in one jitted program (overrides --seed); "
     "each seed's files go to <workdir>/seed_<S>/, their mean and spread to summary.json",

@@ -3,7 +3,7 @@
 * `MNIST`: the Keras original, `Config()`'s own defaults.
 * `OMNIGLOT`: one-shot on Omniglot, chosen on held-out background alphabets
   alone (docs/losses.md, docs/oneshot.md): 28x28 ink-bright, `conv4`, SupCon at
-  temperature 0.05 on P x K = 32 x 4 with rotations as classes, Adam, 8 epochs, 5 alphabets
+  temperature 0.05 on P x K = 64 x 4 with rotations as classes, Adam, 16 epochs, 5 alphabets
   held out; embeddings averaged over 1.5-pixel test-time shifts.
 * `OMNIGLOT_CONTRASTIVE`: issue 17's pair-loss default, for comparison and
   `benchmarks.omniglot_step`.

@@ -55,6 +55,14 @@ def test_conv4_four_blocks_to_an_embedding():
   # Larger characters keep a larger map: 56 -> 3x3x32.
   big = create_train_state(jax.random.key(0), config, image_shape=(56, 56))
   assert big.params["encoder"]["Dense_0"]["kernel"].shape == (288, 16)
+  # One width per block: block i's windows hold 9 x block (i-1)'s channels.
+  per_block = Config(encoder="conv4", hidden_sizes=(8, 16, 24, 32, 16), final_relu=False)
+  enc = create_train_state(jax.random.key(0), per_block, image_shape=(28, 28)).params["encoder"]
+  kernels = [enc[f"conv_{i}"]["kernel"].shape for i in range(4)]
+  assert kernels == [(9, 8), (72, 16), (144, 24), (216, 32)]
+  assert enc["Dense_0"]["kernel"].shape == (32, 16)
+  with pytest.raises(ValueError, match=r"hidden_sizes=\(8, 16, 16\) is invalid: conv4 takes"):
+    Config(encoder="conv4", hidden_sizes=(8, 16, 16))
 
 
 @pytest.mark.slow
@@ -68,3 +76,23 @@ def test_embedding_chunks_fit_the_memory_budget():
   assert 16 <= small <= 512  # ~0.9 MB per image: 2,048 would take 1.8 GB
   x = np.asarray(jax.random.randint(jax.random.key(2), (300, 28, 28), 0, 256), np.uint8)
   np.testing.assert_allclose(embed_images(conv, x), embed_images(conv, x, chunk=300), atol=2e-5)
+
+
+@pytest.mark.slow
+def test_the_stage_benchmark_times_the_library_encoder():
+  # benchmarks.conv4_stages builds its own copy of Conv4 to time its
+  # variants: its "encoder" and "first_32" must hold the library's weights.
+  from benchmarks.conv4_stages import VARIANTS, Encoder
+  from siamese_jax.models.conv4 import Conv4
+
+  x = np.zeros((1, 28, 28), np.float32)
+
+  def shapes(params):
+    return sorted(leaf.shape for leaf in jax.tree.leaves(params))
+
+  for variant, channels in (("encoder", 64), ("first_32", (32, 64, 64, 64))):
+    ours = Conv4(channels=channels).init(jax.random.key(0), x, train=False)
+    assert shapes(Encoder(variant).init(jax.random.key(0), x)) == shapes(ours), variant
+  for variant in VARIANTS:
+    params = Encoder(variant).init(jax.random.key(0), x)
+    assert Encoder(variant).apply(params, x).shape == (1, 128), variant

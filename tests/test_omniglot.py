@@ -1,6 +1,7 @@
 """Omniglot: the official layout (folders and zips), preprocessing, pairs within alphabets."""
 
 import os
+import re
 import shutil
 import zipfile
 
@@ -183,6 +184,7 @@ def test_the_omniglot_step_benchmark_runs(real_omniglot_dir, capsys):
   assert cli.run_main(omniglot_step.main, argv) == 0
   out = capsys.readouterr().out
   assert "step_no_augment" in out and "pairs/s" in out
+  assert re.search(r"step_widths is the step with --hidden-sizes 32,64,64,64,128: \d+\.\d\dx", out)
 
 
 def test_a_corrupt_png_inside_an_omniglot_zip_names_the_member(tmp_path):

@@ -89,7 +89,8 @@ class Config:
   hidden_sizes: tuple[int, ...] = _field(
     (128, 128, 128),
     "comma-separated widths: every Dense+ReLU layer of the mlp; the embedding (the last "
-    "entry) of the cnn; (embedding,) or (channels, embedding) of conv4",
+    "entry) of the cnn; (embedding,), (channels, embedding) or (4 blocks' channels, "
+    "embedding) of conv4",
     (
       lambda v: isinstance(v, tuple) and len(v) >= 1 and all(_is_int(h) and h >= 1 for h in v),
       "it must be a non-empty sequence of integers >= 1",
@@ -259,6 +260,12 @@ class Config:
       "warmup_epochs",
       f"it must be fewer than the run's {self.epochs} epochs, so that the rate reaches "
       "--learning-rate",
+    )
+    self._need(
+      self.encoder != "conv4" or len(self.hidden_sizes) in (1, 2, 5),
+      "hidden_sizes",
+      "conv4 takes (embedding,), (channels, embedding) or one width per block and the "
+      "embedding (5 entries), e.g. --hidden-sizes 32,64,64,64,128",
     )
     self._need(
       not (self.holdout and self.holdout_groups),

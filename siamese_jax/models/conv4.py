@@ -12,10 +12,13 @@ class Conv4(nn.Module):
   The few-shot backbone (Vinyals et al. 2016; Snell et al. 2017): 28x28 -> 14
   -> 7 -> 3 -> 1. LayerNorm over channels stands in for BatchNorm: no running
   statistics, so the step stays a pure function of (params, batch, key).
-  Convolutions are im2col and one Dense, as in `CNN`.
+  Convolutions are im2col and one Dense, as in `CNN`. `channels` is one width
+  for every block, or one per block: the first block's maps are the largest
+  (28x28), so its width sets most of a step's memory traffic
+  (docs/oneshot.md, "What limits the time").
   """
 
-  channels: int = 64
+  channels: int | tuple[int, int, int, int] = 64
   embed_dim: int = 128
   dropout: float = 0.0
   final_relu: bool = False
@@ -26,17 +29,20 @@ class Conv4(nn.Module):
     """float[B, H, W] images in [0, 1] -> float[B, embed_dim] embeddings."""
     if x.ndim == 3:
       x = x[..., None]
-    for i in range(4):
-      x = nn.Dense(self.channels, name=f"conv_{i}")(patches_3x3(x))
+    widths = self.channels if isinstance(self.channels, tuple) else (self.channels,) * 4
+    for i, width in enumerate(widths):
+      x = nn.Dense(width, name=f"conv_{i}")(patches_3x3(x))
       x = nn.relu(nn.LayerNorm(name=f"norm_{i}")(x))
       x = max_pool_2x2(x)
     return embedding_head(self, x, train)
 
 
 def from_config(config) -> Conv4:
-  """`--encoder conv4`: `hidden_sizes` is (embedding,) or (channels, embedding)."""
+  """`--encoder conv4`: `hidden_sizes` is (embedding,), (channels, embedding) or
+  (block 0's channels, ..., block 3's, embedding)."""
+  *widths, _ = config.hidden_sizes
   return Conv4(
-    channels=config.hidden_sizes[0] if len(config.hidden_sizes) > 1 else 64,
+    channels=tuple(widths) if len(widths) == 4 else (widths[0] if widths else 64),
     embed_dim=config.hidden_sizes[-1],
     dropout=config.dropout,
     final_relu=config.final_relu,
