@@ -36,7 +36,7 @@ from siamese_jax.configs import OMNIGLOT_CONTRASTIVE
 from siamese_jax.data.augment import augment
 from siamese_jax.data.load import load_data
 from siamese_jax.sampling.pairs import class_index, sample_pairs
-from siamese_jax.training import build_run, epoch_batches, train_chunk
+from siamese_jax.training import build_run, create_train_state, epoch_batches, train_chunk
 
 
 def main(argv):
@@ -56,13 +56,16 @@ def main(argv):
   args = parser.parse_args(argv)
   config = OMNIGLOT_CONTRASTIVE
   # What a run builds: the preprocessed data, the checked splits, the states.
-  data = load_data(args.data_dir)
-  setup = build_run(config, data, devices=jax.devices()[:1])
-  other = build_run(
-    dataclasses.replace(config, hidden_sizes=tuple(args.hidden_sizes)), data,
-    devices=jax.devices()[:1],
-  )  # fmt: skip
+  setup = build_run(config, load_data(args.data_dir), devices=jax.devices()[:1])
   run = setup.runs[0]
+  # The same run with other widths needs only its own state: the data,
+  # pairs and placement are the run's.
+  other = create_train_state(
+    run.keys.init,
+    dataclasses.replace(config, hidden_sizes=tuple(args.hidden_sizes)),
+    image_shape=setup.data.image_shape,
+    steps_per_epoch=run.steps,
+  )
   train = run.sets.train
   images = setup.placement.images
   k = len(train.classes)
@@ -82,7 +85,7 @@ def main(argv):
   states = {
     "step": setup.placement.place(host),
     "step_no_augment": setup.placement.place(host).replace(augment_strength=0.0),
-    "step_widths": other.placement.place(jax.device_get(other.initial)),
+    "step_widths": setup.placement.place(jax.device_get(other)),
   }
   key = run.keys.dropout
   x = jnp.asarray(images[: 2 * config.batch_size], jnp.float32) / 255.0
