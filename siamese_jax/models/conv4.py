@@ -15,7 +15,7 @@ class Conv4(nn.Module):
   Convolutions are im2col and one Dense, as in `CNN`. `channels` is one width
   for every block, or one per block: the first block's maps are the largest
   (28x28), so its width sets most of a step's memory traffic
-  (docs/oneshot.md, "What limits the time").
+  (docs/losses.md, "The conv4 step, stage by stage").
   """
 
   channels: int | tuple[int, int, int, int] = 64
