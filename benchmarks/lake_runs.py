@@ -61,6 +61,11 @@ def main(argv):
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
+  if not 1 <= args.runs <= 99:  # before the data: the format has room for 99
+    parser.error(
+      f"--runs {args.runs}: Lake's format numbers runs with two digits (run01 .. run99), "
+      "and `experiments.oneshot` reads no other names; give 1 to 99."
+    )
   data = load_data(args.data_dir)
   if data.test_groups is None:
     parser.error(f"{data.source} is not Omniglot: its test split has no alphabets.")

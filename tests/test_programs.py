@@ -236,6 +236,7 @@ PROGRAMS = [
   ("experiments.oneshot", ["--workdir", MISSING, "--runs", MISSING], 1, MISSING),
   ("experiments.oneshot_figures", ["--workdir", MISSING], 1, MISSING),
   ("benchmarks.lake_runs", ["--data-dir", MISSING, "--out", "{tmp}/runs"], 1, MISSING),
+  ("benchmarks.lake_runs", ["--out", "{tmp}/r", "--runs", "100"], 2, "run99"),
   ("benchmarks.omniglot_step", ["--data-dir", MISSING], 1, MISSING),
   ("benchmarks.processes", ["--data-dir", MISSING], 1, MISSING),
   ("benchmarks.processes", ["--data-dir", "{data}", "--seeds", "0,x"], 2, "0,x"),

@@ -414,8 +414,15 @@ def test_a_signal_during_the_final_evaluation_gives_the_resume_command(
 
   config = Config(epochs=1, batch_size=32)
   monkeypatch.setattr(run_lib, "final_evaluation", stopped)
-  with pytest.raises(run_lib.RunInterrupted, match="during the final evaluation.*--resume") as e:
-    train_and_evaluate(config, tmp_path / "w", small_mnist, plots=False)
+  # As a background job of a script starts (SIGINT ignored): training stops
+  # for the signal anyway, and so must the evaluation.
+  inherited = signal.signal(signum, signal.SIG_IGN)
+  try:
+    with pytest.raises(run_lib.RunInterrupted, match="during the final evaluation.*--resume") as e:
+      train_and_evaluate(config, tmp_path / "w", small_mnist, plots=False)
+    assert signal.getsignal(signum) == signal.SIG_IGN  # the run's handler is gone again
+  finally:
+    signal.signal(signum, inherited)
   assert e.value.exit_code == 128 + signum
   assert not (tmp_path / "w" / "results.json").exists()
   monkeypatch.setattr(run_lib, "final_evaluation", real)

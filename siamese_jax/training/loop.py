@@ -121,10 +121,15 @@ class _StopFlag:
 
 
 class _Evaluating:
-  """Ctrl-C or SIGTERM in the final evaluation stops at once, naming the resume that redoes it."""
+  """Ctrl-C or SIGTERM in the final evaluation stops at once, naming the resume that redoes it.
+
+  Both signals get this handler, as `_StopFlag` gives both its own in
+  training: a process started with SIGINT ignored (a background job of a
+  script) would otherwise stop for Ctrl-C in training and not here.
+  """
 
   def __init__(self, workdir: str):
-    self.workdir, self.signum, self._old = workdir, None, None
+    self.workdir, self.signum, self._old = workdir, None, {}
 
   def _handle(self, signum, frame):
     self.signum = signum
@@ -132,12 +137,12 @@ class _Evaluating:
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      self._old = {s: signal.signal(s, self._handle) for s in _StopFlag.SIGNALS}
     return self
 
   def __exit__(self, kind, value, tb):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for s, old in self._old.items():
+      signal.signal(s, old)
     if kind is KeyboardInterrupt:
       signum = self.signum or signal.SIGINT
       name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
