@@ -92,8 +92,13 @@ class Run:
     return self.runs[0].steps
 
 
-class _StopFlag:
-  """The first Ctrl-C or SIGTERM sets a flag checked between chunks; a second stops at once."""
+class _Signals:
+  """Ctrl-C and SIGTERM go to `self._handle` inside the block, in the main thread.
+
+  Both signals, whatever the process inherited: one started with SIGINT
+  ignored (a background job of a script) still stops for Ctrl-C, in
+  training and in the final evaluation alike.
+  """
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -101,48 +106,46 @@ class _StopFlag:
     self.signum = None
     self._old = {}
 
-  @property
-  def set(self) -> bool:
-    return self.signum is not None
+  def _handle(self, signum, frame):
+    raise NotImplementedError
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
       self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
     return self
 
+  def __exit__(self, *exc):
+    for s, old in self._old.items():
+      signal.signal(s, old)
+    return False
+
+
+class _StopFlag(_Signals):
+  """The first Ctrl-C or SIGTERM sets a flag checked between chunks; a second stops at once."""
+
+  @property
+  def set(self) -> bool:
+    return self.signum is not None
+
   def _handle(self, signum, frame):
     if self.set:  # A second signal: stop at once.
       raise KeyboardInterrupt
     self.signum = signum
 
-  def __exit__(self, *exc):
-    for s, old in self._old.items():
-      signal.signal(s, old)
 
-
-class _Evaluating:
-  """Ctrl-C or SIGTERM in the final evaluation stops at once, naming the resume that redoes it.
-
-  Both signals get this handler, as `_StopFlag` gives both its own in
-  training: a process started with SIGINT ignored (a background job of a
-  script) would otherwise stop for Ctrl-C in training and not here.
-  """
+class _Evaluating(_Signals):
+  """Ctrl-C or SIGTERM in the final evaluation stops at once, naming the resume that redoes it."""
 
   def __init__(self, workdir: str):
-    self.workdir, self.signum, self._old = workdir, None, {}
+    super().__init__()
+    self.workdir = workdir
 
   def _handle(self, signum, frame):
     self.signum = signum
     raise KeyboardInterrupt
 
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._old = {s: signal.signal(s, self._handle) for s in _StopFlag.SIGNALS}
-    return self
-
   def __exit__(self, kind, value, tb):
-    for s, old in self._old.items():
-      signal.signal(s, old)
+    super().__exit__(kind, value, tb)
     if kind is KeyboardInterrupt:
       signum = self.signum or signal.SIGINT
       name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
