@@ -58,7 +58,9 @@ def main(argv):
   )
   parser.add_argument("--data-dir", default=None, help="the Omniglot folder (official zips)")
   parser.add_argument("--out", required=True, help="folder to write run01 .. runNN into")
-  parser.add_argument("--runs", type=int, default=20)
+  parser.add_argument(
+    "--runs", type=int, default=20, help="how many runs, 1 to 99: the names have two digits"
+  )
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   if not 1 <= args.runs <= 99:  # before the data: the format has room for 99
