@@ -7,8 +7,9 @@ For every batch loss, in alternating rounds (so that a slow spell of a
 shared machine falls on every loss alike):
 
 * `step`: the library's scanned chunk of `--steps` P x K training steps of
-  the Omniglot encoder (`conv4`, 28x28, the preset's settings with that
-  loss), per step;
+  the Omniglot encoder (`conv4` at 64 channels on 28x28, the one
+  docs/losses.md's tables were measured on; the preset's other settings with
+  that loss), per step;
 * `loss`: the loss and its gradient with respect to the P*K embeddings
   alone (its distance matrix, its mining, its reductions), jitted and run
   `--steps` times in one scan on other embeddings each time, per call. A
@@ -62,8 +63,10 @@ def main(argv):
   proxy_classes = (np.zeros((c, 28, 28), np.uint8), np.arange(c))
   runners = {}
   for name in names:
+    # The step docs/losses.md's tables were measured on: 64 channels, 28x28.
     config = dataclasses.replace(OMNIGLOT, loss=name, sampler="pk", classes_per_batch=p,
-                                 samples_per_class=k)  # fmt: skip
+                                 samples_per_class=k, hidden_sizes=(128,),
+                                 image_size=28)  # fmt: skip
     state = create_train_state(jax.random.key(0), config, classes=proxy_classes)
     params = LOSSES[name].params(config)
     # The proxies, updated by the run's optimizer: a host copy (the step donates the state).

@@ -35,7 +35,7 @@ def test_the_experiment_trains_and_reports_one_shot_accuracy(omniglot_run):
   workdir, stdout = omniglot_run
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
-  assert (config["image_size"], config["invert"], config["resize_filter"]) == (28, True, "box")
+  assert (config["image_size"], config["invert"], config["resize_filter"]) == (32, True, "box")
   assert config["encoder"] == "conv4" and config["loss"] == OMNIGLOT.loss
   assert sampler_name(Config.from_dict(config)) == "pk"
   with open(os.path.join(workdir, "results.json")) as f:
@@ -44,7 +44,7 @@ def test_the_experiment_trains_and_reports_one_shot_accuracy(omniglot_run):
     assert 0 <= results[f"test_oneshot_{k}"] <= 1
     assert results[f"test_oneshot_{k}_ci95"] > 0
   assert results["test_oneshot_episodes"] == 1000
-  assert results["image_shape"] == [28, 28]
+  assert results["image_shape"] == [32, 32]
   assert "* One-shot (test classes, never trained on): 20-way 1-shot" in stdout
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     epochs = [json.loads(line) for line in f]
@@ -63,7 +63,7 @@ def test_load_trained_embeds_the_pngs_as_shipped(omniglot_run, omniglot_dir):
   from siamese_jax.data.preprocess import preprocess_images
 
   x = preprocess_images(raw, model.config)
-  assert x.shape == (10, 28, 28) and x[:, 0, 0].max() == 0  # paper is dark
+  assert x.shape == (10, 32, 32) and x[:, 0, 0].max() == 0  # paper is dark
   with pytest.raises(Exception, match="bool or uint8"):
     model.embed(raw.astype(np.float32) / 255)
 

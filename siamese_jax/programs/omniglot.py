@@ -26,12 +26,19 @@ def main(argv):
     default="lake",
     help="lake: background alphabets train, evaluation alphabets test (episodes within an "
     "alphabet); vinyals: the pooled split of Vinyals et al. 2016, 1,200 characters train, 423 "
-    "in four rotations test (episodes across alphabets); it holds nothing out unless given "
-    "--holdout-groups 5, which validates on its val list's 5 alphabets (default lake)",
+    "in four rotations test (episodes across alphabets), at 28x28 unless --image-size is given; "
+    "it holds nothing out unless given --holdout-groups 5, which validates on its val list's 5 "
+    "alphabets (default lake)",
   )
   args = parser.parse_args(argv)
   config = cli.config_from_args(parser, args)
-  if args.split == "vinyals" and "holdout_groups" not in getattr(args, "given_fields", ()):
-    # The pooled split trains on trainval whole; --holdout-groups 5 validates on its val list.
-    config = dataclasses.replace(config, holdout_groups=0)
+  given = getattr(args, "given_fields", ())
+  if args.split == "vinyals":
+    # The pooled split trains on trainval whole (--holdout-groups 5 validates on its val list),
+    # at the 28x28 input its published figures use.
+    config = dataclasses.replace(
+      config,
+      holdout_groups=config.holdout_groups if "holdout_groups" in given else 0,
+      image_size=config.image_size if "image_size" in given else 28,
+    )
   cli.train_from_args("experiments.omniglot", config, args, argv)
