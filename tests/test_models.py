@@ -1,10 +1,12 @@
 """The shared MLP: parameter count, one parameter tree, symmetry."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from siamese_jax import Config, create_train_state
+from siamese_jax.models.conv4 import Conv4
 
 
 def test_parameter_count_is_the_originals():
@@ -37,6 +39,25 @@ def test_images_may_come_as_28x28():
   d_img = state.apply_fn({"params": state.params}, x, z, train=False)
   d_flat = state.apply_fn({"params": state.params}, x.reshape(4, -1), z.reshape(4, -1), train=False)
   np.testing.assert_array_equal(d_img, d_flat)
+
+
+def test_conv4_normalises_each_pixel_or_each_image_as_asked():
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16))
+
+  def first_norm(norm_over):
+    model = Conv4(channels=8, embed_dim=4, norm_over=norm_over)
+    variables = model.init(jax.random.key(0), x, train=False)
+    _, found = model.apply(variables, x, train=False, capture_intermediates=True)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, base)  # same params
+    return np.asarray(found["intermediates"]["norm_0"]["__call__"][0])  # [2, 16, 16, 8]
+
+  base = Conv4(channels=8, embed_dim=4).init(jax.random.key(0), x, train=False)
+  pixels, images = first_norm("channels"), first_norm("image")
+  # At initialisation (scale 1, bias 0) a norm's output has mean 0 and variance 1 over its axes.
+  np.testing.assert_allclose(pixels.mean(axis=-1), 0, atol=1e-5)
+  np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+  np.testing.assert_allclose(images.var(axis=(1, 2, 3)), 1, atol=1e-3)
+  assert np.abs(images.mean(axis=-1)).max() > 0.1  # not per pixel
 
 
 @pytest.mark.slow

@@ -213,8 +213,10 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_files(tmp_path):
     ("learning_rate", (3e-4, 3e-3), {}),
     # The schedule's factor sits before the rate, a leaf here (make_optimizer).
     ("learning_rate", (3e-4, 3e-3), dict(lr_schedule="cosine")),
+    # The moving average is the optimizer's last link: stacked and swept with it.
+    ("margin", (0.5, 2.0), dict(ema_decay=0.9)),
   ],
-  ids=["margin", "learning_rate", "learning_rate-cosine"],
+  ids=["margin", "learning_rate", "learning_rate-cosine", "margin-ema"],
 )
 def test_a_sweep_equals_single_runs_of_each_value(tmp_path, small_mnist, field, values, extra):
   config = Config(epochs=1, batch_size=32, **extra)

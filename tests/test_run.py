@@ -121,6 +121,7 @@ def test_usage_errors_exit_2(tmp_path, args, message):
     ("MNIST", ["--classes-per-batch", "8", "--rotations"], ["--classes-per-batch", "--rotations"]),
     ("MNIST", ["--optimizer", "adam", "--rmsprop-eps", "1e-6"], ["--rmsprop-eps"]),
     ("MNIST", ["--augment-strength", "0.5"], ["--augment-strength"]),
+    ("MNIST", ["--norm-over", "image"], ["--norm-over"]),
     ("OMNIGLOT", ["--loss", "contrastive", "--no-rotations"], ["--rotations"]),
   ],
 )
@@ -141,6 +142,7 @@ def test_a_flag_the_run_would_not_read_is_refused_by_name(preset, args, named, c
     ("MNIST", ["--loss", "supcon", "--temperature", "0.05", "--optimizer", "adam"]),
     ("MNIST", ["--loss", "batch-contrastive", "--margin", "0.5"]),
     ("MNIST", ["--augment", "affine", "--augment-strength", "0.5"]),
+    ("OMNIGLOT", ["--norm-over", "image", "--ema-decay", "0.999"]),
     # The preset's rotations do not apply to pairs: they fall back, unasked.
     ("OMNIGLOT", ["--loss", "contrastive", "--pairs", "fresh", "--optimizer", "rmsprop"]),
   ],

@@ -15,6 +15,7 @@ from siamese_jax import (
   train_epoch,
   train_step,
 )
+from siamese_jax.evaluation.embed import eval_params
 from siamese_jax.training import epoch_batches, make_optimizer
 
 from conftest import synthetic_mnist
@@ -245,3 +246,29 @@ def test_adamw_moves_each_weight_by_rate_times_decay_times_itself():
   np.testing.assert_allclose(updates, -0.1 * 0.5 * params, rtol=1e-6)
   plain = make_optimizer(Config(optimizer="adam", learning_rate=0.1))
   np.testing.assert_array_equal(plain.update(zero, plain.init(params), params)[0], zero)
+
+
+@pytest.mark.slow
+def test_a_moving_average_of_the_weights_leaves_training_alone_and_is_what_is_evaluated():
+  images, pairs, y, batches = setup()
+  key = jax.random.key(1)
+  plain = create_train_state(jax.random.key(0), Config(batch_size=32))
+  averaged = create_train_state(jax.random.key(0), Config(batch_size=32, ema_decay=0.5))
+  want = jax.tree.map(np.asarray, plain.params)  # the average starts at the initial weights
+  plain, _ = loop(plain, images, pairs, y, batches[:3], key)
+  averaged, _ = loop(averaged, images, pairs, y, batches[:3], key)
+  assert tree_equal(averaged.params, plain.params)  # the same training, bitwise
+  # Replay the average over the three steps' weights.
+  state = create_train_state(jax.random.key(0), Config(batch_size=32))
+  for idx in batches[:3]:
+    state, _ = train_step(state, gather_batch(images, pairs, y, idx), key)
+    want = jax.tree.map(lambda a, p: 0.5 * a + 0.5 * np.asarray(p), want, state.params)
+  got = eval_params(averaged)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert not tree_equal(got, averaged.params)
+  assert eval_params(plain) is plain.params  # none kept: the weights themselves
+  batch = gather_batch(images, pairs, y, batches[3])
+  assert float(eval_step(averaged, batch)["loss"]) == pytest.approx(
+    float(eval_step(plain.replace(params=got), batch)["loss"]), rel=1e-6
+  )

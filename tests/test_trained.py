@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import siamese_jax as sj
-from siamese_jax.evaluation.embed import embed
+from siamese_jax.evaluation.embed import embed, eval_params
 
 from conftest import run_module, write_mnist_dir
 
@@ -214,3 +214,18 @@ def test_a_run_with_test_time_shifts_reports_what_load_trained_embeds(tmp_path, 
   plain = sj.load_trained(tmp_path / "w", tta_shift=0.0)
   r0 = sj.retrieval_metrics(plain.embed(small_mnist.test_images), small_mnist.test_labels)
   assert r0["map_at_r"] != r["map_at_r"]  # the shifts changed what the run reported
+
+
+@pytest.mark.slow
+def test_a_run_with_a_moving_average_is_evaluated_and_loaded_with_it(tmp_path, small_mnist):
+  config = sj.Config(epochs=1, batch_size=32, ema_decay=0.9)
+  results = sj.train_and_evaluate(config, tmp_path / "w", small_mnist, plots=False)
+  model = sj.load_trained(tmp_path / "w")
+  state = sj.checkpoint.load(str(tmp_path / "w"), sj.create_train_state(jax.random.key(0), config))
+  state = state.state
+  averaged = embed(state.apply_fn, eval_params(state), small_mnist.test_images)
+  np.testing.assert_allclose(model.embed(small_mnist.test_images), averaged, atol=1e-6)
+  weights = embed(state.apply_fn, state.params, small_mnist.test_images)
+  assert np.abs(np.asarray(weights) - np.asarray(averaged)).max() > 1e-3
+  r = sj.retrieval_metrics(np.asarray(averaged), small_mnist.test_labels)
+  assert r["map_at_r"] == pytest.approx(results["test_map_at_r"], abs=1e-7)

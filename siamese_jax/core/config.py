@@ -23,6 +23,7 @@ NEGATIVES = ("any", "within-group", "mixed")  # see siamese_jax.sampling.pairs.s
 AUGMENTS = ("none", "affine")  # see siamese_jax.data.augment
 RESIZE_FILTERS = ("box", "bilinear", "lanczos")  # see siamese_jax.data.preprocess
 OPTIMIZERS = ("rmsprop", "adam")
+NORM_AXES = ("channels", "image")  # see siamese_jax.models.conv4
 LR_SCHEDULES = ("constant", "cosine")  # see siamese_jax.training.state.make_optimizer
 SWEEPABLE = ("learning_rate", "margin")  # fields --sweep can vary (traced, one program)
 
@@ -123,6 +124,12 @@ class Config:
       "it must list at least 2 different class ids >= 0",
     ),
   )
+  norm_over: str = _field(
+    "channels",
+    "what conv4's LayerNorms normalise over: each pixel's channels, or each image's whole map "
+    "(height, width and channels)",
+    choices=NORM_AXES,
+  )
   dropout_rng: str = _field(
     "hash",
     "dropout masks from a fast counter-based hash, or JAX's threefry",
@@ -196,6 +203,13 @@ class Config:
     "decoupled weight decay (AdamW, --optimizer adam): each step also moves every weight by "
     "-learning rate x this x the weight; 0: none",
     NON_NEGATIVE,
+  )
+  ema_decay: float = _field(
+    0.0,
+    "evaluate (each epoch, at the end, and in load_trained) with a moving average of the "
+    "parameters: after each step, average = this x average + (1 - this) x parameters; "
+    "training is unchanged. 0: none",
+    UNIT,
   )
 
   loss: str = _field(

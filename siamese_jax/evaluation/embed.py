@@ -5,7 +5,9 @@ uint8 images are scaled to [0, 1] on the device as in training; floats are
 taken as they are. The chunk fits a working-memory budget: 2,048 images for
 the MLP, far fewer for a convolutional encoder.
 
-Two settings of a finished model build on it (`embed_models`):
+A state is evaluated with `eval_params`: the parameters, or their moving
+average where `Config.ema_decay` keeps one. Two settings of a finished
+model build on it (`embed_models`):
 * test-time shifts (`Config.tta_shift`): an image's embedding is the mean
   over itself and 4 copies moved that many pixels up, down, left and right
   (bilinear, zero outside), renormalized when the loss measures unit vectors;
@@ -16,6 +18,7 @@ Two settings of a finished model build on it (`embed_models`):
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,9 +87,25 @@ def embedder(apply_fn, members: Sequence, config) -> Callable[[jax.Array], jax.A
   return lambda x: embed_models(apply_fn, members, x, shift=config.tta_shift, normalize=normalize)
 
 
+class AveragedParams(NamedTuple):
+  """The optimizer state that `--ema-decay` adds (`training.state`): the parameters' moving average."""
+
+  params: Any  # the parameters' pytree
+
+
+def eval_params(state):
+  """The parameters a train state is evaluated with: their average if `--ema-decay` keeps one."""
+  kept = [
+    x
+    for x in jax.tree.leaves(state.opt_state, is_leaf=lambda x: isinstance(x, AveragedParams))
+    if isinstance(x, AveragedParams)
+  ]
+  return kept[0].params if kept else state.params
+
+
 def embed_images(state, images: jax.Array, *, chunk: int | None = None) -> jax.Array:
-  """`embed` with a train state's model and parameters: float32[N, D]."""
-  return embed(state.apply_fn, state.params, images, chunk=chunk)
+  """`embed` with a train state's model and evaluated parameters: float32[N, D]."""
+  return embed(state.apply_fn, eval_params(state), images, chunk=chunk)
 
 
 _CHUNKS: dict = {}

@@ -28,7 +28,7 @@ from siamese_jax.core.streams import PairsKey
 from siamese_jax.evaluation import oneshot
 from siamese_jax.evaluation import pairs as evaluation
 from siamese_jax.evaluation import plots as plot_lib
-from siamese_jax.evaluation.embed import embedder
+from siamese_jax.evaluation.embed import embedder, eval_params
 from siamese_jax.evaluation.pairs import evaluate_embedded, pair_distances, to_host_scalars
 from siamese_jax.evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from siamese_jax.evaluation.retrieval import retrieval_metrics
@@ -47,7 +47,7 @@ Embedder = Callable[[jax.Array], jax.Array]  # uint8[N, H, W] -> float32[N, D]
 
 def embedder_of(states, config: Config) -> Embedder:
   """Trained models' images -> embeddings as `load_trained` gives them (`embed.embedder`)."""
-  return embedder(states[0].apply_fn, [s.params for s in states], config)
+  return embedder(states[0].apply_fn, [eval_params(s) for s in states], config)
 
 
 def ensemble_evaluation(states, config: Config, run: RunData) -> dict:

@@ -33,7 +33,7 @@ from siamese_jax.data.dataset import Dataset
 from siamese_jax.data.images import read_image, to_uint8
 from siamese_jax.data.load import load_data, load_recorded
 from siamese_jax.data.preprocess import needs_preprocessing, preprocess_images, resize
-from siamese_jax.evaluation.embed import embedder
+from siamese_jax.evaluation.embed import embedder, eval_params
 from siamese_jax.losses import LEARNED
 from siamese_jax.losses.distances import euclidean_distance
 from siamese_jax.recognition.index import Index, fingerprint
@@ -212,7 +212,8 @@ def load_trained(
     jax.random.key(0), config, encoder=encoder, image_shape=image_shape, classes=1,
     steps_per_epoch=1,
   )  # fmt: skip
-  params = {k: v for k, v in checkpoint.load(workdir, target).state.params.items() if k != LEARNED}
+  params = eval_params(checkpoint.load(workdir, target).state)
+  params = {k: v for k, v in params.items() if k != LEARNED}
   return TrainedModel(
     config, params, float(results["threshold"]), image_shape,
     make_model(config, encoder=encoder), results.get("num_classes"),

@@ -147,6 +147,8 @@ def unused_fields(config: Config) -> dict[str, str]:
   for optimizer, fields in OPTIMIZER_FIELDS.items():
     for field in fields if optimizer != config.optimizer else ():
       unused[field] = f"it sets --optimizer {optimizer}, and this run uses {config.optimizer}"
+  if config.encoder != "conv4":
+    unused["norm_over"] = f"it sets conv4's norms, and this run's encoder is {config.encoder}"
   if config.augment == "none":
     unused["augment_strength"] = "it scales --augment affine, and this run has --augment none"
   return unused

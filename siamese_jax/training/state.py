@@ -2,7 +2,8 @@
 
 `create_train_state(key, config)` builds the Siamese network (the config's
 built-in encoder, or one given), initializes its parameters and the
-optimizer: RMSProp as in the Keras original, or Adam.
+optimizer: RMSProp as in the Keras original, or Adam. A moving average of
+the weights (`--ema-decay`) is the optimizer chain's last link.
 """
 
 import functools
@@ -20,7 +21,7 @@ from flax.training import train_state
 
 from siamese_jax.core.config import Config
 from siamese_jax.core.errors import ConfigError
-from siamese_jax.evaluation.embed import embed
+from siamese_jax.evaluation.embed import AveragedParams, embed
 from siamese_jax.losses import LEARNED, LOSSES
 from siamese_jax.losses.batch import normalize
 from siamese_jax.losses.proxies import mean_per_class
@@ -72,7 +73,7 @@ def make_optimizer(
   learned = LOSSES[config.loss].learned
   decay = adam and config.weight_decay > 0
   schedule = _schedule(config, steps_per_epoch)
-  if learned is None and not decay and schedule is None:
+  if learned is None and not decay and schedule is None and config.ema_decay == 0:
     # Same update as Keras 3's RMSprop(learning_rate, rho, epsilon): nu starts
     # at zero, and eps is added to nu inside the square root (optax's default,
     # eps_in_sqrt=True); a test pins this.
@@ -94,7 +95,10 @@ def make_optimizer(
     parts.append(_scale_loss_updates(getattr(config, learned.lr_field)))
   if schedule is not None:
     parts.append(optax.scale_by_schedule(schedule))
-  return optax.chain(*parts, optax.scale_by_learning_rate(lr))
+  parts.append(optax.scale_by_learning_rate(lr))
+  if config.ema_decay > 0:
+    parts.append(_average_params(config.ema_decay))
+  return optax.chain(*parts)
 
 
 def _schedule(config: Config, steps_per_epoch: int | None):
@@ -140,8 +144,29 @@ def _scale_loss_updates(multiplier: float) -> optax.GradientTransformation:
   )
 
 
+def _average_params(decay: float) -> optax.GradientTransformation:
+  """Keeps `decay * average + (1 - decay) * params` of each step's new parameters.
+
+  The last link of the chain, so its updates are final: it passes them on
+  unchanged, and training is the run without it. In the optimizer's state,
+  the average is saved, restored, stacked and swept with it, and a
+  checkpoint needs nothing new; it starts at the initial parameters.
+  """
+
+  def update(updates, state, params):
+    new = jax.tree.map(
+      lambda a, p, u: decay * a + (1 - decay) * (p + u), state.params, params, updates
+    )
+    return updates, AveragedParams(new)
+
+  return optax.GradientTransformation(
+    lambda params: AveragedParams(jax.tree.map(jnp.copy, params)), update
+  )
+
+
 # Arrays the size of the parameters that a step holds: the parameters, their
-# gradients, and the optimizer's slots (RMSProp's nu; Adam's mu and nu).
+# gradients, and the optimizer's slots (RMSProp's nu; Adam's mu and nu), and
+# with --ema-decay one more, the average.
 _PARAMETER_COPIES = {"rmsprop": 3, "adam": 4}
 
 
@@ -159,7 +184,7 @@ def check_fits(model: nn.Module, config: Config, image_shape: Sequence[int]) -> 
       "times: 16 at least)."
     ) from None
   count = sum(x.size for x in jax.tree.leaves(shapes))
-  need = 4 * count * _PARAMETER_COPIES.get(config.optimizer, 4)
+  need = 4 * count * (_PARAMETER_COPIES.get(config.optimizer, 4) + (config.ema_decay > 0))
   memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   if need > memory:
     raise ConfigError(

@@ -20,6 +20,7 @@ import numpy as np
 from siamese_jax.core import parallel
 from siamese_jax.core.streams import StepKey
 from siamese_jax.data.augment import augment
+from siamese_jax.evaluation.embed import eval_params
 from siamese_jax.losses import LEARNED, LOSSES
 from siamese_jax.sampling import SAMPLERS
 from siamese_jax.training.state import TrainState
@@ -88,9 +89,10 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
   """{"loss", "accuracy": float32[]} of a batch (as for `train_step`) without dropout."""
   loss = LOSSES[state.loss]
   sampler = SAMPLERS[loss.sampler]
-  out = sampler.outputs(state.apply_fn, {"params": state.params}, batch, train=False)
+  params = eval_params(state)
+  out = sampler.outputs(state.apply_fn, {"params": params}, batch, train=False)
   target = batch[sampler.target]
-  own = state.params.get(LEARNED, {})
+  own = params.get(LEARNED, {})
   return {
     "loss": loss.fn(out, target, **own, **loss_params(state)),
     "accuracy": loss.accuracy(out, target, state.threshold),
