@@ -1,5 +1,7 @@
 """Speed and memory figures for the default config on real MNIST.
 
+`main` is `python -m experiments.benchmark`, whose flags choose among these.
+
 `run_benchmark` measures, in one process and one run:
 
 * compile seconds (XLA backend compiles, summed through jax.monitoring);
@@ -32,6 +34,7 @@ rate, and turbo clocks exceed the nominal one. The measured ceiling, a
 bound and is reported beside it.
 """
 
+import argparse
 import json
 import os
 import resource
@@ -47,9 +50,11 @@ import jax.numpy as jnp
 
 from benchmarks.floor import floor_epoch_seconds, format_breakdown, step_breakdown
 from siamese_jax.core import parallel
-from siamese_jax.core.config import Config
+from siamese_jax.core.config import DROPOUT_RNGS, Config
 from siamese_jax.core.errors import ConfigError
-from siamese_jax.data.dataset import Dataset
+from siamese_jax.core.files import atomic_write_json, check_output
+from siamese_jax.data.dataset import DATA_DIR_ENV, Dataset
+from siamese_jax.data.load import load_data
 from siamese_jax.evaluation.pairs import evaluate
 from siamese_jax.sampling.pairs import gather_batch
 from siamese_jax.training import build_run, create_train_state, train_chunk, train_epoch, train_step
@@ -501,3 +506,93 @@ def format_seeds_report(r: dict[str, Any]) -> str:
       f"{r['throughput_gain']:.2f}x that of running the seeds one after another",
     ]
   )
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(
+    prog="python -m experiments.benchmark",
+    description="Speed and memory of the default config on real MNIST.",
+  )
+  parser.add_argument("--data-dir", default=None, help=f"MNIST IDX dir (default ${DATA_DIR_ENV})")
+  parser.add_argument(
+    "--epochs", type=int, default=6, help="scanned epochs to time (first compiles)"
+  )
+  parser.add_argument("--loop-epochs", type=int, default=2, help="per-step loop epochs to time")
+  parser.add_argument("--chunk-steps", type=int, default=200, help="steps per scanned dispatch")
+  parser.add_argument(
+    "--no-fuse-branches", action="store_true", help="embed the two images separately"
+  )
+  parser.add_argument("--no-donate", action="store_true", help="do not donate the state")
+  parser.add_argument(
+    "--dropout", type=float, default=Config().dropout, help="dropout rate to time"
+  )
+  parser.add_argument(
+    "--dropout-rng",
+    choices=DROPOUT_RNGS,
+    default=Config().dropout_rng,
+    help="dropout masks from the counter-based hash or JAX's threefry (default %(default)s)",
+  )
+  parser.add_argument(
+    "--prng-impl",
+    choices=("threefry2x32", "rbg", "unsafe_rbg"),
+    default=None,
+    help="JAX's PRNG implementation (default: JAX's own, threefry2x32)",
+  )
+  parser.add_argument("--no-full-run", action="store_true", help="skip the whole 20-epoch run")
+  parser.add_argument(
+    "--breakdown",
+    action="store_true",
+    help="also time the step built up from its matmul floor, one piece at a time",
+  )
+  parser.add_argument(
+    "--seeds",
+    type=int,
+    default=None,
+    metavar="K",
+    help="instead: time K seeds in one program against one seed on one device "
+    "(model-epochs per second, same run)",
+  )
+  parser.add_argument("--json", default=None, help="also write the figures as JSON here")
+  args = parser.parse_args(argv)
+  check_output(args.json, "--json")
+  if args.epochs < 2 or args.loop_epochs < 1 or args.chunk_steps < 1:
+    parser.error("--epochs must be >= 2, --loop-epochs and --chunk-steps >= 1")
+  try:
+    config = Config(dropout=args.dropout, dropout_rng=args.dropout_rng)
+  except ValueError as e:
+    parser.error(str(e))
+  if args.prng_impl:
+    jax.config.update("jax_default_prng_impl", args.prng_impl)
+  data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
+  if not args.no_full_run and not data_dir and args.seeds is None:
+    # Checked before the timed work, not after it.
+    parser.error("the full run needs --data-dir (or pass --no-full-run)")
+  data = load_data(data_dir)
+  if args.seeds is not None:
+    if args.seeds < 1:
+      parser.error("--seeds must be >= 1")
+    report = run_seeds_benchmark(
+      data, config, args.seeds, epochs=args.epochs, chunk_steps=args.chunk_steps,
+      log=lambda s: print(s, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(format_seeds_report(report))
+    if args.json:
+      atomic_write_json(args.json, report)
+    return
+  report = run_benchmark(
+    data,
+    config,
+    epochs=args.epochs,
+    loop_epochs=args.loop_epochs,
+    chunk_steps=args.chunk_steps,
+    fuse_branches=not args.no_fuse_branches,
+    donate=not args.no_donate,
+    breakdown=args.breakdown,
+    log=lambda s: print(s, file=sys.stderr, flush=True),
+  )
+  if not args.no_full_run:
+    print("full default run (20 epochs) in a subprocess ...", file=sys.stderr, flush=True)
+    report["full_run"] = full_run(data_dir)
+  print(format_report(report))
+  if args.json:
+    atomic_write_json(args.json, report)

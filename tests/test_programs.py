@@ -43,6 +43,13 @@ def test_each_experiment_module_is_a_thin_route_to_its_program(name):
   assert len(text.splitlines()) <= 20
 
 
+def test_the_benchmark_experiment_is_a_thin_route_to_the_checkouts_benchmarks():
+  # Not a program of the wheel (it times `benchmarks/`), but as thin as one.
+  text = (ROOT / "experiments" / "benchmark.py").read_text()
+  assert "from benchmarks.speed import main" in text
+  assert len(text.splitlines()) <= 20
+
+
 def test_the_console_script_lists_the_programs_and_refuses_an_unknown_one(capsys):
   assert programs.main(["--help"]) == 0
   out = capsys.readouterr().out
