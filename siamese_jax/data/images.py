@@ -13,6 +13,7 @@ as `DIR/<class>/*` (torchvision's ImageFolder). Bad input is one
 import io
 import os
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -62,7 +63,12 @@ def decode(source: bytes | str, name: str | None = None, *, mode: str | None = N
 
   name = name or (source if isinstance(source, str) else "<bytes>")
   try:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    with warnings.catch_warnings():
+      # `MAX_PIXELS` is the policy: PIL's warning above its own, lower limit
+      # would only repeat, beside our refusal or an image we accept.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    with img:
       w, h = img.size  # from the header: a bomb is refused before it is decoded
       if w * h > MAX_PIXELS:
         raise DataError(
