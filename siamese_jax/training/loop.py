@@ -7,7 +7,9 @@ directory (the workdir, or `<workdir>/seed_<S>/`): `config.json` first,
 `metrics.jsonl` per epoch, `results.json` last; in the workdir
 `checkpoint.msgpack` (every model, replaced atomically each epoch and on
 Ctrl-C, so a resume is bitwise) and, with seeds, `summary.json`. Model i of
-K is bitwise its own plain run. Only process 0 writes, holding the lock.
+K has its own plain run's keys, data and batches, and is bitwise that run
+but where models share a device and XLA's batched ops round otherwise (conv4:
+docs/seeds-and-sweeps.md). Only process 0 writes, holding the lock.
 """
 
 import contextlib
