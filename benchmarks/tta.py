@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from siamese_jax import load_trained
+from siamese_jax import cli, load_trained
 from siamese_jax.core.streams import PairsKey
 from siamese_jax.evaluation.oneshot import oneshot_metrics
 from siamese_jax.evaluation.retrieval import retrieval_metrics
@@ -67,4 +67,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run_main(main))

@@ -1,5 +1,6 @@
 """The programs: one installed module each, three routes to it, thin experiment modules."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -248,6 +249,7 @@ PROGRAMS = [
   ("benchmarks.processes", ["--data-dir", MISSING], 1, MISSING),
   ("benchmarks.processes", ["--data-dir", "{data}", "--seeds", "0,x"], 2, "0,x"),
   ("benchmarks.search", ["--backends", "exact,bogus"], 2, "bogus"),
+  ("benchmarks.tta", ["--workdir", MISSING], 1, MISSING),
   # Issue 32: integers a run turns into keys or indices.
   ("experiments.mnist_siamese", ["--data-dir", "{data}", "--seed", "1099511627776"], 2, "--seed"),
   (
@@ -441,6 +443,15 @@ def test_every_program_refuses_bad_input_in_one_paragraph(tmp_path, mnist_run, c
     if rc != code or text not in err or "Traceback" in err or not err.strip():
       failures.append(f"{module} {' '.join(args)}: exit {rc} (want {code}), stderr {err!r}")
   assert failures == [], "\n".join(failures)
+
+
+def test_each_program_in_the_table_refuses_from_its_command_line_too():
+  # The table calls each `main` through `cli.run_main`; `python -m` runs the module's own
+  # `__main__` block, which must do the same, or a refusal arrives under a traceback.
+  for module in sorted({module for module, *_ in PROGRAMS}):
+    source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
+    block = source.split('if __name__ == "__main__":', 1)[-1]
+    assert "run_main(main)" in block or "run(" in block, module
 
 
 @pytest.mark.slow
