@@ -1,15 +1,15 @@
-"""Test-time shifts, measured on validation only: a finished run's held-out one-shot accuracy per shift.
+"""Test-time views, measured on validation only: a finished run's held-out one-shot accuracy per view set.
 
-    python -m benchmarks.tta --workdir W [--shifts 0,0.5,1,1.5] [--data-dir DIR]
+    python -m benchmarks.tta --workdir W [--shifts 0,0.5,1,1.5] [--turns 0,5] [--data-dir DIR]
 
 W is a finished run that held out whole groups (Omniglot's --holdout-groups),
 or a --seeds run's folder (its ensemble, `load_trained`'s). For each shift
-(pixels of the run's input; `Config.tta_shift`): 20-way and 5-way 1-shot
-accuracy over the run's own 1,000 validation episodes (the same episodes at
-every shift, so the differences are paired), P@1 of the validation images,
-and the seconds to embed them. Shift 0 repeats the run's recorded
-`val_oneshot_*` and `val_precision_at_1`. Nothing of the test classes is
-computed.
+(pixels of the run's input; `Config.tta_shift`) and each turn (degrees;
+`Config.tta_turn`): 20-way and 5-way 1-shot accuracy over the run's own
+1,000 validation episodes (the same episodes for every view set, so the
+differences are paired), P@1 of the validation images, and the seconds to
+embed them. Shift 0 and turn 0 repeat the run's recorded `val_oneshot_*`
+and `val_precision_at_1`. Nothing of the test classes is computed.
 """
 
 import argparse
@@ -32,9 +32,15 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks.tta", description=__doc__)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--shifts", default="0,0.5,1,1.5", help="comma-separated pixels")
+  parser.add_argument("--turns", default="0", help="comma-separated degrees")
   parser.add_argument("--data-dir", default=None, help="default: the run's recorded data")
   args = parser.parse_args(argv)
-  shifts = [float(s) for s in args.shifts.split(",")]
+  try:
+    shifts = [float(s) for s in args.shifts.split(",")]
+    turns = [float(s) for s in args.turns.split(",")]
+  except ValueError:
+    parser.error(f"--shifts and --turns take comma-separated numbers, got {args.shifts!r} and "
+                 f"{args.turns!r}")  # fmt: skip
   model = load_trained(args.workdir)
   config = model.config
   data = model.load_data(args.data_dir)
@@ -49,10 +55,10 @@ def main(argv=None) -> int:
     f"{args.workdir}: {model.members} model(s), {len(val.images):,} validation images of "
     f"{len(np.unique(val.labels))} characters, 1,000 episodes per setting\n"
   )
-  print("| shift (px) | val 20-way 1-shot | val 5-way 1-shot | val P@1 | embed (s) |")
-  print("| --- | --- | --- | --- | --- |")
-  for shift in shifts:
-    m = load_trained(args.workdir, tta_shift=shift)
+  print("| shift (px) | turn (deg) | val 20-way 1-shot | val 5-way 1-shot | val P@1 | embed (s) |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for shift, turn in ((s, t) for t in turns for s in shifts):
+    m = load_trained(args.workdir, tta_shift=shift, tta_turn=turn)
     m.embed(val.images[:64])  # compile outside the timing
     t = time.perf_counter()
     emb = m.embed(val.images)
@@ -62,7 +68,7 @@ def main(argv=None) -> int:
     scores = [r[f"val_oneshot_{w}way_{s}shot"] for w, s in SETTINGS]
     scores.append(retrieval_metrics(emb, val.labels)["precision_at_1"])
     cells = ["n/a" if x is None else f"{100 * x:.2f}" for x in scores]  # alphabets too small
-    print(f"| {shift:g} | {' | '.join(cells)} | {seconds:.2f} |", flush=True)
+    print(f"| {shift:g} | {turn:g} | {' | '.join(cells)} | {seconds:.2f} |", flush=True)
   return 0
 
 

@@ -133,14 +133,15 @@ def test_omniglot_seeds_through_the_one_loop(omniglot_dir, tmp_path, capsys):
   # shift 0 the figures the run recorded for it (no episodes: too few characters).
   from benchmarks import tta
 
-  assert tta.main(["--workdir", str(tmp_path / "s"), "--shifts", "0,1", "--data-dir",
-                   omniglot_dir]) == 0  # fmt: skip
+  assert tta.main(["--workdir", str(tmp_path / "s"), "--shifts", "0,1", "--turns", "0,5",
+                   "--data-dir", omniglot_dir]) == 0  # fmt: skip
   out = capsys.readouterr().out.splitlines()
   rows = [line.split(" | ") for line in out if line[:2] == "| " and line[2].isdigit()]
   ensemble = summary["ensemble"]
   assert ensemble["members"] == 2 and ensemble["val_oneshot_5way_1shot"] is None  # 4 a class
-  assert [r[0] for r in rows] == ["| 0", "| 1"] and rows[0][1:3] == ["n/a", "n/a"]
-  assert float(rows[0][3]) == round(100 * ensemble["val_precision_at_1"], 2)
+  assert [r[:2] for r in rows] == [["| 0", "0"], ["| 1", "0"], ["| 0", "5"], ["| 1", "5"]]
+  assert rows[0][2:4] == ["n/a", "n/a"]
+  assert float(rows[0][4]) == round(100 * ensemble["val_precision_at_1"], 2)
 
 
 def test_the_figures(omniglot_run, tmp_path):

@@ -202,6 +202,34 @@ def test_test_time_shifts_average_the_image_and_its_four_moves(finished):
     sj.load_trained(workdir, tta_shift=-1.0)
 
 
+def test_test_time_turns_add_the_image_turned_each_way(finished):
+  workdir, data, _ = finished
+  model = sj.load_trained(workdir)
+  apply, params = model.model.apply, model.params
+  x = data.test_images[:6].astype(np.float32) / 255.0
+  # A quarter turn maps the square grid onto itself, so it is exact: the
+  # views are the image and np.rot90 of it each way, whichever sign is which.
+  turned = [embed(apply, params, np.rot90(x, k, axes=(1, 2)).copy()) for k in (0, 1, -1)]
+  got = np.asarray(embed(apply, params, x, turn=90.0))
+  np.testing.assert_allclose(got, np.mean(turned, 0), rtol=1e-4, atol=1e-5)
+  # With shifts, the turns join the image and its 4 moves: 7 views.
+  moves = np.asarray(embed(apply, params, x, shift=1.0))
+  both = np.asarray(embed(apply, params, x, shift=1.0, turn=90.0))
+  np.testing.assert_allclose(both, (5 * moves + np.sum(turned[1:], 0)) / 7, rtol=1e-4, atol=1e-5)
+  # load_trained applies a turn it is given, alone or with a shift; the
+  # fingerprint tells them apart, and a turn past 45 degrees is refused.
+  small = sj.load_trained(workdir, tta_turn=10.0)
+  np.testing.assert_allclose(
+    small.embed(data.test_images[:6]), embed(apply, params, x, turn=10.0), atol=1e-6
+  )
+  assert not np.allclose(small.embed(data.test_images[:6]), model.embed(data.test_images[:6]))
+  with_shift = sj.load_trained(workdir, tta_shift=1.0, tta_turn=10.0)
+  prints = {small.fingerprint, with_shift.fingerprint, model.fingerprint}
+  assert len(prints) == 3 and sj.load_trained(workdir, tta_shift=1.0).fingerprint not in prints
+  with pytest.raises(sj.ConfigError, match="tta_turn"):
+    sj.load_trained(workdir, tta_turn=90.0)
+
+
 @pytest.mark.slow
 def test_a_run_with_test_time_shifts_reports_what_load_trained_embeds(tmp_path, small_mnist):
   config = sj.Config(epochs=1, batch_size=32, tta_shift=1.0)

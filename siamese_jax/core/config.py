@@ -184,6 +184,12 @@ class Config:
     "and in load_trained; 0: none",
     NON_NEGATIVE,
   )
+  tta_turn: float = _field(
+    0.0,
+    "test-time turns: 2 more views, each image turned this many degrees each way about its "
+    "centre, averaged with the shifts' (at most 45); 0: none",
+    (lambda v: _is_real(v) and 0 <= v <= 45, "it must be a number of degrees in [0, 45]"),
+  )
   optimizer: str = _field(
     "rmsprop",
     "rmsprop (the original's) or adam (optax's b1 0.9, b2 0.999, eps 1e-8), at --learning-rate",

@@ -8,9 +8,11 @@ the MLP, far fewer for a convolutional encoder.
 A state is evaluated with `eval_params`: the parameters, or their moving
 average where `Config.ema_decay` keeps one. Two settings of a finished
 model build on it (`embed_models`):
-* test-time shifts (`Config.tta_shift`): an image's embedding is the mean
-  over itself and 4 copies moved that many pixels up, down, left and right
-  (bilinear, zero outside), renormalized when the loss measures unit vectors;
+* test-time views (`Config.tta_shift`, `Config.tta_turn`): an image's
+  embedding is the mean over itself, 4 copies moved that many pixels up,
+  down, left and right, and 2 copies turned that many degrees each way
+  about the centre (bilinear, zero outside), renormalized when the loss
+  measures unit vectors;
 * an ensemble: K models' embeddings side by side, divided by sqrt(K), so a
   squared distance is the mean of the members' squared distances.
 """
@@ -28,8 +30,25 @@ from siamese_jax.data.augment import warp
 from siamese_jax.losses import LOSSES
 from siamese_jax.losses.batch import normalize as unit
 
-# The test-time views, (rows, columns) in units of the shift: the image and 4 moves.
+# The test-time moves, (rows, columns) in units of the shift: the image and 4 moves.
 VIEWS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def views(shift: float, turn: float) -> list[tuple[tuple, tuple]]:
+  """The test-time views: (2x2 linear map for `warp`, move in units of `shift`) each.
+
+  The image itself, then 4 moves if `shift`, then 2 turns (+/- `turn` degrees) if
+  `turn`; the moves come first so that a run without turns keeps its old sum.
+  """
+  eye = ((1.0, 0.0), (0.0, 1.0))
+  out = [(eye, (0.0, 0.0))]
+  if shift:
+    out += [(eye, v) for v in VIEWS[1:]]
+  for sign in (1, -1) if turn else ():
+    c, s = math.cos(math.radians(sign * turn)), math.sin(math.radians(sign * turn))
+    out.append((((c, -s), (s, c)), (0.0, 0.0)))
+  return out
+
 
 EMBED_BUDGET_BYTES = 256 * 2**20
 
@@ -51,40 +70,45 @@ def embed_chunk_size(apply_fn, params, image_shape, budget_bytes: int = EMBED_BU
 
 
 def embed(
-  apply_fn, params, images, *, chunk: int | None = None, shift: float = 0.0, normalize=False
-) -> jax.Array:
+  apply_fn, params, images, *, chunk: int | None = None, shift: float = 0.0, turn: float = 0.0,
+  normalize=False,
+) -> jax.Array:  # fmt: skip
   """float32[N, D]: uint8[N, H, W] (or floats in [0, 1]) embedded once, `chunk` at a time.
 
-  With `shift` > 0, each embedding is the mean over the test-time views
-  (module doc), made unit length again if `normalize`.
+  With `shift` or `turn` > 0, each embedding is the mean over the test-time
+  views (module doc), made unit length again if `normalize`.
   """
   if chunk is None:
     chunk = _chunk_for(apply_fn, params, tuple(images.shape[1:]))
-    if shift:  # the views' working set is the chunk's, once per view
-      chunk = max(1, chunk // len(VIEWS))
+    if shift or turn:  # the views' working set is the chunk's, once per view
+      chunk = max(1, chunk // len(views(shift, turn)))
   if images.shape[0] == 0:
     dim = _dim(apply_fn, params, tuple(images.shape[1:]))
     return jnp.zeros((0, dim), jnp.float32)
-  return _embed(apply_fn, params, images, chunk=chunk, shift=float(shift), normalize=normalize)
+  return _embed(apply_fn, params, images, chunk=chunk, shift=float(shift), turn=float(turn),
+                normalize=normalize)  # fmt: skip
 
 
 def embed_models(
-  apply_fn, members: Sequence, images, *, shift: float = 0.0, normalize: bool = False
-) -> jax.Array:
+  apply_fn, members: Sequence, images, *, shift: float = 0.0, turn: float = 0.0,
+  normalize: bool = False,
+) -> jax.Array:  # fmt: skip
   """float32[N, K * D]: K models' `embed`s (parameters `members`) joined (module doc).
 
   One member is its own `embed`, bitwise.
   """
-  parts = [embed(apply_fn, p, images, shift=shift, normalize=normalize) for p in members]
+  parts = [embed(apply_fn, p, images, shift=shift, turn=turn, normalize=normalize)
+           for p in members]  # fmt: skip
   if len(parts) == 1:
     return parts[0]
   return jnp.concatenate(parts, axis=1) / math.sqrt(len(parts))
 
 
 def embedder(apply_fn, members: Sequence, config) -> Callable[[jax.Array], jax.Array]:
-  """Images -> embeddings as a trained run gives them: its members, its loss's norm, its shifts."""
+  """Images -> embeddings as a trained run gives them: its members, its loss's norm, its views."""
   normalize = LOSSES[config.loss].normalize
-  return lambda x: embed_models(apply_fn, members, x, shift=config.tta_shift, normalize=normalize)
+  shift, turn = config.tta_shift, config.tta_turn
+  return lambda x: embed_models(apply_fn, members, x, shift=shift, turn=turn, normalize=normalize)
 
 
 class AveragedParams(NamedTuple):
@@ -127,10 +151,11 @@ def _dim(apply_fn, params, image_shape) -> int:
   ]
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "shift", "normalize"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "shift", "turn", "normalize"))
 def _embed(
-  apply_fn, params, images: jax.Array, *, chunk: int, shift: float = 0.0, normalize: bool = False
-) -> jax.Array:
+  apply_fn, params, images: jax.Array, *, chunk: int, shift: float = 0.0, turn: float = 0.0,
+  normalize: bool = False,
+) -> jax.Array:  # fmt: skip
   n = images.shape[0]
   dim = _dim(apply_fn, params, images.shape[1:])
 
@@ -138,16 +163,16 @@ def _embed(
     x = jax.lax.dynamic_slice_in_dim(images, start, size).astype(jnp.float32)
     if images.dtype == jnp.uint8:
       x = x / 255.0
-    if not shift:
+    if not (shift or turn):
       return apply_fn({"params": params}, x, method="embed")
-    identity = jnp.broadcast_to(jnp.eye(2, dtype=jnp.float32), (size, 2, 2))
     side = jnp.array(x.shape[1:], jnp.float32)
-    views = [
-      apply_fn({"params": params}, warp(x, identity, jnp.broadcast_to(
-        jnp.array(v, jnp.float32) * shift / side, (size, 2))), method="embed")
-      for v in VIEWS
+    out = [
+      apply_fn({"params": params}, warp(x, jnp.broadcast_to(jnp.array(a, jnp.float32), (size, 2, 2)),
+               jnp.broadcast_to(jnp.array(v, jnp.float32) * shift / side, (size, 2))),
+               method="embed")
+      for a, v in views(shift, turn)
     ]  # fmt: skip
-    mean = sum(views) / len(views)
+    mean = sum(out) / len(out)
     return unit(mean) if normalize else mean
 
   return chunked_rows(embed_rows, n, chunk, (dim,), jnp.float32)

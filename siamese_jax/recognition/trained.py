@@ -7,8 +7,8 @@
 
 A `--seeds` run's folder is one model: its members' embeddings joined, so
 a squared distance is the mean of theirs (`siamese_jax.evaluation.embed`);
-each member's folder is still a single model. A run's test-time shifts
-(`Config.tta_shift`) apply to every embedding.
+each member's folder is still a single model. A run's test-time views
+(`Config.tta_shift`, `Config.tta_turn`) apply to every embedding.
 
 `threshold` is the run's own (`siamese_jax.evaluation.final`). Images are
 uint8 [N, H, W] or floats in [0, 1] ([N, H * W] too); a run that resizes or
@@ -111,9 +111,11 @@ class TrainedModel:
   @functools.cached_property
   def fingerprint(self) -> str:
     """Which model this is, for the indexes built with it (`siamese_jax.recognition.index`)."""
-    if self.members == 1 and not self.config.tta_shift:
+    if self.members == 1 and not self.config.tta_shift and not self.config.tta_turn:
       return fingerprint(self.params)
-    return fingerprint((self.params, self.config.tta_shift))
+    if not self.config.tta_turn:  # the fingerprints of indexes built before turns existed
+      return fingerprint((self.params, self.config.tta_shift))
+    return fingerprint((self.params, self.config.tta_shift, self.config.tta_turn))
 
   def index(self, images, labels, **kwargs):
     """An `Index` of gallery images and int or str [N] labels (`backend`, `threshold`)."""
@@ -171,20 +173,21 @@ class TrainedModel:
 
 
 def load_trained(
-  workdir: str | os.PathLike, *, encoder=None, tta_shift: float | None = None
-) -> TrainedModel:
+  workdir: str | os.PathLike, *, encoder=None, tta_shift: float | None = None,
+  tta_turn: float | None = None,
+) -> TrainedModel:  # fmt: skip
   """Loads the network and threshold of a finished run in `workdir`, or a --seeds run's ensemble.
 
   `encoder`: the custom Flax encoder it was trained with, if any (built-in
-  ones are rebuilt from config.json). `tta_shift`: test-time shifts other
-  than the run's own (0: none). Raises WorkdirError for missing files, a
+  ones are rebuilt from config.json). `tta_shift`, `tta_turn`: test-time
+  views other than the run's own (0: none). Raises WorkdirError for missing files, a
   sweep's folder, or a run of another encoder.
   """
   workdir = os.fspath(workdir)
   if not os.path.isfile(os.path.join(workdir, CONFIG_NAME)) and os.path.isfile(
     os.path.join(workdir, SUMMARY_NAME)
   ):
-    return _load_ensemble(workdir, encoder, tta_shift)
+    return _load_ensemble(workdir, encoder, tta_shift, tta_turn)
   need = (CONFIG_NAME, checkpoint.CHECKPOINT_NAME, RESULTS_NAME)
   missing = [f for f in need if not os.path.isfile(os.path.join(workdir, f))]
   if missing:
@@ -195,8 +198,8 @@ def load_trained(
     )
     raise WorkdirError(f"{workdir!r} holds no finished run: {', '.join(missing)} missing. {hint}")
   config = read_config(os.path.join(workdir, CONFIG_NAME))
-  if tta_shift is not None:
-    config = dataclasses.replace(config, tta_shift=tta_shift)  # checked by Config
+  views = {k: v for k, v in (("tta_shift", tta_shift), ("tta_turn", tta_turn)) if v is not None}
+  config = dataclasses.replace(config, **views)  # checked by Config
   results = read_results(workdir)
   used = results.get("encoder", config.encoder)
   if used.startswith("custom") and encoder is None:
@@ -220,7 +223,7 @@ def load_trained(
   )  # fmt: skip
 
 
-def _load_ensemble(workdir: str, encoder, tta_shift: float | None) -> TrainedModel:
+def _load_ensemble(workdir: str, encoder, tta_shift, tta_turn) -> TrainedModel:
   """A finished --seeds run's models as one (module doc)."""
   path = os.path.join(workdir, SUMMARY_NAME)
   try:
@@ -239,7 +242,8 @@ def _load_ensemble(workdir: str, encoder, tta_shift: float | None) -> TrainedMod
       f"seed. Load one of them, e.g. {os.path.join(workdir, '<value folder>', 'seed_<S>')}."
     )
   members = [
-    load_trained(seed_dir(workdir, s), encoder=encoder, tta_shift=tta_shift) for s in seeds
+    load_trained(seed_dir(workdir, s), encoder=encoder, tta_shift=tta_shift, tta_turn=tta_turn)
+    for s in seeds
   ]
   first = members[0]
   for s, m in zip(seeds, members, strict=True):
